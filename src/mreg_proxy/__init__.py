@@ -1,0 +1,1 @@
+"""mreg-proxy: Basic-auth reverse proxy in front of the distribution registry."""

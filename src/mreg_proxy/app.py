@@ -1,0 +1,180 @@
+"""create_app(settings): routes, authentication and authorization, lifecycle; main() runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from typing import AsyncIterator, Sequence
+
+import aiohttp
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from . import errors
+from .authn import Authenticator, parse_basic
+from .authz import Decision, decide
+from .config import ConfigError, Settings, configure_logging, load_settings
+from .proxy import BODY_BYTES, forward, make_session
+from .server import SwitchingSite
+from .tls import TlsState
+from .users import UserStore
+
+log = logging.getLogger("mreg")
+
+SETTINGS = web.AppKey("settings", Settings)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+TLS = web.AppKey("tls", TlsState)
+USER = "mreg.user"  # request key: who made the request, for the access log
+
+READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
+
+
+async def handle_v2(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    credentials = parse_basic(request.headers.get("Authorization"))
+    user = await app[AUTHENTICATOR].authenticate(*credentials) if credentials else None
+    if user is None:
+        if credentials:
+            request[USER] = f"!{credentials[0]}"  # failed attempt, shown as such in the log
+        return errors.unauthorized(app[SETTINGS].realm)
+    request[USER] = user.name
+    decision = decide(user.role, request.method)
+    if decision is Decision.UNSUPPORTED:
+        return errors.unsupported(request.method)
+    if decision is Decision.DENY:
+        return errors.denied(user.name, request.method)
+    return await forward(request, app[SESSION], app[SETTINGS].upstream)
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    """Ready when the registry answers its API root (any status below 500)."""
+    url = request.app[SETTINGS].upstream / "v2/"
+    try:
+        async with request.app[SESSION].get(url, timeout=READY_TIMEOUT) as response:
+            if response.status < 500:
+                return web.Response(text="ok\n")
+            reason = f"registry answered {response.status}"
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        reason = f"registry unreachable: {exc.__class__.__name__}"
+    return web.Response(status=503, text=f"not ready: {reason}\n")
+
+
+async def handle_not_found(request: web.Request) -> web.Response:
+    return errors.not_found()
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request: client, user, method, path, status, bytes, seconds.
+
+    The query string is left out (upload state tokens are long and useless in a log); no header is
+    ever logged, so neither is a password.
+    """
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %s %d %d %.3fs",
+            request.remote,
+            request.get(USER, "-"),
+            request.method,
+            request.path,
+            response.status,
+            request.get(BODY_BYTES, response.content_length or 0),
+            time,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
+    async with make_session() as session:
+        app[SESSION] = session
+        yield
+
+
+async def _tls_watcher(app: web.Application) -> AsyncIterator[None]:
+    tls = app[TLS]
+    interval = app[SETTINGS].tls_poll_interval
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            tls.refresh()
+
+    task = asyncio.create_task(watch())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(handler_args={"max_field_size": 65536})
+    app[SETTINGS] = settings
+    store = UserStore(settings.users_file)
+    store.refresh()
+    app[AUTHENTICATOR] = Authenticator(
+        store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost
+    )
+    tls = TlsState(settings.tls_cert, settings.tls_key)
+    tls.refresh()
+    app[TLS] = tls
+    app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_tls_watcher)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_route("*", r"/v2{tail:(/.*)?}", handle_v2)
+    app.router.add_route("*", r"/{tail:.*}", handle_not_found)
+    return app
+
+
+async def serve(settings: Settings, started: asyncio.Event | None = None) -> None:
+    """Run until cancelled."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=logging.getLogger("mreg.access"))
+    await runner.setup()
+    try:
+        site = SwitchingSite(runner, settings.listen_host, settings.listen_port, app[TLS])
+        await site.start()
+        log.info("mreg-proxy listening on %s, registry at %s", site.name, settings.upstream)
+        if started is not None:
+            started.set()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+async def _run_until_signalled(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT; as PID 1 in a container, SIGTERM is ignored unless handled."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await serve(settings)
+    log.info("mreg-proxy stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    except ConfigError as exc:
+        sys.exit(f"mreg-proxy: error: {exc}")
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(_run_until_signalled(settings))
+    except OSError as exc:  # typically: the port is taken
+        sys.exit(f"mreg-proxy: error: cannot listen on {settings.listen_host}:{settings.listen_port}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        pass

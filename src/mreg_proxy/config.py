@@ -1,0 +1,148 @@
+"""One frozen Settings object, built once at the edge from flags and environment.
+
+Nothing else in the package reads ``os.environ``: the proxy and the CLIs receive a Settings.
+Flags win over environment variables, which win over the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from yarl import URL
+
+
+class ConfigError(ValueError):
+    """A setting is unusable; the message is one line meant for the operator."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 5000
+    upstream: URL = URL("http://127.0.0.1:5001")
+    users_file: Path = Path("/auth/users.yml")
+    tls_cert: Path = Path("/auth/tls.crt")
+    tls_key: Path = Path("/auth/tls.key")
+    realm: str = "mreg"
+    log_level: str = "INFO"
+    auth_cache_ttl: float = 60.0
+    bcrypt_cost: int = 12
+    tls_poll_interval: float = 1.0
+
+
+# (flag, environment variable, Settings field, help)
+_OPTIONS: tuple[tuple[str, str, str, str], ...] = (
+    ("--listen", "MREG_LISTEN", "listen", "address to listen on, HOST:PORT (default 0.0.0.0:5000)"),
+    ("--upstream", "MREG_UPSTREAM", "upstream", "registry base URL (default http://127.0.0.1:5001)"),
+    ("--users-file", "MREG_USERS_FILE", "users_file", "YAML user store (default /auth/users.yml)"),
+    ("--tls-cert", "MREG_TLS_CERT", "tls_cert", "PEM certificate (chain) (default /auth/tls.crt)"),
+    ("--tls-key", "MREG_TLS_KEY", "tls_key", "PEM private key (default /auth/tls.key)"),
+    ("--realm", "MREG_REALM", "realm", 'Basic auth realm (default "mreg")'),
+    ("--log-level", "MREG_LOG_LEVEL", "log_level", "DEBUG, INFO, WARNING or ERROR (default INFO)"),
+    ("--auth-cache-ttl", "MREG_AUTH_CACHE_TTL", "auth_cache_ttl",
+     "seconds a verified password is remembered, 0 disables (default 60)"),
+    ("--bcrypt-cost", "MREG_BCRYPT_COST", "bcrypt_cost", "bcrypt cost for new hashes, 4-16 (default 12)"),
+)
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``[v6]:PORT`` -> (host, port)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ConfigError(f"MREG_LISTEN {value!r}: expected HOST:PORT, e.g. 0.0.0.0:5000")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ConfigError(f"MREG_LISTEN {value!r}: port must be 1-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", port
+
+
+def parse_upstream(value: str) -> URL:
+    try:
+        url = URL(value)
+    except ValueError as exc:
+        raise ConfigError(f"MREG_UPSTREAM {value!r}: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"MREG_UPSTREAM {value!r}: expected http://HOST:PORT")
+    if url.path not in ("", "/") or url.query_string:
+        raise ConfigError(f"MREG_UPSTREAM {value!r}: give the registry's base URL, without a path")
+    return url.with_path("")
+
+
+def _number(name: str, value: str, kind: type, low: float, high: float) -> float:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ConfigError(f"{name} {value!r}: not a number") from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name} {value!r}: must be between {low} and {high}")
+    return number
+
+
+def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
+    if field == "listen":
+        host, port = parse_listen(raw)
+        return {"listen_host": host, "listen_port": port}
+    if field == "upstream":
+        return {"upstream": parse_upstream(raw)}
+    if field in ("users_file", "tls_cert", "tls_key"):
+        if not raw:
+            raise ConfigError(f"{env_name}: empty path")
+        return {field: Path(raw)}
+    if field == "log_level":
+        level = raw.upper()
+        if level not in _LOG_LEVELS:
+            raise ConfigError(f"{env_name} {raw!r}: expected one of {', '.join(_LOG_LEVELS)}")
+        return {"log_level": level}
+    if field == "auth_cache_ttl":
+        return {field: _number(env_name, raw, float, 0, 86400)}
+    if field == "bcrypt_cost":
+        return {field: _number(env_name, raw, int, 4, 16)}
+    if field == "realm":
+        if not raw or '"' in raw or "\\" in raw or not raw.isprintable():
+            raise ConfigError(f"{env_name} {raw!r}: printable, without quotes or backslashes")
+        return {"realm": raw}
+    raise AssertionError(field)
+
+
+def build_parser(prog: str = "mreg-proxy") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="mreg-proxy: the Basic-auth reverse proxy of mreg, in front of registry:2. "
+        "Every flag can also be given as the environment variable shown; flags win.",
+    )
+    for flag, env_name, _field, help_text in _OPTIONS:
+        parser.add_argument(flag, metavar="VALUE", help=f"{help_text} [{env_name}]")
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None, env: Mapping[str, str]) -> Settings:
+    """Flags (``argv``), then ``env``, then defaults. Raises ConfigError on a bad value."""
+    args = build_parser().parse_args(list(argv) if argv is not None else [])
+    return settings_from(vars(args), env)
+
+
+def settings_from(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Settings:
+    values: dict[str, object] = {}
+    for flag, env_name, field, _help in _OPTIONS:
+        raw = flags.get(flag.lstrip("-").replace("-", "_"))
+        name = flag if raw is not None else env_name
+        if raw is None:
+            raw = env.get(env_name)
+        if raw is not None:
+            values.update(_field_value(field, name, raw))
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

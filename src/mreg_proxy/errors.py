@@ -1,0 +1,45 @@
+"""Errors the proxy produces itself, in the registry's JSON envelope."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+
+
+def error_response(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = json.dumps({"errors": [{"code": code, "message": message, "detail": None}]})
+    response = web.Response(status=status, text=body, content_type="application/json")
+    response.headers[API_VERSION[0]] = API_VERSION[1]
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def unauthorized(realm: str) -> web.Response:
+    return error_response(
+        401,
+        "UNAUTHORIZED",
+        "authentication required",
+        headers={"WWW-Authenticate": f'Basic realm="{realm}", charset="UTF-8"'},
+    )
+
+
+def denied(user: str, method: str) -> web.Response:
+    return error_response(403, "DENIED", f"user {user!r} may not {method}: read-only access")
+
+
+def unsupported(method: str) -> web.Response:
+    return error_response(405, "UNSUPPORTED", f"method {method} is not allowed on this registry")
+
+
+def not_found() -> web.Response:
+    return error_response(404, "NOT_FOUND", "not found: this server only serves the /v2/ API")
+
+
+def unavailable(status: int, message: str) -> web.Response:
+    return error_response(status, "UNAVAILABLE", message)
