@@ -23,6 +23,7 @@ from aiohttp import web
 from yarl import URL
 
 from mreg_proxy.app import serve
+from mreg_proxy.cli.gen_tls import self_signed
 from mreg_proxy.config import Settings
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -98,6 +99,11 @@ def cli(auth_files: AuthFiles, tmp_path: Path) -> Cli:
 def basic_auth(user: str, password: str) -> dict[str, str]:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
+
+
+def tls_pair(address: str = "127.0.0.1") -> tuple[bytes, bytes]:
+    """A fresh self-signed (certificate PEM, key PEM), made the way mreg-gen-tls makes them."""
+    return self_signed(address, days=30)
 
 
 def free_port() -> int:

@@ -1,0 +1,261 @@
+"""manage-tls: show, install or remove the certificate and key the proxy serves HTTPS with.
+
+Runs inside the auth container. ``cert`` and ``key`` read PEM from stdin, validate it with the
+``cryptography`` package and replace the file atomically (mode 0600); empty input deletes the file,
+which is how TLS is turned off. The running proxy notices either change within a couple of seconds
+and keeps its last good pair while the files do not match, so a rotation is: new certificate, then
+new key. Nothing here ever prints a private key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence, Union
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from ..config import ConfigError, Settings, settings_from
+from ..files import atomic_write, remove
+from . import OneLineParser, Refusal, os_error_text, refuse, warn
+
+PROG = "manage-tls"
+
+# The key types a TLS server can sign its handshake with.
+PrivateKey = Union[
+    rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey
+]
+_SIGNING_KEYS = (
+    rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey
+)
+_PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
+
+Command = Callable[[Settings, argparse.Namespace], None]
+
+
+def one_line(exc: Exception) -> str:
+    """cryptography's messages span lines; a refusal is one."""
+    return " ".join(str(exc).split())
+
+
+def parse_certificates(data: bytes) -> list[x509.Certificate]:
+    """The certificate (and chain) in ``data``; the server's own certificate comes first."""
+    if _PRIVATE_KEY_MARKER in data:
+        # a combined PEM would put the key in tls.crt, where it does not belong
+        raise Refusal("the input contains a private key: give only certificates to 'manage-tls cert'")
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise Refusal(f"not a PEM certificate: {one_line(exc)}") from None
+
+
+def parse_private_key(data: bytes) -> PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise Refusal(
+            "the key is encrypted and the proxy cannot ask for a passphrase: "
+            "decrypt it first (openssl pkey -in encrypted.key -out tls.key)"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise Refusal(f"not a PEM private key: {one_line(exc)}") from None
+    if not isinstance(key, _SIGNING_KEYS):
+        raise Refusal(f"a {describe_key(key)} cannot sign TLS handshakes; use RSA, EC or Ed25519")
+    return key
+
+
+def certificates_in(path: Path) -> list[x509.Certificate] | None:
+    """The certificates in ``path``; None when it is absent. Refusal when it is unusable."""
+    try:
+        return parse_certificates(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except Refusal as exc:
+        raise Refusal(f"{path}: {exc}") from None
+
+
+def private_key_in(path: Path) -> PrivateKey | None:
+    try:
+        return parse_private_key(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except Refusal as exc:
+        raise Refusal(f"{path}: {exc}") from None
+
+
+def key_matches(certificate: x509.Certificate, key: PrivateKey) -> bool:
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return certificate.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki)
+
+
+def describe_key(key: object) -> str:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"RSA {key.key_size}-bit private key"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return f"EC {key.curve.name} private key"
+    if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
+        return f"{type(key).__name__.removesuffix('PrivateKey')} private key"
+    return f"{type(key).__name__.removeprefix('_')} key"
+
+
+def subject_alt_names(certificate: x509.Certificate) -> str:
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return "none (clients will reject it: they check the SAN, not the subject)"
+    prefixes = {x509.DNSName: "DNS", x509.IPAddress: "IP"}
+    return ", ".join(f"{prefixes.get(type(name), type(name).__name__)}:{name.value}" for name in names)
+
+
+def validity(certificate: x509.Certificate, now: datetime.datetime) -> str:
+    start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    dates = f"{start:%Y-%m-%d %H:%M} UTC to {end:%Y-%m-%d %H:%M} UTC"
+    if now < start:
+        return f"{dates} (NOT VALID YET)"
+    if now > end:
+        return f"{dates} (EXPIRED {(now - end).days} days ago)"
+    return f"{dates} ({(end - now).days} days left)"
+
+
+def certificate_lines(chain: list[x509.Certificate]) -> list[str]:
+    leaf = chain[0]
+    issuer = leaf.issuer.rfc4514_string()
+    if leaf.issuer == leaf.subject:
+        issuer += " (self-signed)"
+    return [
+        f"  subject:  {leaf.subject.rfc4514_string()}",
+        f"  SANs:     {subject_alt_names(leaf)}",
+        f"  issuer:   {issuer}",
+        f"  valid:    {validity(leaf, datetime.datetime.now(datetime.timezone.utc))}",
+        f"  SHA-256:  {leaf.fingerprint(hashes.SHA256()).hex(':').upper()}",
+        f"  chain:    {len(chain)} certificate{'s' if len(chain) > 1 else ''}",
+    ]
+
+
+def cmd_print(settings: Settings, args: argparse.Namespace) -> None:
+    chain = key = None
+    problems = False
+    try:
+        chain = certificates_in(settings.tls_cert)
+        print(f"certificate: {settings.tls_cert}" if chain else f"certificate: {settings.tls_cert}: absent")
+        if chain:
+            print("\n".join(certificate_lines(chain)))
+    except Refusal as exc:
+        problems = True
+        print(f"certificate: INVALID: {exc}")
+    try:
+        key = private_key_in(settings.tls_key)
+        state = f"{describe_key(key)} (not shown)" if key else "absent"
+        print(f"key: {settings.tls_key}: {state}")
+    except Refusal as exc:
+        problems = True
+        print(f"key: INVALID: {exc}")
+    matches = chain is not None and key is not None and key_matches(chain[0], key)
+    if chain and key:
+        print(f"key matches certificate: {'yes' if matches else 'NO'}")
+    if matches:
+        print("pair complete: yes (the proxy serves HTTPS with it)")
+    elif problems or (chain and key):
+        print("pair complete: NO (the proxy keeps the last good pair it loaded, or plain HTTP)")
+    else:
+        print("pair complete: no (the proxy serves plain HTTP)")
+
+
+def report_pair(settings: Settings) -> None:
+    """After a write: tell the operator what the proxy will do with the pair as it now stands."""
+    try:
+        chain, key = certificates_in(settings.tls_cert), private_key_in(settings.tls_key)
+    except Refusal as exc:
+        warn(PROG, f"{exc}; the proxy keeps its last good pair until this is fixed")
+        return
+    if chain is None or key is None:
+        missing = "manage-tls cert" if chain is None else "manage-tls key"
+        print(f"TLS starts once '{missing}' installs the other half of the pair")
+    elif key_matches(chain[0], key):
+        print("certificate and key match: the proxy serves HTTPS with them within a couple of seconds")
+    else:
+        warn(
+            PROG,
+            f"the certificate in {settings.tls_cert} does not match the key in {settings.tls_key}; "
+            "the proxy keeps serving the previous pair until they match",
+        )
+
+
+def install(path: Path, data: bytes, what: str) -> None:
+    atomic_write(path, data, mode=0o600)
+    print(f"wrote {what} to {path}")
+
+
+def uninstall(path: Path, what: str) -> None:
+    """Empty input: delete the file, which turns TLS off."""
+    if remove(path):
+        print(f"removed the {what} {path}: the proxy serves plain HTTP within a couple of seconds")
+    else:
+        print(f"no {what} at {path}: nothing to remove (the proxy serves plain HTTP)")
+
+
+def cmd_cert(settings: Settings, args: argparse.Namespace) -> None:
+    data = sys.stdin.buffer.read()
+    if not data.strip():
+        uninstall(settings.tls_cert, "certificate")
+        return
+    chain = parse_certificates(data)
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)  # only what was checked
+    install(settings.tls_cert, pem, "the certificate" if len(chain) == 1 else f"{len(chain)} certificates")
+    if chain[0].not_valid_after_utc < datetime.datetime.now(datetime.timezone.utc):
+        warn(PROG, "this certificate has expired: clients will refuse it")
+    report_pair(settings)
+
+
+def cmd_key(settings: Settings, args: argparse.Namespace) -> None:
+    data = sys.stdin.buffer.read()
+    if not data.strip():
+        uninstall(settings.tls_key, "key")
+        return
+    key = parse_private_key(data)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    install(settings.tls_key, pem, f"the {describe_key(key)}")
+    report_pair(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description="Manage the certificate and key mreg serves HTTPS with. Paths come from "
+        "MREG_TLS_CERT and MREG_TLS_KEY (default /auth/tls.crt, /auth/tls.key). To rotate: "
+        "'manage-tls cert < new.crt', then 'manage-tls key < new.key'. Empty input turns TLS off.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "print", help="show the certificate, whether the key matches, whether the pair is complete"
+    ).set_defaults(run=cmd_print)
+    commands.add_parser(
+        "cert", help="install the PEM certificate (chain) read from stdin; empty input deletes it"
+    ).set_defaults(run=cmd_cert)
+    commands.add_parser(
+        "key", help="install the PEM private key read from stdin; empty input deletes it"
+    ).set_defaults(run=cmd_key)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    command: Command = args.run
+    try:
+        command(settings_from({}, os.environ), args)
+    except (ConfigError, Refusal) as exc:
+        refuse(PROG, str(exc))
+    except OSError as exc:
+        refuse(PROG, os_error_text(exc))
+
+
+if __name__ == "__main__":
+    main()
