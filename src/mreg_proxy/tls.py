@@ -15,13 +15,34 @@ from pathlib import Path
 log = logging.getLogger("mreg.tls")
 
 
+def _no_passphrase() -> str:
+    # Without a callback OpenSSL prompts on the terminal for an encrypted key, which would block
+    # the event loop (or read the container's stdin); an encrypted key is simply unusable here.
+    raise ValueError("the private key is encrypted; install it decrypted")
+
+
 def build_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """A server context for the pair; raises ssl.SSLError/OSError when unusable or mismatched."""
+    """A server context for the pair; raises ssl.SSLError/OSError/ValueError when unusable."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
+    context.load_cert_chain(cert, key, password=_no_passphrase)
     context.set_alpn_protocols(["http/1.1"])
     return context
+
+
+def _why(cert: Path, key: Path, exc: Exception) -> str:
+    """Which half of the pair is wrong, in words: for a broken file OpenSSL only says "PEM lib"."""
+    if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
+        return f"{key} does not match {cert} (a rotation half done: install the matching key)"
+    if isinstance(exc, ValueError):  # from _no_passphrase
+        return f"{key}: {exc}"
+    if not isinstance(exc, ssl.SSLError):  # OpenSSL's read errors do not name the file
+        return f"cannot read {cert} or {key}: {exc.strerror or exc}"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except (OSError, ValueError):
+        return f"{cert} is not a complete PEM certificate ({exc})"
+    return f"{key} is not a complete PEM private key ({exc})"
 
 
 def _signature(path: Path) -> tuple[int, ...] | None:
@@ -45,7 +66,9 @@ class TlsState:
         try:
             signature = (_signature(self.cert), _signature(self.key))
         except OSError as exc:
-            log.error("cannot stat TLS files: %s; keeping the current state", exc)
+            if self._signature != str(exc):  # once per distinct problem, not on every poll
+                self._signature = str(exc)
+                log.error("cannot stat TLS files: %s; keeping the current state", exc)
             return
         if signature == self._signature:
             return
@@ -59,8 +82,8 @@ class TlsState:
             return
         try:
             self.context = build_context(self.cert, self.key)
-        except (OSError, ssl.SSLError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             state = "HTTPS with the previous certificate" if self.context else "plain HTTP"
-            log.error("TLS files %s + %s rejected (%s); still serving %s", self.cert, self.key, exc, state)
+            log.error("TLS files rejected: %s; still serving %s", _why(self.cert, self.key, exc), state)
             return
         log.info("TLS on: serving HTTPS with %s", self.cert)
