@@ -20,6 +20,8 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from yarl import URL
 
 from mreg_proxy.app import serve
@@ -104,6 +106,21 @@ def basic_auth(user: str, password: str) -> dict[str, str]:
 def tls_pair(address: str = "127.0.0.1") -> tuple[bytes, bytes]:
     """A fresh self-signed (certificate PEM, key PEM), made the way mreg-gen-tls makes them."""
     return self_signed(address, days=30)
+
+
+def fingerprint(cert_pem: bytes) -> str:
+    """SHA-256 of the (first) certificate, AA:BB:... as manage-tls print shows it."""
+    return x509.load_pem_x509_certificate(cert_pem).fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def encrypted(key_pem: bytes) -> bytes:
+    """``key_pem`` protected by a passphrase, as an operator might paste it by mistake."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
 
 
 def free_port() -> int:

@@ -6,10 +6,10 @@ import stat
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from conftest import AuthFiles, Cli, Result, assert_refused, tls_pair
+from conftest import AuthFiles, Cli, Result, assert_refused, encrypted, fingerprint, tls_pair
 
 PROG = "manage-tls"
 
@@ -21,10 +21,6 @@ def run(cli: Cli, *args: str, stdin: bytes = b"") -> Result:
 def install(cli: Cli, cert: bytes, key: bytes) -> None:
     assert run(cli, "cert", stdin=cert).code == 0
     assert run(cli, "key", stdin=key).code == 0
-
-
-def fingerprint(cert_pem: bytes) -> str:
-    return x509.load_pem_x509_certificate(cert_pem).fingerprint(hashes.SHA256()).hex(":").upper()
 
 
 # --- print ------------------------------------------------------------------------------------
@@ -156,15 +152,6 @@ def test_cert_without_a_key_says_what_is_missing(cli: Cli) -> None:
 # --- refusals: one line, non-zero, file untouched ---------------------------------------------
 
 
-def encrypted_key() -> bytes:
-    key = serialization.load_pem_private_key(tls_pair()[1], password=None)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"passphrase"),
-    )
-
-
 def x25519_key() -> bytes:
     return x25519.X25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -193,7 +180,7 @@ def test_bad_certificate_is_refused_and_the_file_untouched(
 
 @pytest.mark.parametrize(
     "data",
-    [b"hello\n", tls_pair()[1][:100], tls_pair()[0], encrypted_key(), x25519_key()],
+    [b"hello\n", tls_pair()[1][:100], tls_pair()[0], encrypted(tls_pair()[1]), x25519_key()],
     ids=["text", "truncated", "a-certificate", "encrypted", "x25519"],
 )
 def test_bad_key_is_refused_and_the_file_untouched(cli: Cli, auth_files: AuthFiles, data: bytes) -> None:
@@ -204,7 +191,7 @@ def test_bad_key_is_refused_and_the_file_untouched(cli: Cli, auth_files: AuthFil
 
 
 def test_encrypted_key_refusal_says_how_to_fix_it(cli: Cli) -> None:
-    assert "decrypt it first" in run(cli, "key", stdin=encrypted_key()).err
+    assert "decrypt it first" in run(cli, "key", stdin=encrypted(tls_pair()[1])).err
 
 
 @pytest.mark.parametrize("args", [[], ["frobnicate"], ["print", "extra"]])

@@ -6,6 +6,7 @@ import asyncio
 import os
 import pty
 import select
+import signal
 import stat
 import subprocess
 import sys
@@ -126,9 +127,14 @@ def test_twenty_concurrent_adds_keep_twenty_users(cli: Cli, auth_files: AuthFile
         )
         for name in names
     ]
-    for process in processes:
-        _out, err = process.communicate(b"pw\n", timeout=CLI_TIMEOUT)
-        assert process.returncode == 0, err
+    try:
+        for process in processes:
+            _out, err = process.communicate(b"pw\n", timeout=CLI_TIMEOUT)
+            assert process.returncode == 0, err
+    finally:
+        for process in processes:
+            process.kill()  # a no-op for those that finished
+            process.wait()
     assert sorted(read_users_file(auth_files.users)) == names
 
 
@@ -162,8 +168,19 @@ def run_on_terminal(cli: Cli, args: list[str], answers: list[bytes]) -> tuple[in
                 sent += 1
     finally:
         os.close(fd)
-        _pid, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+    return reap(pid), output.decode(errors="replace")
+
+
+def reap(pid: int) -> int:
+    """The child's exit code; a child still running after CLI_TIMEOUT is killed."""
+    deadline = time.monotonic() + CLI_TIMEOUT
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def test_add_on_a_terminal_asks_twice_without_echo(cli: Cli, auth_files: AuthFiles) -> None:
@@ -228,7 +245,9 @@ def test_unknown_user_is_refused_and_the_file_untouched(
 
 
 @pytest.mark.parametrize(
-    "name", ["", "a:b", "a b", "a\tb", "a\x07b", "x" * 65], ids=["empty", "colon", "space", "tab", "control", "65chars"]
+    "name",
+    ["", "a:b", "a b", "a\tb", "a\x07b", "x" * 65],
+    ids=["empty", "colon", "space", "tab", "control", "65chars"],
 )
 @pytest.mark.parametrize("command", ["add", "toggle", "rm"])
 def test_bad_name_is_refused_and_the_file_untouched(

@@ -26,6 +26,8 @@ from conftest import (
     Cli,
     Proxy,
     basic_auth,
+    encrypted,
+    fingerprint,
     tls_pair,
     wait_until,
 )
@@ -54,10 +56,6 @@ def trusting(*certs: bytes) -> ssl.SSLContext:
     return ssl.create_default_context(cadata="".join(c.decode() for c in certs))
 
 
-def fingerprint_of(cert_pem: bytes) -> str:
-    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert_pem.decode())).hexdigest()
-
-
 async def get(proxy: Proxy, scheme: str, context: ssl.SSLContext | None = None) -> Answer:
     """One request on a new connection, with asyncio streams so the presented certificate is at hand."""
     reader, writer = await asyncio.wait_for(
@@ -70,7 +68,7 @@ async def get(proxy: Proxy, scheme: str, context: ssl.SSLContext | None = None) 
         writer.write(f"{head}{auth}\r\n".encode())
         data = await asyncio.wait_for(reader.read(), WAIT_TIMEOUT)
         ssl_object = writer.get_extra_info("ssl_object")
-        fingerprint = hashlib.sha256(ssl_object.getpeercert(binary_form=True)).hexdigest() if ssl_object else None
+        peer_cert = ssl_object.getpeercert(binary_form=True) if ssl_object else None
     finally:
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
@@ -81,7 +79,8 @@ async def get(proxy: Proxy, scheme: str, context: ssl.SSLContext | None = None) 
     status = int(status_line.split()[1])
     body = rest.partition(b"\r\n\r\n")[2]
     proto = json.loads(body)["proto"] if status == 200 else None
-    return Answer(status, proto, fingerprint)
+    presented = hashlib.sha256(peer_cert).digest().hex(":").upper() if peer_cert else None
+    return Answer(status, proto, presented)
 
 
 async def answers(proxy: Proxy, scheme: str, context: ssl.SSLContext | None = None) -> bool:
@@ -124,7 +123,7 @@ async def test_generated_certificate_passes_a_real_handshake(cli: Cli, proxy: Pr
     await install_pair(cli, proxy, cert, key)
     answer = await get(proxy, "https", trusting(cert))
     assert answer.status == 200
-    assert answer.fingerprint == fingerprint_of(cert)
+    assert answer.fingerprint == fingerprint(cert)
 
 
 async def test_forwarded_proto_follows_https(cli: Cli, proxy: Proxy) -> None:
@@ -244,14 +243,14 @@ async def test_rotation_under_load_fails_no_request(cli: Cli, proxy: Proxy) -> N
         await install(cli, "key", new_key)  # step two: the new pair is complete
 
         async def rotated() -> bool:
-            return fingerprint_of(new_cert) in seen
+            return fingerprint(new_cert) in seen
 
         await wait_until(rotated, "the new certificate being served")
     finally:
         stop.set()
         failures = await asyncio.wait_for(client, LOAD_TIMEOUT + WAIT_TIMEOUT)
     assert failures == []
-    assert seen == {fingerprint_of(old_cert), fingerprint_of(new_cert)}
+    assert seen == {fingerprint(old_cert), fingerprint(new_cert)}
 
 
 async def test_mismatched_key_keeps_the_old_certificate_serving(
@@ -266,7 +265,7 @@ async def test_mismatched_key_keeps_the_old_certificate_serving(
 
     await wait_until(rejected, "the mismatched pair being rejected")
     assert "does not match" in rejections(caplog)[0]
-    assert (await get(proxy, "https", trusting(cert))).fingerprint == fingerprint_of(cert)
+    assert (await get(proxy, "https", trusting(cert))).fingerprint == fingerprint(cert)
 
 
 async def test_half_written_certificate_logs_one_line_and_keeps_serving(
@@ -283,22 +282,15 @@ async def test_half_written_certificate_logs_one_line_and_keeps_serving(
     await wait_polls()
     assert len(rejections(caplog)) == 1
     assert "not a complete PEM certificate" in rejections(caplog)[0]
-    assert (await get(proxy, "https", trusting(cert))).fingerprint == fingerprint_of(cert)
+    assert (await get(proxy, "https", trusting(cert))).fingerprint == fingerprint(cert)
 
 
-def test_encrypted_key_is_rejected_without_prompting(auth_files: AuthFiles, caplog: pytest.LogCaptureFixture) -> None:
-    from cryptography.hazmat.primitives import serialization
-
+def test_encrypted_key_is_rejected_without_prompting(
+    auth_files: AuthFiles, caplog: pytest.LogCaptureFixture
+) -> None:
     cert, key = tls_pair()
-    private = serialization.load_pem_private_key(key, password=None)
     auth_files.cert.write_bytes(cert)
-    auth_files.key.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(b"passphrase"),
-        )
-    )
+    auth_files.key.write_bytes(encrypted(key))
     state = TlsState(auth_files.cert, auth_files.key)
     state.refresh()
     assert state.context is None

@@ -54,7 +54,7 @@ def _signature(path: Path) -> tuple[int, ...] | None:
 
 
 class TlsState:
-    """Holds the SSL context for new connections; ``refresh()`` re-reads the files when they change."""
+    """The SSL context for new connections; ``refresh()`` re-reads the files when they change."""
 
     def __init__(self, cert: Path, key: Path) -> None:
         self.cert = cert
@@ -84,6 +84,7 @@ class TlsState:
             self.context = build_context(self.cert, self.key)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             state = "HTTPS with the previous certificate" if self.context else "plain HTTP"
-            log.error("TLS files rejected: %s; still serving %s", _why(self.cert, self.key, exc), state)
+            why = _why(self.cert, self.key, exc)
+            log.error("TLS files rejected: %s; still serving %s", why, state)
             return
         log.info("TLS on: serving HTTPS with %s", self.cert)

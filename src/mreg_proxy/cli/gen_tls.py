@@ -27,7 +27,8 @@ PROG = "mreg-gen-tls"
 DEFAULT_DAYS = 365
 MAX_DAYS = 3650
 MREG_PORT = 5000
-CLOCK_SKEW = datetime.timedelta(minutes=5)  # a client whose clock is a little behind still accepts it
+# backdated so that a client whose clock is a little behind still accepts it
+CLOCK_SKEW = datetime.timedelta(minutes=5)
 MAX_COMMON_NAME = 64  # X.509 upper bound for CN; the SAN is what clients check anyway
 _DNS_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _DNS_NAME = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*\.?")
@@ -99,11 +100,13 @@ def instructions(address: str, cert: Path, key: Path, days: int) -> str:
     where = f"{host}:{MREG_PORT}"
     return "\n".join(
         [
-            f"wrote {cert} (certificate, valid {days} days) and {key} (private key: keep it secret)",
+            f"wrote {cert} (certificate, valid {days} days)"
+            f" and {key} (private key: keep it secret)",
             "load them into mreg, certificate first, then key:",
             f"  podman exec -i mreg-pod-auth manage-tls cert < {cert}",
             f"  podman exec -i mreg-pod-auth manage-tls key < {key}",
-            f"trust it on every client ({MREG_PORT} is mreg's port; use the one clients connect to):",
+            f"trust it on every client ({MREG_PORT} is mreg's port;"
+            " use the one clients connect to):",
             f"  podman/skopeo/buildah: /etc/containers/certs.d/{where}/ca.crt",
             f"  docker:                /etc/docker/certs.d/{where}/ca.crt",
             f"  e.g. sudo mkdir -p /etc/containers/certs.d/{where} && "

@@ -14,7 +14,7 @@ import datetime
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import Callable, Sequence, TypeVar, Union
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -37,6 +37,7 @@ _SIGNING_KEYS = (
 _PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 
 Command = Callable[[Settings, argparse.Namespace], None]
+T = TypeVar("T")
 
 
 def one_line(exc: Exception) -> str:
@@ -48,7 +49,9 @@ def parse_certificates(data: bytes) -> list[x509.Certificate]:
     """The certificate (and chain) in ``data``; the server's own certificate comes first."""
     if _PRIVATE_KEY_MARKER in data:
         # a combined PEM would put the key in tls.crt, where it does not belong
-        raise Refusal("the input contains a private key: give only certificates to 'manage-tls cert'")
+        raise Refusal(
+            "the input contains a private key: give only certificates to 'manage-tls cert'"
+        )
     try:
         return x509.load_pem_x509_certificates(data)
     except ValueError as exc:
@@ -110,7 +113,9 @@ def subject_alt_names(certificate: x509.Certificate) -> str:
     except x509.ExtensionNotFound:
         return "none (clients will reject it: they check the SAN, not the subject)"
     prefixes = {x509.DNSName: "DNS", x509.IPAddress: "IP"}
-    return ", ".join(f"{prefixes.get(type(name), type(name).__name__)}:{name.value}" for name in names)
+    return ", ".join(
+        f"{prefixes.get(type(name), type(name).__name__)}:{name.value}" for name in names
+    )
 
 
 def validity(certificate: x509.Certificate, now: datetime.datetime) -> str:
@@ -138,30 +143,35 @@ def certificate_lines(chain: list[x509.Certificate]) -> list[str]:
     ]
 
 
+def attempt(load: Callable[[Path], T | None], path: Path) -> tuple[T | None, str | None]:
+    """(what ``load`` found, None), or (None, why it is unusable): print reports, never refuses."""
+    try:
+        return load(path), None
+    except Refusal as exc:
+        return None, str(exc)
+
+
 def cmd_print(settings: Settings, args: argparse.Namespace) -> None:
-    chain = key = None
-    problems = False
-    try:
-        chain = certificates_in(settings.tls_cert)
-        print(f"certificate: {settings.tls_cert}" if chain else f"certificate: {settings.tls_cert}: absent")
-        if chain:
-            print("\n".join(certificate_lines(chain)))
-    except Refusal as exc:
-        problems = True
-        print(f"certificate: INVALID: {exc}")
-    try:
-        key = private_key_in(settings.tls_key)
-        state = f"{describe_key(key)} (not shown)" if key else "absent"
-        print(f"key: {settings.tls_key}: {state}")
-    except Refusal as exc:
-        problems = True
-        print(f"key: INVALID: {exc}")
-    matches = chain is not None and key is not None and key_matches(chain[0], key)
+    chain, cert_problem = attempt(certificates_in, settings.tls_cert)
+    key, key_problem = attempt(private_key_in, settings.tls_key)
+    if cert_problem:
+        print(f"certificate: INVALID: {cert_problem}")
+    elif chain is None:
+        print(f"certificate: {settings.tls_cert}: absent")
+    else:
+        print(f"certificate: {settings.tls_cert}")
+        print("\n".join(certificate_lines(chain)))
+    if key_problem:
+        print(f"key: INVALID: {key_problem}")
+    else:
+        print(f"key: {settings.tls_key}: {f'{describe_key(key)} (not shown)' if key else 'absent'}")
     if chain and key:
+        matches = key_matches(chain[0], key)
         print(f"key matches certificate: {'yes' if matches else 'NO'}")
-    if matches:
-        print("pair complete: yes (the proxy serves HTTPS with it)")
-    elif problems or (chain and key):
+        if matches:
+            print("pair complete: yes (the proxy serves HTTPS with it)")
+            return
+    if cert_problem or key_problem or (chain and key):
         print("pair complete: NO (the proxy keeps the last good pair it loaded, or plain HTTP)")
     else:
         print("pair complete: no (the proxy serves plain HTTP)")
@@ -178,7 +188,7 @@ def report_pair(settings: Settings) -> None:
         missing = "manage-tls cert" if chain is None else "manage-tls key"
         print(f"TLS starts once '{missing}' installs the other half of the pair")
     elif key_matches(chain[0], key):
-        print("certificate and key match: the proxy serves HTTPS with them within a couple of seconds")
+        print("certificate and key match: the proxy serves HTTPS with them within seconds")
     else:
         warn(
             PROG,
@@ -206,8 +216,10 @@ def cmd_cert(settings: Settings, args: argparse.Namespace) -> None:
         uninstall(settings.tls_cert, "certificate")
         return
     chain = parse_certificates(data)
-    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)  # only what was checked
-    install(settings.tls_cert, pem, "the certificate" if len(chain) == 1 else f"{len(chain)} certificates")
+    # write what was checked, re-encoded: stray text around the PEM blocks stays out
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+    what = "the certificate" if len(chain) == 1 else f"{len(chain)} certificates"
+    install(settings.tls_cert, pem, what)
     if chain[0].not_valid_after_utc < datetime.datetime.now(datetime.timezone.utc):
         warn(PROG, "this certificate has expired: clients will refuse it")
     report_pair(settings)

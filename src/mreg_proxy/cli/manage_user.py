@@ -164,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.set_defaults(run=cmd_add)
 
-    toggle = commands.add_parser("toggle", aliases=["t"], help="switch a user between reader and admin")
+    toggle = commands.add_parser(
+        "toggle", aliases=["t"], help="switch a user between reader and admin"
+    )
     toggle.add_argument("name", metavar="NAME")
     toggle.set_defaults(run=cmd_toggle)
 
