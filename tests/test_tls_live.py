@@ -9,16 +9,19 @@ import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import socket
 import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import bcrypt
 import pytest
 
 from conftest import (
+    CLI_TIMEOUT,
     SLOW_CHUNK,
     SLOW_CHUNKS,
     WAIT_TIMEOUT,
@@ -171,6 +174,33 @@ async def test_request_sent_with_the_last_handshake_message_is_answered(cli: Cli
     await install_pair(cli, proxy, cert, key)
     answer = await asyncio.to_thread(request_behind_the_handshake, proxy.port, trusting(cert))
     assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="needs skopeo")
+async def test_go_client_accepts_the_generated_certificate_as_its_ca(
+    cli: Cli, proxy: Proxy, tmp_path: Path
+) -> None:
+    """skopeo (Go's TLS, stricter than OpenSSL about CA certificates) logs in trusting only it."""
+    cert, key = tls_pair()
+    await install_pair(cli, proxy, cert, key)
+    cert_dir = tmp_path / "certs"
+    cert_dir.mkdir()
+    (cert_dir / "ca.crt").write_bytes(cert)
+    process = await asyncio.create_subprocess_exec(
+        "skopeo", "login", "--cert-dir", str(cert_dir), "--authfile", str(tmp_path / "auth.json"),
+        "-u", "bob", "-p", "pw", f"127.0.0.1:{proxy.port}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
+    assert b"Login Succeeded" in out
 
 
 async def test_client_trusting_another_certificate_is_refused(cli: Cli, proxy: Proxy) -> None:
