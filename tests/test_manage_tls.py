@@ -190,6 +190,10 @@ def test_bad_key_is_refused_and_the_file_untouched(cli: Cli, auth_files: AuthFil
     assert auth_files.key.read_bytes() == before
 
 
+def test_key_that_cannot_sign_is_refused_by_name(cli: Cli) -> None:
+    assert "X25519 private keys cannot sign" in run(cli, "key", stdin=x25519_key()).err
+
+
 def test_encrypted_key_refusal_says_how_to_fix_it(cli: Cli) -> None:
     assert "decrypt it first" in run(cli, "key", stdin=encrypted(tls_pair()[1])).err
 

@@ -14,7 +14,7 @@ import datetime
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar, Union
+from typing import Callable, Sequence, TypeVar, Union, get_args
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -31,9 +31,7 @@ PROG = "manage-tls"
 PrivateKey = Union[
     rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey
 ]
-_SIGNING_KEYS = (
-    rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey
-)
+_SIGNING_KEYS = get_args(PrivateKey)
 _PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 
 Command = Callable[[Settings, argparse.Namespace], None]
@@ -69,7 +67,7 @@ def parse_private_key(data: bytes) -> PrivateKey:
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise Refusal(f"not a PEM private key: {one_line(exc)}") from None
     if not isinstance(key, _SIGNING_KEYS):
-        raise Refusal(f"a {describe_key(key)} cannot sign TLS handshakes; use RSA, EC or Ed25519")
+        raise Refusal(f"{describe_key(key)}s cannot sign TLS handshakes; use RSA, EC or Ed25519")
     return key
 
 
@@ -102,9 +100,7 @@ def describe_key(key: object) -> str:
         return f"RSA {key.key_size}-bit private key"
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return f"EC {key.curve.name} private key"
-    if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
-        return f"{type(key).__name__.removesuffix('PrivateKey')} private key"
-    return f"{type(key).__name__.removeprefix('_')} key"
+    return f"{type(key).__name__.removeprefix('_').removesuffix('PrivateKey')} private key"
 
 
 def subject_alt_names(certificate: x509.Certificate) -> str:
