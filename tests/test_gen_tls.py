@@ -126,3 +126,15 @@ def test_host_wrapper_runs_from_a_checkout(out: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert (out / "tls.crt").is_file()
+
+
+def test_needs_nothing_beyond_cryptography(cli: Cli) -> None:
+    """bin/mreg-gen-tls runs on hosts that have only Python and cryptography."""
+    probe = (
+        "import sys, mreg_proxy.cli.gen_tls; "
+        "print(sorted({'aiohttp', 'yarl', 'yaml', 'multidict'} & set(sys.modules)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=cli.env, capture_output=True, timeout=CLI_TIMEOUT
+    )
+    assert done.stdout.strip() == b"[]", done.stderr

@@ -306,6 +306,15 @@ def test_usage_errors_are_one_line(cli: Cli, args: list[str]) -> None:
     assert_refused(run(cli, *args), PROG)
 
 
+@pytest.mark.parametrize("module", ["manage_user", "manage_tls"])
+def test_cli_does_not_load_aiohttp(cli: Cli, module: str) -> None:
+    probe = f"import sys, mreg_proxy.cli.{module}; print('aiohttp' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=cli.env, capture_output=True, timeout=CLI_TIMEOUT
+    )
+    assert done.stdout.strip() == b"False", done.stderr
+
+
 # --- the running proxy picks changes up by itself ---------------------------------------------
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar, Union, get_args
@@ -21,9 +20,10 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from ..config import ConfigError, Settings, settings_from
+from ..config import Settings
 from ..files import atomic_write, remove
-from . import OneLineParser, Refusal, os_error_text, refuse, warn
+from . import OneLineParser, Refusal, warn
+from .command import run
 
 PROG = "manage-tls"
 
@@ -34,7 +34,6 @@ PrivateKey = Union[
 _SIGNING_KEYS = get_args(PrivateKey)
 _PRIVATE_KEY_MARKER = b"PRIVATE KEY-----"
 
-Command = Callable[[Settings, argparse.Namespace], None]
 T = TypeVar("T")
 
 
@@ -255,14 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    command: Command = args.run
-    try:
-        command(settings_from({}, os.environ), args)
-    except (ConfigError, Refusal) as exc:
-        refuse(PROG, str(exc))
-    except OSError as exc:
-        refuse(PROG, os_error_text(exc))
+    run(PROG, build_parser(), argv)
 
 
 if __name__ == "__main__":

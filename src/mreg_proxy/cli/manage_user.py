@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import bcrypt
 
 from ..authn import BCRYPT_MAX_BYTES
-from ..config import ConfigError, Settings, settings_from
+from ..config import Settings
 from ..files import exclusive_lock
 from ..users import ROLES, User, UsersFileError, name_problem, read_users_file, write_users_file
-from . import OneLineParser, Refusal, os_error_text, refuse
+from . import OneLineParser, Refusal
+from .command import run
 
 PROG = "manage-user"
 RANDOM_PASSWORD_BYTES = 24  # 192 bits, 32 URL-safe characters: well under bcrypt's 72 bytes
 
-Command = Callable[[Settings, argparse.Namespace], None]
 
 
 def checked_name(name: str) -> str:
@@ -177,16 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    command: Command = args.run
-    try:
-        command(settings_from({}, os.environ), args)
-    except (ConfigError, Refusal, UsersFileError) as exc:
-        refuse(PROG, str(exc))
-    except OSError as exc:
-        refuse(PROG, os_error_text(exc))
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    run(PROG, build_parser(), argv, refusals=(UsersFileError,))
 
 
 if __name__ == "__main__":
