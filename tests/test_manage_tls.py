@@ -70,10 +70,17 @@ def test_print_says_a_mismatched_pair_does_not_match(cli: Cli) -> None:
 
 
 def test_print_reports_an_invalid_certificate_file(cli: Cli, auth_files: AuthFiles) -> None:
+    install(cli, *tls_pair())
     auth_files.cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nMIIB\n")
     result = run(cli, "print")
     assert result.code == 0
     assert "certificate: INVALID" in result.out
+    assert "pair complete: NO (the proxy keeps the last good pair" in result.out
+
+
+def test_print_with_only_a_key_says_plain_http(cli: Cli) -> None:
+    run(cli, "key", stdin=tls_pair()[1])
+    assert "pair complete: no (the proxy serves plain HTTP)" in run(cli, "print").out
 
 
 # --- cert and key -----------------------------------------------------------------------------

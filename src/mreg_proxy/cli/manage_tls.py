@@ -166,7 +166,8 @@ def cmd_print(settings: Settings, args: argparse.Namespace) -> None:
         if matches:
             print("pair complete: yes (the proxy serves HTTPS with it)")
             return
-    if cert_problem or key_problem or (chain and key):
+    both_present = (chain or cert_problem) and (key or key_problem)
+    if both_present:  # the proxy treats a present but unusable pair as a rotation half done
         print("pair complete: NO (the proxy keeps the last good pair it loaded, or plain HTTP)")
     else:
         print("pair complete: no (the proxy serves plain HTTP)")
