@@ -37,12 +37,12 @@ def wait_http(url: str, *, timeout: float = 20.0) -> None:
             time.sleep(0.1)
 
 
-def stop(process: subprocess.Popen[bytes], name: str) -> None:
+def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
     """Stop a process we started, by its PID; SIGKILL if it lingers."""
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=5)
@@ -84,7 +84,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         wait_http(f"http://127.0.0.1:{port}/v2/")
         yield Registry(f"http://127.0.0.1:{port}", base / "data", config)
     finally:
-        stop(process, "registry")
+        stop(process)
         log.close()
 
 
@@ -118,7 +118,7 @@ def mreg(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         wait_http(f"http://127.0.0.1:{port}/healthz")
         yield Mreg(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", users, log_path)
     finally:
-        stop(process, "mreg-proxy")
+        stop(process)
         log.close()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ADMIN, READER, Mreg, run
+from conftest import ADMIN, READER, Mreg, run, stop
 from helpers import require_tool
 from imagegen import rootfs_tar
 
@@ -50,13 +49,7 @@ def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
             time.sleep(0.5)
         yield docker
     finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        stop(process, timeout=30)
         log.close()
         subprocess.run(["rm", "-rf", str(base)], check=False)
 
