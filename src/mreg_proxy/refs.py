@@ -1,7 +1,8 @@
 """Repository names, tags and digests as the distribution spec writes them: pure, no aiohttp.
 
 The proxy uses these to pick out the few requests it answers itself (tag deletion, tag listing);
-mreg-manage uses them to check what an operator typed before anything goes on the wire.
+mreg-manage uses them to check what an operator typed before anything goes on the wire, so this
+module imports nothing beyond the standard library.
 """
 
 from __future__ import annotations
@@ -16,6 +17,17 @@ DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 _MANIFEST_PATH = re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)")
 _TAGS_LIST_PATH = re.compile(r"/v2/(?P<name>.+)/tags/list")
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+# Every manifest type: with fewer, registry 2.8 reports an OCI image or an index as unknown, or
+# answers for an index with another digest.
+MANIFEST_TYPES = (
+    OCI_MANIFEST,
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+ACCEPT_ALL = ", ".join(MANIFEST_TYPES)
 
 MAX_NAME = 255  # the spec's limit on a repository name, host excluded
 

@@ -30,18 +30,10 @@ from yarl import URL
 from .errors import API_VERSION
 from .headers import upstream_request_headers
 from .proxy import UPSTREAM_ERRORS, relay, upstream_failure, upstream_url
+from .refs import ACCEPT_ALL, OCI_MANIFEST
 
 log = logging.getLogger("mreg.tagdelete")
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-# Every manifest type: with fewer, registry 2.8 reports an OCI image or an index as unknown.
-MANIFEST_TYPES = (
-    OCI_MANIFEST,
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-)
-ACCEPT_ALL = ", ".join(MANIFEST_TYPES)
 PLACEHOLDER_CONFIG = "application/vnd.mreg.tag-deletion.v1+json"
 # Steps whose other answers are ordinary verdicts (done, unknown tag); any later one is a failure.
 _VERDICTS = frozenset({"delete by tag", "resolve"})

@@ -13,11 +13,9 @@ import pytest
 from conftest import ADMIN, READER, Mreg, error_code, http, run
 from helpers import require_tool
 from imagegen import make_oci_index_layout, make_oci_layout
-from mreg_proxy.tagdelete import ACCEPT_ALL
+from mreg_proxy.refs import ACCEPT_ALL, OCI_MANIFEST
 
 pytestmark = pytest.mark.integration
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def manifest_url(mreg: Mreg, repo: str, reference: str) -> str:
