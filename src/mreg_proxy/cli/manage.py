@@ -241,7 +241,7 @@ class Registry:
             if answer.status != 200:
                 raise _Status(answer)
             entries.extend(json.loads(answer.body).get(key) or [])  # "tags": null when none left
-            next_path = _next_page(answer.headers.get("Link"))
+            next_path = next_page_path(answer.headers.get("Link"))
         raise ManageError(f"{self.host}: more than {MAX_PAGES} pages for {path}; giving up")
 
 
@@ -268,7 +268,7 @@ def _tls_context(insecure: bool, ca_cert: Path | None) -> ssl.SSLContext:
     return context
 
 
-def _next_page(link: str | None) -> str | None:
+def next_page_path(link: str | None) -> str | None:
     """The path of the ``rel="next"`` page; registries send it relative, some absolute."""
     if not link:
         return None
