@@ -54,24 +54,24 @@ def pulled_digest(ref: str, out: Path) -> str:
     return "sha256:" + hashlib.sha256((out / "manifest.json").read_bytes()).hexdigest()
 
 
-# --- deleting one tag of an OCI image, a Docker schema 2 image and a multi-platform index ---
+# --- deleting one tag of an OCI image, a Docker schema 2 image, an OCI index, a manifest list ---
 
 def _push_kind(kind: str, mreg: Mreg, base: Path, repo: str) -> None:
     skopeo = require_tool("skopeo")
     layout = base / "layout"
     options = ["--dest-tls-verify=false", "--dest-creds", ":".join(ADMIN)]
-    if kind == "oci-index":
+    if kind in ("oci-index", "docker-list"):
         make_oci_index_layout(layout, ["linux/amd64", "linux/arm64"])
         options.append("--all")
     else:
         make_oci_layout(layout, [2048], seed=11)
-    if kind == "docker-v2s2":
-        options += ["--format", "v2s2"]
+    if kind.startswith("docker-"):
+        options += ["--format", "v2s2"]  # with --all, skopeo turns the index into a manifest list
     result = run([skopeo, "copy", *options, f"oci:{layout}:latest", f"docker://{mreg.host}/{repo}:a"])
     assert result.returncode == 0, result.stderr
 
 
-@pytest.fixture(scope="module", params=["oci", "docker-v2s2", "oci-index"])
+@pytest.fixture(scope="module", params=["oci", "docker-v2s2", "oci-index", "docker-list"])
 def untagged(request: pytest.FixtureRequest, mreg: Mreg, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, int]:
     """An image pushed as ``:a`` and ``:b``, then ``:a`` deleted: (repo, digest, status of the DELETE)."""
     repo = f"untag/{request.param}"
