@@ -205,7 +205,9 @@ class Registry:
                 "pass --ca-cert FILE for a self-signed certificate, or --insecure"
             ) from None
         except (ssl.SSLError, ConnectionResetError) as exc:
-            if self._scheme == "https" and self._insecure:
+            if self._scheme == "http":
+                raise ManageError(f"cannot connect to {self.host}: {exc.strerror or exc}") from None
+            if self._insecure:
                 self._scheme = "http"  # --insecure allows a server without TLS, like podman's
                 return self._send(method, path, accept)
             raise ManageError(
