@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from conftest import CLI_TIMEOUT, SRC, Cli, Result, assert_refused
+from cli_helpers import CLI_TIMEOUT, SRC, Cli, Result, assert_refused
 
 PROG = "mreg-gen-tls"
 

@@ -9,7 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from conftest import AuthFiles, Cli, Result, assert_refused, encrypted, fingerprint, tls_pair
+from cli_helpers import AuthFiles, Cli, Result, assert_refused, encrypted, fingerprint, tls_pair
 
 PROG = "manage-tls"
 

@@ -16,7 +16,8 @@ import aiohttp
 import bcrypt
 import pytest
 
-from conftest import CLI_TIMEOUT, AuthFiles, Cli, Proxy, Result, assert_refused, basic_auth
+from cli_helpers import CLI_TIMEOUT, AuthFiles, Cli, Proxy, Result, assert_refused
+from helpers import basic
 
 from mreg_proxy.users import read_users_file
 
@@ -320,7 +321,7 @@ def test_cli_does_not_load_aiohttp(cli: Cli, module: str) -> None:
 
 async def status(proxy: Proxy, user: str, password: str, method: str = "GET") -> int:
     async with aiohttp.ClientSession() as session:
-        async with session.request(method, proxy.url("http"), headers=basic_auth(user, password)) as response:
+        async with session.request(method, proxy.url("http"), headers=basic(user, password)) as response:
             return response.status
 
 

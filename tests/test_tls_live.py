@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import shutil
 import socket
 import ssl
 import time
@@ -17,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import bcrypt
 import pytest
 
-from conftest import (
+from cli_helpers import (
     CLI_TIMEOUT,
     SLOW_CHUNK,
     SLOW_CHUNKS,
@@ -28,15 +26,15 @@ from conftest import (
     AuthFiles,
     Cli,
     Proxy,
-    basic_auth,
     encrypted,
     fingerprint,
     tls_pair,
     wait_until,
 )
 
+from helpers import basic, make_user, require_tool, write_users
+
 from mreg_proxy.tls import TlsState
-from mreg_proxy.users import User, write_users_file
 
 LOAD_TIMEOUT = 30.0  # upper bound for the background client in the rotation test
 
@@ -50,8 +48,7 @@ class Answer:
 
 @pytest.fixture(autouse=True)
 def bob(auth_files: AuthFiles) -> None:
-    password_hash = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
-    write_users_file(auth_files.users, {"bob": User("bob", "reader", password_hash)})
+    write_users(auth_files.users, make_user("bob", "pw"))
 
 
 def trusting(*certs: bytes) -> ssl.SSLContext:
@@ -67,7 +64,7 @@ async def get(proxy: Proxy, scheme: str, context: ssl.SSLContext | None = None) 
     )
     try:
         head = f"GET /v2/ HTTP/1.1\r\nHost: 127.0.0.1:{proxy.port}\r\nConnection: close\r\n"
-        auth = "".join(f"{k}: {v}\r\n" for k, v in basic_auth("bob", "pw").items())
+        auth = "".join(f"{k}: {v}\r\n" for k, v in basic("bob", "pw").items())
         writer.write(f"{head}{auth}\r\n".encode())
         data = await asyncio.wait_for(reader.read(), WAIT_TIMEOUT)
         ssl_object = writer.get_extra_info("ssl_object")
@@ -140,7 +137,7 @@ def request_behind_the_handshake(port: int, context: ssl.SSLContext) -> bytes:
     as fast clients do, so the request arrives while the proxy is still finishing the handshake."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
-    auth = basic_auth("bob", "pw")["Authorization"]
+    auth = basic("bob", "pw")["Authorization"]
     request = f"GET /v2/ HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
     answer = b""
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT_TIMEOUT) as sock:
@@ -177,18 +174,18 @@ async def test_request_sent_with_the_last_handshake_message_is_answered(cli: Cli
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="needs skopeo")
 async def test_go_client_accepts_the_generated_certificate_as_its_ca(
     cli: Cli, proxy: Proxy, tmp_path: Path
 ) -> None:
     """skopeo (Go's TLS, stricter than OpenSSL about CA certificates) logs in trusting only it."""
+    skopeo = require_tool("skopeo")
     cert, key = tls_pair()
     await install_pair(cli, proxy, cert, key)
     cert_dir = tmp_path / "certs"
     cert_dir.mkdir()
     (cert_dir / "ca.crt").write_bytes(cert)
     process = await asyncio.create_subprocess_exec(
-        "skopeo", "login", "--cert-dir", str(cert_dir), "--authfile", str(tmp_path / "auth.json"),
+        skopeo, "login", "--cert-dir", str(cert_dir), "--authfile", str(tmp_path / "auth.json"),
         "-u", "bob", "-p", "pw", f"127.0.0.1:{proxy.port}",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -232,7 +229,7 @@ async def test_transfer_in_flight_survives_the_switch_to_https(cli: Cli, proxy: 
     cert, key = tls_pair()
     connector = aiohttp.TCPConnector(force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.get(proxy.url("http", "/v2/slow"), headers=basic_auth("bob", "pw")) as response:
+        async with session.get(proxy.url("http", "/v2/slow"), headers=basic("bob", "pw")) as response:
             first = await response.content.readexactly(len(SLOW_CHUNK))
             await install_pair(cli, proxy, cert, key)
             rest = await response.content.read()

@@ -19,7 +19,10 @@ from .authn import Authenticator, parse_basic
 from .authz import Decision, decide
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .proxy import BODY_BYTES, forward, make_session
+from .refs import tag_deletion, tags_listing
 from .server import SwitchingSite
+from .tagdelete import RepositoryLocks, delete_tag
+from .taglist import list_tags
 from .tls import TlsState
 from .users import UserStore
 
@@ -29,6 +32,7 @@ SETTINGS = web.AppKey("settings", Settings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 TLS = web.AppKey("tls", TlsState)
+TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
 USER = "mreg.user"  # request key: who made the request, for the access log
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
@@ -48,7 +52,13 @@ async def handle_v2(request: web.Request) -> web.StreamResponse:
         return errors.unsupported(request.method)
     if decision is Decision.DENY:
         return errors.denied(user.name, request.method)
-    return await forward(request, app[SESSION], app[SETTINGS].upstream)
+    session, upstream = app[SESSION], app[SETTINGS].upstream
+    # the two requests registry 2.8 gets wrong are answered here; everything else is forwarded
+    if deletion := tag_deletion(request.method, request.path):
+        return await delete_tag(request, session, upstream, app[TAG_LOCKS], *deletion)
+    if listing := tags_listing(request.method, request.path):
+        return await list_tags(request, session, upstream, listing)
+    return await forward(request, session, upstream)
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
@@ -96,6 +106,9 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
 
+RUNNER_OPTIONS = {"access_log_class": AccessLogger, "access_log": logging.getLogger("mreg.access")}
+
+
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     async with make_session() as session:
         app[SESSION] = session
@@ -119,7 +132,8 @@ async def _tls_watcher(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(handler_args={"max_field_size": 65536})
+    # auto_decompress off: request bodies go upstream exactly as the client encoded them
+    app = web.Application(handler_args={"max_field_size": 65536, "auto_decompress": False})
     app[SETTINGS] = settings
     store = UserStore(settings.users_file)
     store.refresh()
@@ -129,6 +143,7 @@ def create_app(settings: Settings) -> web.Application:
     tls = TlsState(settings.tls_cert, settings.tls_key)
     tls.refresh()
     app[TLS] = tls
+    app[TAG_LOCKS] = RepositoryLocks()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
     app.router.add_get("/healthz", handle_healthz)
@@ -141,7 +156,7 @@ def create_app(settings: Settings) -> web.Application:
 async def serve(settings: Settings, started: asyncio.Event | None = None) -> None:
     """Run until cancelled."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=logging.getLogger("mreg.access"))
+    runner = web.AppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
     try:
         site = SwitchingSite(runner, settings.listen_host, settings.listen_port, app[TLS])

@@ -1,8 +1,11 @@
-"""Operator commands run inside the auth container: manage-user, manage-tls, mreg-gen-tls.
+"""Command-line tools of mreg.
 
-Shared rule: a refusal is one line on stderr (``PROG: error: ...``) and a non-zero exit, with no
-file touched. These modules never import aiohttp: they must start fast and ``mreg-gen-tls`` must
-run on a host that only has ``cryptography``.
+manage-user and manage-tls run inside the auth container; mreg-gen-tls and mreg-manage on the
+operator's machine. None imports aiohttp: they must start fast, and the host-side ones must run
+with little installed (mreg-gen-tls needs only ``cryptography``).
+
+The helpers below serve manage-user, manage-tls and mreg-gen-tls: a refusal is one line on stderr
+(``PROG: error: ...``) and a non-zero exit, with no file touched.
 """
 
 from __future__ import annotations
