@@ -96,6 +96,9 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
 
+RUNNER_OPTIONS = {"access_log_class": AccessLogger, "access_log": logging.getLogger("mreg.access")}
+
+
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     async with make_session() as session:
         app[SESSION] = session
@@ -119,7 +122,8 @@ async def _tls_watcher(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(handler_args={"max_field_size": 65536})
+    # auto_decompress off: request bodies go upstream exactly as the client encoded them
+    app = web.Application(handler_args={"max_field_size": 65536, "auto_decompress": False})
     app[SETTINGS] = settings
     store = UserStore(settings.users_file)
     store.refresh()
@@ -141,7 +145,7 @@ def create_app(settings: Settings) -> web.Application:
 async def serve(settings: Settings, started: asyncio.Event | None = None) -> None:
     """Run until cancelled."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log_class=AccessLogger, access_log=logging.getLogger("mreg.access"))
+    runner = web.AppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
     try:
         site = SwitchingSite(runner, settings.listen_host, settings.listen_port, app[TLS])

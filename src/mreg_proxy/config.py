@@ -51,28 +51,28 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def parse_listen(value: str) -> tuple[str, int]:
+def parse_listen(value: str, name: str) -> tuple[str, int]:
     """``HOST:PORT``, ``:PORT`` or ``[v6]:PORT`` -> (host, port)."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not port_text.isdigit():
-        raise ConfigError(f"MREG_LISTEN {value!r}: expected HOST:PORT, e.g. 0.0.0.0:5000")
+        raise ConfigError(f"{name} {value!r}: expected HOST:PORT, e.g. 0.0.0.0:5000")
     port = int(port_text)
     if not 0 < port < 65536:
-        raise ConfigError(f"MREG_LISTEN {value!r}: port must be 1-65535")
+        raise ConfigError(f"{name} {value!r}: port must be 1-65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host or "0.0.0.0", port
 
 
-def parse_upstream(value: str) -> URL:
+def parse_upstream(value: str, name: str) -> URL:
     try:
         url = URL(value)
     except ValueError as exc:
-        raise ConfigError(f"MREG_UPSTREAM {value!r}: {exc}") from None
+        raise ConfigError(f"{name} {value!r}: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
-        raise ConfigError(f"MREG_UPSTREAM {value!r}: expected http://HOST:PORT")
+        raise ConfigError(f"{name} {value!r}: expected http://HOST:PORT")
     if url.path not in ("", "/") or url.query_string:
-        raise ConfigError(f"MREG_UPSTREAM {value!r}: give the registry's base URL, without a path")
+        raise ConfigError(f"{name} {value!r}: give the registry's base URL, without a path")
     return url.with_path("")
 
 
@@ -88,10 +88,10 @@ def _number(name: str, value: str, kind: type, low: float, high: float) -> float
 
 def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
     if field == "listen":
-        host, port = parse_listen(raw)
+        host, port = parse_listen(raw, env_name)
         return {"listen_host": host, "listen_port": port}
     if field == "upstream":
-        return {"upstream": parse_upstream(raw)}
+        return {"upstream": parse_upstream(raw, env_name)}
     if field in ("users_file", "tls_cert", "tls_key"):
         if not raw:
             raise ConfigError(f"{env_name}: empty path")

@@ -30,7 +30,7 @@ def unauthorized(realm: str) -> web.Response:
 
 
 def denied(user: str, method: str) -> web.Response:
-    return error_response(403, "DENIED", f"user {user!r} may not {method}: read-only access")
+    return error_response(403, "DENIED", f"user {user!r} has read-only access: {method} refused")
 
 
 def unsupported(method: str) -> web.Response:

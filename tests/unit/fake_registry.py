@@ -1,0 +1,108 @@
+"""A real aiohttp server standing in for the registry in unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from aiohttp import web
+
+REQUESTS = web.AppKey("requests", list)
+CLIENT_GONE = web.AppKey("client_gone", asyncio.Event)
+BLOCK = bytes(range(256)) * 256  # 64 KiB
+
+
+def blob_bytes(size: int) -> bytes:
+    return (BLOCK * (size // len(BLOCK) + 1))[:size]
+
+
+async def root(request: web.Request) -> web.Response:
+    request.app[REQUESTS].append((request.method, request.raw_path))
+    return web.json_response({}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
+
+
+async def echo(request: web.Request) -> web.Response:
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.content.iter_any():
+        digest.update(chunk)
+        size += len(chunk)
+    request.app[REQUESTS].append((request.method, request.raw_path))
+    return web.json_response(
+        {
+            "method": request.method,
+            "raw_path": request.raw_path,
+            "headers": list(request.headers.items()),
+            "bytes": size,
+            "sha256": digest.hexdigest(),
+        }
+    )
+
+
+async def blob(request: web.Request) -> web.StreamResponse:
+    size = int(request.match_info["size"])
+    data = blob_bytes(size)
+    status, start, end = 200, 0, size
+    headers = {
+        "Docker-Content-Digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+    }
+    if "Range" in request.headers:
+        first, _, last = request.headers["Range"].removeprefix("bytes=").partition("-")
+        status, start, end = 206, int(first), int(last) + 1
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    if request.method != "HEAD":
+        view = memoryview(data)[start:end]
+        for offset in range(0, len(view), 1 << 16):
+            await response.write(view[offset : offset + (1 << 16)])
+    await response.write_eof()
+    return response
+
+
+async def start_upload(request: web.Request) -> web.Response:
+    """Like distribution: the Location is built from X-Forwarded-Proto and Host."""
+    proto = request.headers.get("X-Forwarded-Proto", "http")
+    location = f"{proto}://{request.headers['Host']}/v2/team/app/blobs/uploads/u1?_state=a%2Bb%3D%3D"
+    return web.Response(status=202, headers={"Location": location, "Docker-Upload-UUID": "u1", "Range": "0-0"})
+
+
+async def leaky_upload(request: web.Request) -> web.Response:
+    """A registry configured with its own address: the proxy must not pass that on."""
+    location = f"http://{request.url.host}:{request.url.port}/v2/team/app/blobs/uploads/u2"
+    return web.Response(status=202, headers={"Location": location})
+
+
+async def endless(request: web.Request) -> web.StreamResponse:
+    """Streams up to 1 GiB; records when the proxy stops reading (the client went away)."""
+    response = web.StreamResponse(headers={"Content-Length": str(1 << 30)})
+    await response.prepare(request)
+    try:
+        for _ in range((1 << 30) // len(BLOCK)):
+            await response.write(BLOCK)
+    except (ConnectionError, asyncio.CancelledError):
+        request.app[CLIENT_GONE].set()
+        raise
+    return response
+
+
+async def multi(request: web.Request) -> web.Response:
+    """Echoes every Accept value it got, in order."""
+    return web.json_response({"accept": request.headers.getall("Accept", [])})
+
+
+def make_app() -> web.Application:
+    app = web.Application(handler_args={"auto_decompress": False})
+    app[REQUESTS] = []
+    app[CLIENT_GONE] = asyncio.Event()
+    app.router.add_get("/v2/", root)
+    app.router.add_route("*", "/v2/echo/{tail:.*}", echo)
+    app.router.add_get("/v2/blob/{size:\\d+}", blob)
+    app.router.add_post("/v2/team/app/blobs/uploads/", start_upload)
+    app.router.add_post("/v2/leaky/blobs/uploads/", leaky_upload)
+    app.router.add_get("/v2/endless", endless)
+    app.router.add_get("/v2/accept", multi)
+    return app

@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+from yarl import URL
+
+from mreg_proxy.config import ConfigError, Settings, load_settings
+
+
+def test_defaults() -> None:
+    s = load_settings([], {})
+    assert s == Settings()
+    assert (s.listen_host, s.listen_port) == ("0.0.0.0", 5000)
+    assert s.upstream == URL("http://127.0.0.1:5001")
+    assert s.users_file == Path("/auth/users.yml")
+    assert (s.tls_cert, s.tls_key) == (Path("/auth/tls.crt"), Path("/auth/tls.key"))
+
+
+def test_environment_is_read() -> None:
+    s = load_settings([], {"MREG_LISTEN": "[::1]:6000", "MREG_USERS_FILE": "/x/u.yml", "MREG_LOG_LEVEL": "debug"})
+    assert (s.listen_host, s.listen_port, s.users_file, s.log_level) == ("::1", 6000, Path("/x/u.yml"), "DEBUG")
+
+
+def test_flags_win_over_environment() -> None:
+    s = load_settings(["--listen", "127.0.0.1:7000", "--realm", "flag"], {"MREG_LISTEN": "0.0.0.0:6000", "MREG_REALM": "env"})
+    assert (s.listen_port, s.realm) == (7000, "flag")
+
+
+@pytest.mark.parametrize(
+    "env,fragment",
+    [
+        ({"MREG_LISTEN": "5000"}, "MREG_LISTEN"),
+        ({"MREG_LISTEN": "h:70000"}, "1-65535"),
+        ({"MREG_UPSTREAM": "ftp://x"}, "MREG_UPSTREAM"),
+        ({"MREG_UPSTREAM": "http://x:1/v2"}, "without a path"),
+        ({"MREG_LOG_LEVEL": "LOUD"}, "MREG_LOG_LEVEL"),
+        ({"MREG_AUTH_CACHE_TTL": "soon"}, "not a number"),
+        ({"MREG_BCRYPT_COST": "40"}, "between"),
+        ({"MREG_REALM": 'a"b'}, "MREG_REALM"),
+        ({"MREG_USERS_FILE": ""}, "empty path"),
+    ],
+)
+def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings([], env)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_flag_names_the_flag() -> None:
+    with pytest.raises(ConfigError, match="--listen"):
+        load_settings(["--listen", "nope"], {})

@@ -1,0 +1,251 @@
+"""The real proxy in front of a real aiohttp fake registry."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
+from yarl import URL
+
+from conftest import ADMIN, READER, ProxyClient, running_proxy, settings_for
+from fake_registry import CLIENT_GONE, REQUESTS, blob_bytes, make_app
+from helpers import basic, free_port, make_user, write_users
+
+MB = 1 << 20
+
+
+def _errors(body: str) -> list[dict[str, object]]:
+    return json.loads(body)["errors"]
+
+
+async def test_anonymous_v2_is_challenged(proxy: ProxyClient, upstream: TestServer) -> None:
+    response = await proxy.get("/v2/")
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"].startswith('Basic realm="mreg"')
+    assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert _errors(await response.text())[0]["code"] == "UNAUTHORIZED"
+    assert upstream.app[REQUESTS] == []  # nothing sent upstream for a refused request
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        basic("amy", "wrong"),
+        basic("nobody", "x"),
+        basic("amy", "x" * 100),  # beyond bcrypt's 72 bytes
+        {"Authorization": "Basic %%%"},
+        {"Authorization": "Basic " + "w7/Dvg=="},  # decodes to non-UTF-8 bytes
+        {"Authorization": "Bearer token"},
+    ],
+)
+async def test_bad_credentials_get_401(proxy: ProxyClient, upstream: TestServer, header: dict[str, str]) -> None:
+    response = await proxy.get("/v2/", headers=header)
+    assert response.status == 401
+    assert "WWW-Authenticate" in response.headers
+    assert upstream.app[REQUESTS] == []
+
+
+async def test_reader_with_colon_in_password_reads(proxy: ProxyClient) -> None:
+    response = await proxy.get("/v2/", headers=basic(*READER))
+    assert response.status == 200
+    assert await response.json() == {}
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+async def test_reader_write_is_denied_with_403(proxy: ProxyClient, upstream: TestServer, method: str) -> None:
+    response = await proxy.request(method, "/v2/echo/x", headers=basic(*READER), data=b"body")
+    assert response.status == 403
+    error = _errors(await response.text())[0]
+    assert error["code"] == "DENIED" and "bob" in str(error["message"])
+    assert "WWW-Authenticate" not in response.headers
+    assert upstream.app[REQUESTS] == []
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
+async def test_admin_may_use_every_method(proxy: ProxyClient, method: str) -> None:
+    response = await proxy.request(method, "/v2/echo/x", headers=basic(*ADMIN))
+    assert response.status == 200
+
+
+@pytest.mark.parametrize("who", [ADMIN, READER])
+async def test_other_methods_refused(proxy: ProxyClient, upstream: TestServer, who: tuple[str, str]) -> None:
+    response = await proxy.request("OPTIONS", "/v2/echo/x", headers=basic(*who))
+    assert response.status == 405
+    assert _errors(await response.text())[0]["code"] == "UNSUPPORTED"
+    assert upstream.app[REQUESTS] == []
+
+
+@pytest.mark.parametrize("path", ["/", "/v1/_ping", "/v2x", "/healthzz"])
+async def test_paths_outside_v2_are_404(proxy: ProxyClient, path: str) -> None:
+    response = await proxy.get(path, headers=basic(*ADMIN))
+    assert response.status == 404
+    assert _errors(await response.text())[0]["code"] == "NOT_FOUND"
+
+
+async def test_health_endpoints_need_no_credentials(proxy: ProxyClient) -> None:
+    assert (await proxy.get("/healthz")).status == 200
+    assert (await proxy.get("/readyz")).status == 200
+
+
+async def test_readyz_fails_when_registry_is_down(tmp_path: Path, users_file: Path) -> None:
+    async with running_proxy(settings_for(URL(f"http://127.0.0.1:{free_port()}"), tmp_path)) as client:
+        response = await client.get("/readyz")
+        assert response.status == 503
+
+
+async def test_raw_path_and_query_kept_byte_for_byte(proxy: ProxyClient) -> None:
+    raw = "/v2/echo/team/app/blobs/uploads/u1?_state=a%2Bb%3D%3D&digest=sha256%3Aabc&x=%7e"
+    response = await proxy.put(raw, headers=basic(*ADMIN))
+    assert (await response.json())["raw_path"] == raw
+
+
+async def test_forwarded_headers(proxy: ProxyClient) -> None:
+    response = await proxy.get(
+        "/v2/echo/h",
+        headers={**basic(*ADMIN), "Host": "reg.example:5000", "X-Forwarded-Proto": "https", "Connection": "X-Drop", "X-Drop": "1"},
+    )
+    seen = dict((await response.json())["headers"])
+    assert seen["Host"] == "reg.example:5000"
+    assert seen["X-Forwarded-Proto"] == "http"  # what was actually served, not what the client claimed
+    assert seen["X-Forwarded-For"] == "127.0.0.1"
+    assert "Authorization" not in seen and "X-Drop" not in seen
+
+
+async def test_multiple_accept_headers_all_reach_the_registry(proxy: ProxyClient) -> None:
+    accepts = ["application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"]
+    headers = [("Accept", a) for a in accepts] + list(basic(*ADMIN).items())
+    response = await proxy.get("/v2/accept", headers=CIMultiDict(headers))
+    assert (await response.json())["accept"] == accepts
+
+
+async def test_upload_location_points_at_the_proxy(proxy: ProxyClient) -> None:
+    response = await proxy.post("/v2/team/app/blobs/uploads/", headers={**basic(*ADMIN), "Host": "reg.example:5000"})
+    assert response.status == 202
+    assert response.headers["Location"] == "http://reg.example:5000/v2/team/app/blobs/uploads/u1?_state=a%2Bb%3D%3D"
+
+
+async def test_location_naming_the_registry_is_rewritten(proxy: ProxyClient) -> None:
+    response = await proxy.post("/v2/leaky/blobs/uploads/", headers={**basic(*ADMIN), "Host": "reg.example:5000"})
+    assert response.headers["Location"] == "http://reg.example:5000/v2/team/app/blobs/uploads/u2"
+
+
+async def test_download_streams_multi_megabyte_blob(proxy: ProxyClient) -> None:
+    size = 24 * MB + 7
+    response = await proxy.get(f"/v2/blob/{size}", headers=basic(*READER))
+    digest = hashlib.sha256()
+    async for chunk in response.content.iter_any():
+        digest.update(chunk)
+    assert response.headers["Content-Length"] == str(size)
+    assert "sha256:" + digest.hexdigest() == response.headers["Docker-Content-Digest"]
+
+
+async def test_head_keeps_length_and_digest_without_body(proxy: ProxyClient) -> None:
+    size = 3 * MB
+    response = await proxy.head(f"/v2/blob/{size}", headers=basic(*READER))
+    assert response.status == 200
+    assert response.headers["Content-Length"] == str(size)
+    assert response.headers["Docker-Content-Digest"] == "sha256:" + hashlib.sha256(blob_bytes(size)).hexdigest()
+    assert await response.read() == b""
+
+
+async def test_range_gets_206(proxy: ProxyClient) -> None:
+    response = await proxy.get(f"/v2/blob/{MB}", headers={**basic(*READER), "Range": "bytes=100-199"})
+    assert response.status == 206
+    assert response.headers["Content-Range"] == f"bytes 100-199/{MB}"
+    assert await response.read() == blob_bytes(MB)[100:200]
+
+
+async def _chunks(total: int, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    data = blob_bytes(total)
+    for offset in range(0, total, size):
+        yield data[offset : offset + size]
+
+
+async def test_chunked_upload_streams_to_registry(proxy: ProxyClient) -> None:
+    total = 16 * MB + 3
+    response = await proxy.patch("/v2/echo/upload", headers=basic(*ADMIN), data=_chunks(total))
+    body = await response.json()
+    assert (body["bytes"], body["sha256"]) == (total, hashlib.sha256(blob_bytes(total)).hexdigest())
+    assert dict(body["headers"]).get("Transfer-Encoding") == "chunked"
+
+
+async def test_sized_upload_keeps_content_length(proxy: ProxyClient) -> None:
+    total = 8 * MB
+    response = await proxy.put("/v2/echo/upload", headers=basic(*ADMIN), data=blob_bytes(total))
+    body = await response.json()
+    assert body["bytes"] == total
+    assert dict(body["headers"])["Content-Length"] == str(total)
+
+
+async def test_no_decompression(proxy: ProxyClient) -> None:
+    response = await proxy.put(
+        "/v2/echo/gz", headers={**basic(*ADMIN), "Content-Encoding": "gzip"}, data=b"not really gzip"
+    )
+    body = await response.json()
+    assert body["bytes"] == len(b"not really gzip")
+    assert dict(body["headers"])["Content-Encoding"] == "gzip"
+
+
+async def test_client_disconnect_releases_upstream(proxy: ProxyClient, upstream: TestServer) -> None:
+    response = await proxy.get("/v2/endless", headers=basic(*READER))
+    await response.content.readexactly(MB)
+    response.close()  # hang up mid-transfer
+    await asyncio.wait_for(upstream.app[CLIENT_GONE].wait(), timeout=10)
+
+
+async def test_registry_down_gives_503_quickly_then_recovers(
+    tmp_path: Path, users_file: Path, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    port = free_port()
+    async with running_proxy(settings_for(URL(f"http://127.0.0.1:{port}"), tmp_path)) as client:
+        started = time.monotonic()
+        response = await client.get("/v2/", headers=basic(*ADMIN))
+        assert response.status == 503
+        assert _errors(await response.text())[0]["code"] == "UNAVAILABLE"
+        assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+        assert time.monotonic() - started < 5  # a refused connection, not a hang
+        await aiohttp_server(make_app(), port=port)
+        response = await client.get("/v2/", headers=basic(*ADMIN))
+        assert response.status == 200
+
+
+async def test_users_file_edits_apply_without_restart(proxy: ProxyClient, users_file: Path) -> None:
+    assert (await proxy.get("/v2/", headers=basic("cy", "new"))).status == 401
+    write_users(users_file, make_user(*ADMIN, role="admin"), make_user("cy", "new"))
+    assert (await proxy.get("/v2/", headers=basic("cy", "new"))).status == 200
+    assert (await proxy.get("/v2/", headers=basic(*READER))).status == 401  # bob was removed
+
+
+async def test_broken_users_file_keeps_last_good_copy(proxy: ProxyClient, users_file: Path) -> None:
+    assert (await proxy.get("/v2/", headers=basic(*READER))).status == 200
+    users_file.write_text("users: [broken\n")
+    assert (await proxy.get("/v2/", headers=basic(*READER))).status == 200
+    assert (await proxy.get("/v2/", headers=basic(*ADMIN))).status == 200
+
+
+async def test_missing_users_file_refuses_everyone(upstream: TestServer, tmp_path: Path) -> None:
+    async with running_proxy(settings_for(upstream.make_url(""), tmp_path, users_file=tmp_path / "none.yml")) as client:
+        assert (await client.get("/v2/", headers=basic(*ADMIN))).status == 401
+
+
+async def test_access_log_has_user_and_no_secret(proxy: ProxyClient, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", "mreg.access"):
+        await (await proxy.get(f"/v2/blob/{MB}", headers=basic(*READER))).read()
+        await (await proxy.get("/v2/", headers=basic("amy", "wrong-secret"))).read()
+        for _ in range(100):  # the server logs just after the client has the whole response
+            lines = [r.getMessage() for r in caplog.records if r.name == "mreg.access"]
+            if len(lines) == 2:
+                break
+            await asyncio.sleep(0.01)
+    assert any(f" bob GET /v2/blob/{MB} 200 {MB} " in line for line in lines), lines
+    assert any(" !amy GET /v2/ 401 " in line for line in lines), lines
+    joined = "\n".join(lines)
+    assert "wrong-secret" not in joined and "pa:ss" not in joined and "Basic" not in joined
