@@ -1,0 +1,396 @@
+"""End to end, as a user does it: build the auth image, `podman kube play mreg.yml`, manage users
+and TLS with the CLIs inside the auth container, push and pull with podman and skopeo, restart,
+and prove that garbage collection at start reclaims a deleted image and damages nothing tagged.
+
+One ordered flow: the steps share the pod and run in file order; once one fails, the later ones
+are skipped with the name of the failed step. The harness (tests/e2e/conftest.py) cleans up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from harness import HOST, REGISTRY, Client, Cmd, Pod, http, make_tiny_image
+
+pytestmark = pytest.mark.e2e
+
+ADMIN, ADMIN_PW = "alice", "adm1n:pass with spaces"
+READER, READER_PW = "bob", "r3ader-pass"
+REPO_REAL = f"{REGISTRY}/e2e/registry:2"
+REPO_MULTI = f"{REGISTRY}/e2e/multi:1"
+REPO_PLAIN = f"{REGISTRY}/e2e/plain:1"
+REPO_DOOMED = f"{REGISTRY}/e2e/doomed:1"
+
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+INDEX_TYPES = {
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+}
+
+
+@dataclass
+class State:
+    """What the steps learn and later steps check."""
+
+    cert: Path | None = None  # the certificate the clients trust once TLS is on
+    digests: dict[str, str] = field(default_factory=dict)  # repo:tag -> manifest digest at push
+    platform_digests: dict[str, str] = field(default_factory=dict)  # arch -> platform manifest digest
+    doomed_blobs: list[str] = field(default_factory=list)
+    kept_blobs: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def state() -> State:
+    return State()
+
+
+@pytest.fixture(scope="module")
+def admin(cmd: Cmd, client_dir: Path) -> Client:
+    return Client(cmd, client_dir / "admin-auth.json")
+
+
+@pytest.fixture(scope="module")
+def reader(cmd: Cmd, client_dir: Path) -> Client:
+    return Client(cmd, client_dir / "reader-auth.json")
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+
+def base_url(pod: Pod) -> str:
+    return f"{pod.scheme}://{REGISTRY}"
+
+
+def verify_of(state: State) -> bool | str:
+    return str(state.cert) if state.cert else True
+
+
+def registry_api(pod: Pod, state: State, path: str, *, method: str = "GET",
+                 user: tuple[str, str] = (ADMIN, ADMIN_PW)) -> tuple[int, dict[str, str], bytes]:
+    return http(f"{base_url(pod)}/v2/{path}", method=method, auth=user,
+                headers={"Accept": MANIFEST_TYPES}, verify=verify_of(state))
+
+
+def manifest(pod: Pod, state: State, repo: str, reference: str) -> tuple[str, dict, str]:
+    """(digest computed from the bytes, parsed manifest, media type) as the registry serves it."""
+    status, headers, body = registry_api(pod, state, f"{repo}/manifests/{reference}")
+    assert status == 200, (repo, reference, status, body[:300])
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    assert headers.get("Docker-Content-Digest") == digest
+    return digest, json.loads(body), headers["Content-Type"].split(";")[0]
+
+
+def blob_digests(doc: dict) -> list[str]:
+    return [doc["config"]["digest"], *(layer["digest"] for layer in doc["layers"])]
+
+
+def blob_dir(pod: Pod, digest: str) -> Path:
+    algo, hexa = digest.split(":")
+    return pod.volume_path("mreg-registry-data") / "docker/registry/v2/blobs" / algo / hexa[:2] / hexa
+
+
+def split(ref: str) -> tuple[str, str]:
+    path = ref.split("/", 1)[1]
+    repo, _, tag = path.rpartition(":")
+    return repo, tag
+
+
+def skopeo_tls(state: State, prefix: str) -> list[str]:
+    if state.cert:
+        return [f"--{prefix}-cert-dir", str(state.cert.parent)]
+    return [f"--{prefix}-tls-verify=false"]
+
+
+def wait_for(predicate, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. the pod as played
+
+
+def test_01_proxy_asks_for_basic_credentials_on_v2(pod: Pod) -> None:
+    status, headers, body = http(f"http://{REGISTRY}/v2/")
+    assert status == 401
+    assert headers["WWW-Authenticate"].startswith("Basic ")
+    assert json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+def test_02_registry_listens_on_the_pod_loopback_only(pod: Pod, cmd: Cmd) -> None:
+    # Same network namespace for both containers: the listening sockets of the whole pod.
+    table = pod.exec("cat", "/proc/net/tcp").stdout.splitlines()[1:]
+    listening = {(f[1].split(":")[0], int(f[1].split(":")[1], 16)) for f in (l.split() for l in table) if f[3] == "0A"}
+    assert ("0100007F", 5001) in listening  # 127.0.0.1:5001
+    assert [addr for addr, port in listening if port == 5001] == ["0100007F"]
+    assert ("00000000", 5000) in listening  # the proxy, on every pod address
+    infra = cmd.podman("pod", "inspect", pod.pod_name, "--format", "{{json .InfraConfig.PortBindings}}")
+    assert set(json.loads(infra.stdout)) == {"5000/tcp"}
+
+
+def test_03_auth_runs_as_non_root_on_a_read_only_root(pod: Pod) -> None:
+    assert pod.exec("id", "-u").stdout.strip() != "0"
+    assert pod.exec("touch", "/probe-write", check=False).returncode != 0
+    assert pod.exec("python3", "-m", "mreg_proxy.probe", "/readyz", check=False).returncode == 0
+
+
+def test_04_registry_serves_although_gc_failed_on_the_empty_volume(pod: Pod) -> None:
+    status, _, _ = http(f"http://{REGISTRY}/readyz")
+    assert status == 200  # /readyz asks the registry
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. users
+
+
+def test_05_manage_user_add_reads_the_password_from_stdin(pod: Pod) -> None:
+    pod.exec("manage-user", "add", ADMIN, input=ADMIN_PW + "\n")
+    pod.exec("manage-user", "add", READER, input=READER_PW + "\n")
+    listing = pod.exec("manage-user", "ls").stdout
+    assert ADMIN in listing and READER in listing
+
+
+def test_06_manage_user_toggle_makes_an_admin(pod: Pod) -> None:
+    pod.exec("manage-user", "toggle", ADMIN)
+    lines = pod.exec("manage-user", "ls").stdout.splitlines()
+    (admin_line,) = [line for line in lines if ADMIN in line]
+    (reader_line,) = [line for line in lines if READER in line]
+    assert "admin" in admin_line.lower() and "admin" not in reader_line.lower()
+
+
+def test_07_login_with_a_wrong_password_is_refused(pod: Pod, reader: Client) -> None:
+    result = reader.login(READER, "wrong-password", check=False)
+    assert result.returncode != 0
+    assert not reader.authfile.exists() or READER not in reader.authfile.read_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. push and pull
+
+
+def test_08_admin_logs_in_and_pushes_a_real_image(pod: Pod, admin: Client, cmd: Cmd, standins: dict,
+                                                  state: State, client_dir: Path) -> None:
+    admin.login(ADMIN, ADMIN_PW)
+    digestfile = client_dir / "real.digest"
+    cmd.podman("push", "--authfile", str(admin.authfile), "--tls-verify=false",
+               "--digestfile", str(digestfile), standins["registry"], REPO_REAL)
+    state.digests[REPO_REAL] = digestfile.read_text().strip()
+    digest, _, _ = manifest(pod, state, *split(REPO_REAL))
+    assert digest == state.digests[REPO_REAL]
+
+
+def test_09_reader_pulls_with_podman(pod: Pod, reader: Client, cmd: Cmd, made_images: list,
+                                     state: State) -> None:
+    reader.login(READER, READER_PW)
+    made_images.append(REPO_REAL)
+    cmd.podman("pull", "--authfile", str(reader.authfile), "--tls-verify=false", REPO_REAL)
+    digest = cmd.podman("image", "inspect", REPO_REAL, "--format", "{{.Digest}}").stdout.strip()
+    assert digest == state.digests[REPO_REAL]
+
+
+def test_10_reader_copies_with_skopeo_byte_for_byte(pod: Pod, reader: Client, cmd: Cmd, state: State,
+                                                    client_dir: Path) -> None:
+    target = client_dir / "skopeo-real"
+    cmd.run(["skopeo", "copy", "--src-authfile", str(reader.authfile), *skopeo_tls(state, "src"),
+             f"docker://{REPO_REAL}", f"dir:{target}"])
+    pulled = "sha256:" + hashlib.sha256((target / "manifest.json").read_bytes()).hexdigest()
+    assert pulled == state.digests[REPO_REAL]
+
+
+def test_11_reader_push_is_refused(pod: Pod, reader: Client, cmd: Cmd, standins: dict) -> None:
+    result = cmd.podman("push", "--authfile", str(reader.authfile), "--tls-verify=false",
+                        standins["registry"], f"{REGISTRY}/e2e/by-reader:1", check=False)
+    assert result.returncode != 0
+    assert "denied" in (result.stdout + result.stderr).lower()
+    status, _, _ = registry_api(pod, State(), "e2e/by-reader/tags/list", user=(READER, READER_PW))
+    assert status == 404
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. what garbage collection must keep and reclaim
+
+
+def test_12_admin_pushes_a_multi_arch_index_a_plain_image_and_one_to_delete(
+    pod: Pod, admin: Client, cmd: Cmd, made_images: list, state: State, run_id: str, e2e_dir: Path
+) -> None:
+    local_list = f"localhost/mreg-e2e/multi:{run_id}"
+    for arch in ("amd64", "arm64"):
+        ref = f"localhost/mreg-e2e/tiny-{arch}:{run_id}"
+        make_tiny_image(cmd, e2e_dir, ref, arch=arch)
+        made_images.append(ref)
+    made_images.append(local_list)
+    cmd.podman("manifest", "create", local_list)
+    for arch in ("amd64", "arm64"):
+        cmd.podman("manifest", "add", local_list, f"containers-storage:localhost/mreg-e2e/tiny-{arch}:{run_id}")
+    cmd.podman("manifest", "push", "--all", "--authfile", str(admin.authfile), "--tls-verify=false",
+               local_list, f"docker://{REPO_MULTI}")
+    for name, ref in (("plain", REPO_PLAIN), ("doomed", REPO_DOOMED)):
+        local = f"localhost/mreg-e2e/{name}:{run_id}"
+        make_tiny_image(cmd, e2e_dir, local)
+        made_images.append(local)
+        cmd.podman("push", "--authfile", str(admin.authfile), "--tls-verify=false", local, ref)
+
+    digest, index, media_type = manifest(pod, state, *split(REPO_MULTI))
+    assert media_type in INDEX_TYPES
+    state.digests[REPO_MULTI] = digest
+    repo = split(REPO_MULTI)[0]
+    for entry in index["manifests"]:
+        state.platform_digests[entry["platform"]["architecture"]] = entry["digest"]
+        _, platform, _ = manifest(pod, state, repo, entry["digest"])
+        state.kept_blobs += [entry["digest"], *blob_digests(platform)]
+    assert set(state.platform_digests) == {"amd64", "arm64"}
+    state.kept_blobs.append(digest)
+    for ref in (REPO_PLAIN, REPO_REAL):
+        digest, doc, _ = manifest(pod, state, *split(ref))
+        state.digests[ref] = digest
+        state.kept_blobs += [digest, *blob_digests(doc)]
+    digest, doc, _ = manifest(pod, state, *split(REPO_DOOMED))
+    state.digests[REPO_DOOMED] = digest
+    state.doomed_blobs = [digest, *blob_digests(doc)]
+    assert not set(state.doomed_blobs) & set(state.kept_blobs), "the doomed image must share no blob"
+    assert all(blob_dir(pod, d).is_dir() for d in state.doomed_blobs + state.kept_blobs)
+
+
+def test_13_admin_deletes_an_image_by_digest(pod: Pod, state: State) -> None:
+    repo, tag = split(REPO_DOOMED)
+    status, _, body = registry_api(pod, state, f"{repo}/manifests/{state.digests[REPO_DOOMED]}", method="DELETE")
+    assert status == 202, body
+    status, _, _ = registry_api(pod, state, f"{repo}/manifests/{tag}")
+    assert status == 404
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. TLS
+
+
+def test_14_manage_tls_installs_the_certificate_from_mreg_gen_tls(pod: Pod, state: State, e2e_dir: Path) -> None:
+    pod.exec("mreg-gen-tls", HOST, "--days", "2", "--out", "/tmp/mreg-gen-tls")
+    cert = pod.exec("cat", "/tmp/mreg-gen-tls/tls.crt").stdout
+    key = pod.exec("cat", "/tmp/mreg-gen-tls/tls.key").stdout
+    pod.exec("rm", "-rf", "/tmp/mreg-gen-tls")
+    assert "BEGIN CERTIFICATE" in cert and "PRIVATE KEY" in key
+    pod.exec("manage-tls", "cert", input=cert)
+    pod.exec("manage-tls", "key", input=key)
+    certs = e2e_dir / "certs.d"
+    certs.mkdir(exist_ok=True)
+    (certs / "ca.crt").write_text(cert)
+    state.cert = certs / "ca.crt"
+
+    def https_ready() -> bool:
+        try:
+            return http(f"https://{REGISTRY}/readyz", verify=str(state.cert), timeout=3)[0] == 200
+        except OSError:
+            return False
+
+    wait_for(https_ready, "the proxy to serve HTTPS with the new certificate")
+    pod.scheme = "https"
+
+
+def test_15_plain_http_is_no_longer_served(pod: Pod) -> None:
+    with pytest.raises(OSError):
+        http(f"http://{REGISTRY}/v2/", timeout=5)
+
+
+def test_16_a_client_that_does_not_trust_the_certificate_is_refused(pod: Pod, cmd: Cmd, client_dir: Path) -> None:
+    result = cmd.podman("login", "--authfile", str(client_dir / "untrusting.json"), "--tls-verify=true",
+                        "--cert-dir", str(client_dir), "--username", READER, "--password-stdin",
+                        REGISTRY, input=READER_PW + "\n", check=False)
+    assert result.returncode != 0
+    assert "certificate" in result.stderr.lower() or "x509" in result.stderr.lower()
+
+
+def test_17_clients_trusting_only_that_certificate_log_in_push_and_pull(
+    pod: Pod, admin: Client, reader: Client, cmd: Cmd, state: State, client_dir: Path, made_images: list,
+    run_id: str, e2e_dir: Path
+) -> None:
+    assert state.cert is not None
+    for client in (admin, reader):
+        client.tls_args = ["--tls-verify=true", "--cert-dir", str(state.cert.parent)]
+    admin.login(ADMIN, ADMIN_PW)
+    reader.login(READER, READER_PW)
+    local = f"localhost/mreg-e2e/over-tls:{run_id}"
+    make_tiny_image(cmd, e2e_dir, local)
+    made_images.append(local)
+    ref = f"{REGISTRY}/e2e/over-tls:1"
+    cmd.podman("push", "--authfile", str(admin.authfile), *admin.tls_args, local, ref)
+    digest, doc, _ = manifest(pod, state, *split(ref))
+    state.digests[ref] = digest
+    state.kept_blobs += [digest, *blob_digests(doc)]
+    target = client_dir / "skopeo-over-tls"
+    cmd.run(["skopeo", "copy", "--src-authfile", str(reader.authfile), *skopeo_tls(state, "src"),
+             f"docker://{ref}", f"dir:{target}"])
+    assert "sha256:" + hashlib.sha256((target / "manifest.json").read_bytes()).hexdigest() == digest
+
+
+def test_18_probes_pass_over_https(pod: Pod) -> None:
+    for path in ("/healthz", "/readyz"):
+        assert pod.exec("python3", "-m", "mreg_proxy.probe", path, check=False).returncode == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. restart: kube down + kube play, as after an upgrade or a reboot
+
+
+def test_19_restart_keeps_users_and_tls(pod: Pod, reader: Client) -> None:
+    pod.restart()
+    assert pod.scheme == "https"
+    status, _, _ = http(f"https://{REGISTRY}/v2/", auth=(READER, READER_PW), verify=str(pod.work / "certs.d/ca.crt"))
+    assert status == 200
+    reader.login(READER, READER_PW)
+
+
+def test_20_gc_at_start_removed_the_deleted_images_blobs(pod: Pod, state: State) -> None:
+    gone = [d for d in state.doomed_blobs if blob_dir(pod, d).exists()]
+    assert not gone, f"blobs of the deleted image still stored: {gone}"
+    status, _, _ = registry_api(pod, state, f"{split(REPO_DOOMED)[0]}/manifests/{state.digests[REPO_DOOMED]}")
+    assert status == 404
+
+
+def test_21_gc_kept_every_blob_of_every_tagged_image(pod: Pod, state: State) -> None:
+    missing = [d for d in state.kept_blobs if not blob_dir(pod, d).is_dir()]
+    assert not missing
+
+
+def test_22_every_tagged_image_keeps_its_digest(pod: Pod, state: State) -> None:
+    for ref, digest in state.digests.items():
+        if ref != REPO_DOOMED:
+            assert manifest(pod, state, *split(ref))[0] == digest, ref
+
+
+def test_23_every_platform_of_the_index_pulls_with_identical_digests(
+    pod: Pod, reader: Client, cmd: Cmd, state: State, client_dir: Path
+) -> None:
+    for arch, digest in state.platform_digests.items():
+        target = client_dir / f"after-restart-{arch}"
+        cmd.run(["skopeo", "copy", "--override-arch", arch, "--src-authfile", str(reader.authfile),
+                 *skopeo_tls(state, "src"), f"docker://{REPO_MULTI}", f"dir:{target}"])
+        assert "sha256:" + hashlib.sha256((target / "manifest.json").read_bytes()).hexdigest() == digest
+    whole = client_dir / "after-restart-all"
+    cmd.run(["skopeo", "copy", "--all", "--src-authfile", str(reader.authfile), *skopeo_tls(state, "src"),
+             f"docker://{REPO_MULTI}", f"dir:{whole}"])
+    assert "sha256:" + hashlib.sha256((whole / "manifest.json").read_bytes()).hexdigest() == state.digests[REPO_MULTI]
+
+
+def test_24_the_real_image_pulls_after_restart_over_https(
+    pod: Pod, reader: Client, cmd: Cmd, state: State
+) -> None:
+    cmd.podman("rmi", "--force", REPO_REAL, check=False)
+    cmd.podman("pull", "--authfile", str(reader.authfile), *reader.tls_args, REPO_REAL)
+    digest = cmd.podman("image", "inspect", REPO_REAL, "--format", "{{.Digest}}").stdout.strip()
+    assert digest == state.digests[REPO_REAL]
