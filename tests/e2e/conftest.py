@@ -24,8 +24,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import (  # noqa: E402
-    CONTAINERS_CONF, PORT, REPO, STANDIN_PYTHON, STANDIN_REGISTRY, Cmd, Pod, build_python_standin,
+    CONTAINERS_CONF, PORT, REPO, STANDIN_PYTHON, STANDIN_REGISTRY, TEST_IMAGES, Cmd, Pod, build_python_standin,
     build_registry_standin, claim_names, host_port_free, load_manifest, missing_requirements, podman_version,
+    remove_leftovers,
 )
 
 
@@ -84,6 +85,7 @@ def standins(cmd: Cmd, e2e_dir: Path) -> Iterator[dict[str, str]]:
     rebuild = os.environ.get("MREG_E2E_REBUILD_STANDINS") == "1"
     for ref, build in ((STANDIN_PYTHON, build_python_standin), (STANDIN_REGISTRY, build_registry_standin)):
         if rebuild or not cmd.image_exists(ref):
+            cmd.podman("rmi", "--ignore", ref)  # a rebuild must not leave the old one dangling
             build(cmd, e2e_dir)
     yield {"python": STANDIN_PYTHON, "registry": STANDIN_REGISTRY}
     if os.environ.get("MREG_E2E_KEEP_STANDINS") == "0":
@@ -96,9 +98,15 @@ def run_id() -> str:
 
 
 @pytest.fixture(scope="session")
-def auth_image(cmd: Cmd, standins: dict[str, str], run_id: str) -> Iterator[str]:
+def foreign_volumes(cmd: Cmd) -> list[str]:
+    """First of all: clear what a crashed run left; name the volumes that are someone else's."""
+    return remove_leftovers(cmd, claim_names(load_manifest()))
+
+
+@pytest.fixture(scope="session")
+def auth_image(cmd: Cmd, standins: dict[str, str], run_id: str, foreign_volumes: list[str]) -> Iterator[str]:
     """The auth image, built from the real Containerfile on the python stand-in."""
-    ref = f"localhost/mreg-e2e/mreg-proxy:{run_id}"
+    ref = f"{TEST_IMAGES}mreg-proxy:{run_id}"
     # --layers=false: no intermediate cache images are left behind.
     cmd.podman("build", "--layers=false", "--pull=never", "-f", str(REPO / "Containerfile"),
                "--build-arg", f"BASE_IMAGE={standins['python']}", "-t", ref, str(REPO), timeout=600)
@@ -107,12 +115,12 @@ def auth_image(cmd: Cmd, standins: dict[str, str], run_id: str) -> Iterator[str]
 
 
 @pytest.fixture(scope="module")
-def pod(cmd: Cmd, e2e_dir: Path, auth_image: str, standins: dict[str, str]) -> Iterator[Pod]:
-    docs = load_manifest()
-    volumes = claim_names(docs)
-    taken = [v for v in volumes if cmd.podman("volume", "exists", v, check=False).returncode == 0]
-    if taken:
-        pytest.fail(f"podman volumes {taken} exist already (a real mreg here?); the e2e will not touch them")
+def pod(cmd: Cmd, e2e_dir: Path, auth_image: str, standins: dict[str, str],
+        foreign_volumes: list[str]) -> Iterator[Pod]:
+    volumes = claim_names(load_manifest())
+    if foreign_volumes:
+        pytest.fail(f"podman volumes {foreign_volumes} exist and are not the e2e's (a real mreg here?); "
+                    "the e2e will not touch them")
     if not host_port_free(PORT):
         pytest.fail(f"port {PORT} is in use; the e2e plays mreg.yml with hostPort {PORT}")
     pod = Pod(cmd, e2e_dir, {"registry": standins["registry"], "auth": auth_image},

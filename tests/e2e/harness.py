@@ -44,6 +44,8 @@ REGISTRY = f"{HOST}:{PORT}"
 
 STANDIN_PYTHON = "localhost/mreg-e2e-standin/python:3.11-slim"
 STANDIN_REGISTRY = "localhost/mreg-e2e-standin/registry:2"
+TEST_IMAGES = "localhost/mreg-e2e/"  # every image a run makes is named under this; removed after
+VOLUME_MARK = ".mreg-e2e"  # written into the volumes a run creates, so that a crashed run's are known
 
 TOOLS = ("podman", "skopeo", "runc", "mmdebstrap")
 FILES = (
@@ -262,6 +264,8 @@ class Pod:
         path = self.manifest_copy()
         self.cmd.podman("kube", "play", str(path), timeout=120)
         self.played += 1
+        for volume in self.volumes:
+            (self.volume_path(volume) / VOLUME_MARK).touch()
         dep = deployment_of(load_manifest())["metadata"]["name"]
         for pod_name in (f"{dep}-pod", f"{dep}-pod-0"):  # current podman, podman < 4.4
             if self.cmd.podman("container", "exists", f"{pod_name}-auth", check=False).returncode == 0:
@@ -320,6 +324,29 @@ class Pod:
     def volume_path(self, claim: str) -> Path:
         out = self.cmd.podman("volume", "inspect", "--format", "{{.Mountpoint}}", claim)
         return Path(out.stdout.strip())
+
+
+def remove_leftovers(cmd: Cmd, volumes: Sequence[str]) -> list[str]:
+    """Remove what a crashed e2e run left: its test images, and pod and volumes it marked as its
+    own. Returns the volumes that exist and are NOT the e2e's (never touched)."""
+    listed = cmd.podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    for ref in listed:
+        if ref.startswith((TEST_IMAGES, f"{REGISTRY}/e2e/")):
+            cmd.podman("manifest", "rm", ref, check=False)
+            cmd.podman("rmi", "--force", ref, check=False)
+    foreign = []
+    for volume in volumes:
+        if cmd.podman("volume", "exists", volume, check=False).returncode:
+            continue
+        path = Path(cmd.podman("volume", "inspect", "--format", "{{.Mountpoint}}", volume).stdout.strip())
+        if not (path / VOLUME_MARK).exists():
+            foreign.append(volume)
+            continue
+        users = cmd.podman("ps", "-a", "--filter", f"volume={volume}", "--format", "{{.PodName}}").stdout.split()
+        for pod_name in set(users):
+            cmd.podman("pod", "rm", "--force", "--ignore", pod_name, check=False, timeout=120)
+        cmd.podman("volume", "rm", "--force", volume, check=False)
+    return foreign
 
 
 def host_port_free(port: int) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import HOST, REGISTRY, Client, Cmd, Pod, http, make_tiny_image
+from harness import HOST, REGISTRY, TEST_IMAGES, Client, Cmd, Pod, http, make_tiny_image
 
 pytestmark = pytest.mark.e2e
 
@@ -234,19 +234,19 @@ def test_11_reader_push_is_refused(pod: Pod, reader: Client, cmd: Cmd, standins:
 def test_12_admin_pushes_a_multi_arch_index_a_plain_image_and_one_to_delete(
     pod: Pod, admin: Client, cmd: Cmd, made_images: list, state: State, run_id: str, e2e_dir: Path
 ) -> None:
-    local_list = f"localhost/mreg-e2e/multi:{run_id}"
+    local_list = f"{TEST_IMAGES}multi:{run_id}"
     for arch in ("amd64", "arm64"):
-        ref = f"localhost/mreg-e2e/tiny-{arch}:{run_id}"
+        ref = f"{TEST_IMAGES}tiny-{arch}:{run_id}"
         make_tiny_image(cmd, e2e_dir, ref, arch=arch)
         made_images.append(ref)
     made_images.append(local_list)
     cmd.podman("manifest", "create", local_list)
     for arch in ("amd64", "arm64"):
-        cmd.podman("manifest", "add", local_list, f"containers-storage:localhost/mreg-e2e/tiny-{arch}:{run_id}")
+        cmd.podman("manifest", "add", local_list, f"containers-storage:{TEST_IMAGES}tiny-{arch}:{run_id}")
     cmd.podman("manifest", "push", "--all", "--authfile", str(admin.authfile), "--tls-verify=false",
                local_list, f"docker://{REPO_MULTI}")
     for name, ref in (("plain", REPO_PLAIN), ("doomed", REPO_DOOMED)):
-        local = f"localhost/mreg-e2e/{name}:{run_id}"
+        local = f"{TEST_IMAGES}{name}:{run_id}"
         make_tiny_image(cmd, e2e_dir, local)
         made_images.append(local)
         cmd.podman("push", "--authfile", str(admin.authfile), "--tls-verify=false", local, ref)
@@ -329,7 +329,7 @@ def test_17_clients_trusting_only_that_certificate_log_in_push_and_pull(
         client.tls_args = ["--tls-verify=true", "--cert-dir", str(state.cert.parent)]
     admin.login(ADMIN, ADMIN_PW)
     reader.login(READER, READER_PW)
-    local = f"localhost/mreg-e2e/over-tls:{run_id}"
+    local = f"{TEST_IMAGES}over-tls:{run_id}"
     make_tiny_image(cmd, e2e_dir, local)
     made_images.append(local)
     ref = f"{REGISTRY}/e2e/over-tls:1"
