@@ -398,3 +398,23 @@ def test_24_the_real_image_pulls_after_restart_over_https(
     cmd.podman("rmi", "--force", REPO_REAL, check=False)
     cmd.podman("pull", "--authfile", str(reader.authfile), *reader.tls_args, REPO_REAL)
     assert pulled_digests(cmd, REPO_REAL) >= {state.digests[REPO_REAL]}
+
+
+def test_25_podman_pod_restart_collects_garbage_too(
+    pod: Pod, admin: Client, cmd: Cmd, state: State, made_images: list, run_id: str, e2e_dir: Path
+) -> None:
+    """The README's lighter way to get space back: `podman pod restart` reruns GC before serve."""
+    local, ref = f"{TEST_IMAGES}doomed-too:{run_id}", f"{REGISTRY}/e2e/doomed-too:1"
+    make_tiny_image(cmd, e2e_dir, local)
+    made_images.append(local)
+    admin.login(ADMIN, ADMIN_PW)
+    cmd.podman("push", "--authfile", str(admin.authfile), *admin.tls_args, local, ref)
+    repo, _ = split(ref)
+    digest, doc, _ = manifest(pod, state, *split(ref))
+    doomed = [digest, *blob_digests(doc)]
+    assert registry_api(pod, state, f"{repo}/manifests/{digest}", method="DELETE")[0] == 202
+    assert all(blob_dir(pod, d).is_dir() for d in doomed)
+    cmd.podman("pod", "restart", pod.pod_name, timeout=120)
+    pod.wait_ready()
+    assert not [d for d in doomed if blob_dir(pod, d).exists()]
+    assert not [d for d in state.kept_blobs if not blob_dir(pod, d).is_dir()]
