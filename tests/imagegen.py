@@ -83,3 +83,30 @@ def layout_blobs(layout: Path) -> set[str]:
 def rootfs_tar(path: Path, size: int, seed: int) -> None:
     """A tiny root filesystem tarball for `docker import`."""
     path.write_bytes(layer_tar("data.bin", size, seed))
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def make_oci_index_layout(layout: Path, platforms: list[str], *, tag: str = "latest") -> str:
+    """Write an OCI image layout whose one entry is a multi-platform index (one small image per
+    ``os/arch`` in ``platforms``); returns the index digest."""
+    descriptors = []
+    for seed, platform in enumerate(platforms, start=100):
+        digest = make_oci_layout(layout, [512], tag=tag, seed=seed)
+        size = (layout / "blobs" / "sha256" / digest.removeprefix("sha256:")).stat().st_size
+        os_name, arch = platform.split("/")
+        descriptors.append(
+            {"mediaType": OCI_MANIFEST, "digest": digest, "size": size,
+             "platform": {"os": os_name, "architecture": arch}}
+        )
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}, sort_keys=True
+    ).encode()
+    descriptor = {
+        "mediaType": OCI_INDEX,
+        **_put_blob(layout, index),
+        "annotations": {"org.opencontainers.image.ref.name": tag},
+    }
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [descriptor]}))
+    return str(descriptor["digest"])

@@ -19,7 +19,10 @@ from .authn import Authenticator, parse_basic
 from .authz import Decision, decide
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .proxy import BODY_BYTES, forward, make_session
+from .refs import tag_deletion, tags_listing
 from .server import SwitchingSite
+from .tagdelete import RepositoryLocks, delete_tag
+from .taglist import list_tags
 from .tls import TlsState
 from .users import UserStore
 
@@ -29,6 +32,7 @@ SETTINGS = web.AppKey("settings", Settings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 TLS = web.AppKey("tls", TlsState)
+TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
 USER = "mreg.user"  # request key: who made the request, for the access log
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
@@ -48,7 +52,13 @@ async def handle_v2(request: web.Request) -> web.StreamResponse:
         return errors.unsupported(request.method)
     if decision is Decision.DENY:
         return errors.denied(user.name, request.method)
-    return await forward(request, app[SESSION], app[SETTINGS].upstream)
+    session, upstream = app[SESSION], app[SETTINGS].upstream
+    # the two requests registry 2.8 gets wrong are answered here; everything else is forwarded
+    if deletion := tag_deletion(request.method, request.path):
+        return await delete_tag(request, session, upstream, app[TAG_LOCKS], *deletion)
+    if listing := tags_listing(request.method, request.path):
+        return await list_tags(request, session, upstream, listing)
+    return await forward(request, session, upstream)
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
@@ -133,6 +143,7 @@ def create_app(settings: Settings) -> web.Application:
     tls = TlsState(settings.tls_cert, settings.tls_key)
     tls.refresh()
     app[TLS] = tls
+    app[TAG_LOCKS] = RepositoryLocks()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
     app.router.add_get("/healthz", handle_healthz)

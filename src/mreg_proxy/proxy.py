@@ -18,6 +18,8 @@ log = logging.getLogger("mreg.proxy")
 # memory held per transfer stays bounded: backpressure comes from awaiting every write.
 CHUNK_SIZE = 1 << 20
 BODY_BYTES = "mreg.body_bytes"  # request key: response body bytes relayed, for the access log
+# what the session raises when the registry is unreachable, slow or breaks off
+UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 def make_session(*, read_bufsize: int = CHUNK_SIZE) -> aiohttp.ClientSession:
@@ -40,8 +42,7 @@ def make_session(*, read_bufsize: int = CHUNK_SIZE) -> aiohttp.ClientSession:
 async def forward(
     request: web.Request, session: aiohttp.ClientSession, upstream: URL
 ) -> web.StreamResponse:
-    # encoded=True: method, path and query go out byte for byte (upload ``_state`` is percent-encoded)
-    url = URL(str(upstream) + request.raw_path, encoded=True)
+    url = upstream_url(upstream, request.raw_path)
     headers = upstream_request_headers(
         request.headers, client_ip=request.remote, scheme=request.scheme
     )
@@ -55,23 +56,37 @@ async def forward(
             allow_redirects=False,
             compress=None,
         )
-    except aiohttp.ClientConnectorError as exc:
-        log.warning("registry unreachable: %s", exc)
-        return errors.unavailable(503, "the registry is not reachable; try again shortly")
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        log.warning("registry request failed: %s %s: %r", request.method, request.path, exc)
-        return errors.unavailable(502, "the registry did not answer properly")
+    except UPSTREAM_ERRORS as exc:
+        return upstream_failure(request, exc)
 
     try:
-        return await _relay(request, upstream_response, upstream)
+        return await relay(request, upstream_response, upstream)
     finally:
         # close, not release: an unfinished body must not return its connection to the pool
         upstream_response.close()
 
 
-async def _relay(
+def upstream_url(upstream: URL, raw_path: str) -> URL:
+    """The registry's URL for a raw (still percent-encoded) path and query.
+
+    encoded=True: path and query go out byte for byte (upload ``_state`` is percent-encoded).
+    """
+    return URL(str(upstream) + raw_path, encoded=True)
+
+
+def upstream_failure(request: web.Request, exc: BaseException) -> web.Response:
+    """The client's answer when the registry cannot be reached or fails: never a stack trace."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        log.warning("registry unreachable: %s", exc)
+        return errors.unavailable(503, "the registry is not reachable; try again shortly")
+    log.warning("registry request failed: %s %s: %r", request.method, request.path, exc)
+    return errors.unavailable(502, "the registry did not answer properly")
+
+
+async def relay(
     request: web.Request, upstream_response: aiohttp.ClientResponse, upstream: URL
 ) -> web.StreamResponse:
+    """Stream the registry's answer to the client; the caller closes ``upstream_response``."""
     response = web.StreamResponse(
         status=upstream_response.status, reason=upstream_response.reason
     )
@@ -95,7 +110,7 @@ async def _relay(
     except ConnectionError:
         # the client went away; closing the upstream response (caller) frees the registry side
         log.info("client disconnected: %s %s", request.method, request.path)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except UPSTREAM_ERRORS as exc:
         # the registry failed mid-body: the status is already sent, so cut the connection
         # rather than let the client take a truncated body for a complete one
         log.warning("registry broke off %s %s: %r", request.method, request.path, exc)

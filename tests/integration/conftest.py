@@ -122,8 +122,8 @@ def mreg(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         log.close()
 
 
-def http(method: str, url: str, *, auth: tuple[str, str] | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, method=method, headers=dict(headers or {}))
+def http(method: str, url: str, *, auth: tuple[str, str] | None = None, headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, method=method, headers=dict(headers or {}), data=data)
     if auth:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")

@@ -94,6 +94,16 @@ async def multi(request: web.Request) -> web.Response:
     return web.json_response({"accept": request.headers.getall("Accept", [])})
 
 
+async def tag_delete(request: web.Request) -> web.Response:
+    """A registry with its own verdict on deleting a tag: 202 (it can, like distribution 3) in
+    repository ``modern``, 405 (deletes disabled) in ``nodelete``."""
+    request.app[REQUESTS].append((request.method, request.raw_path))
+    if request.match_info["repo"] == "modern":
+        return web.Response(status=202)
+    body = '{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}'
+    return web.Response(status=405, text=body, content_type="application/json")
+
+
 def make_app() -> web.Application:
     app = web.Application(handler_args={"auto_decompress": False})
     app[REQUESTS] = []
@@ -105,4 +115,5 @@ def make_app() -> web.Application:
     app.router.add_post("/v2/leaky/blobs/uploads/", leaky_upload)
     app.router.add_get("/v2/endless", endless)
     app.router.add_get("/v2/accept", multi)
+    app.router.add_delete("/v2/{repo:modern|nodelete}/manifests/{tag}", tag_delete)
     return app

@@ -249,3 +249,16 @@ async def test_access_log_has_user_and_no_secret(proxy: ProxyClient, caplog: pyt
     assert any(" !amy GET /v2/ 401 " in line for line in lines), lines
     joined = "\n".join(lines)
     assert "wrong-secret" not in joined and "pa:ss" not in joined and "Basic" not in joined
+
+
+async def test_registry_that_deletes_tags_itself_is_left_to_it(proxy: ProxyClient, upstream: TestServer) -> None:
+    response = await proxy.request("DELETE", "/v2/modern/manifests/v1", headers=basic(*ADMIN))
+    assert response.status == 202
+    assert upstream.app[REQUESTS] == [("DELETE", "/v2/modern/manifests/v1")]  # no placeholder
+
+
+async def test_registry_refusing_deletes_is_passed_through(proxy: ProxyClient, upstream: TestServer) -> None:
+    response = await proxy.request("DELETE", "/v2/nodelete/manifests/v1", headers=basic(*ADMIN))
+    assert response.status == 405
+    assert _errors(await response.text())[0]["code"] == "UNSUPPORTED"
+    assert upstream.app[REQUESTS] == [("DELETE", "/v2/nodelete/manifests/v1")]

@@ -1,0 +1,398 @@
+"""mreg-manage: list and remove images of an mreg registry from the operator's own machine.
+
+    mreg-manage ls HOST[:PORT]                      every repository:tag, sorted
+    mreg-manage ls HOST[:PORT]/REPO                 that repository's tags with their digests
+    mreg-manage rm HOST[:PORT]/REPO:TAG             only that tag
+    mreg-manage rm HOST[:PORT]/REPO@sha256:...      the manifest, and every tag pointing at it
+
+It speaks the registry API through the proxy, with the credentials ``podman login`` or
+``docker login`` stored. Only the standard library: it runs wherever Python 3.11 does.
+The environment is read in main() only; everything below it gets what it needs as arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import getpass
+import http.client
+import json
+import os
+import re
+import ssl
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence, TextIO
+from urllib.parse import urlsplit
+
+from ..refs import ACCEPT_ALL, is_digest, is_name, is_tag
+
+PROG = "mreg-manage"
+PAGE_SIZE = 100  # registry 2.8 refuses a catalog page above 1000
+MAX_PAGES = 100_000  # a Link loop must end in an error, not hang the operator's terminal
+TIMEOUT = 30.0
+_NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+
+
+class ManageError(Exception):
+    """What went wrong, as the one line the operator sees."""
+
+
+class UnknownRepository(ManageError):
+    """The registry does not know the repository (404 on its tag list)."""
+
+
+# --- what the operator typed ---
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str  # HOST[:PORT] as typed; also the key of the credentials
+    repo: str | None = None
+    tag: str | None = None
+    digest: str | None = None
+
+    def __str__(self) -> str:
+        text = self.host if self.repo is None else f"{self.host}/{self.repo}"
+        if self.tag:
+            return f"{text}:{self.tag}"
+        return f"{text}@{self.digest}" if self.digest else text
+
+
+def parse_target(text: str, *, reference: bool) -> Target:
+    """HOST[:PORT][/REPO] for ``ls`` (reference=False); HOST[:PORT]/REPO:TAG or @DIGEST for ``rm``."""
+    host, slash, rest = text.partition("/")
+    if not host or "@" in host:
+        raise ManageError(f"{text!r}: expected HOST[:PORT]/REPO")
+    if not reference:
+        if slash and not is_name(rest):
+            raise ManageError(f"{text!r}: {rest!r} is not a repository name (lower case, e.g. team/app)")
+        return Target(host, rest or None)
+    if "@" in rest:
+        repo, _, digest = rest.partition("@")
+        if not is_digest(digest):
+            raise ManageError(f"{text!r}: {digest!r} is not a digest (sha256:...)")
+        tag = None
+    else:
+        repo, _, tag = rest.rpartition(":")
+        digest = None
+        if not repo or not is_tag(tag):
+            raise ManageError(f"{text!r}: expected HOST[:PORT]/REPO:TAG or HOST[:PORT]/REPO@sha256:...")
+    if not is_name(repo):
+        raise ManageError(f"{text!r}: {repo!r} is not a repository name (lower case, e.g. team/app)")
+    return Target(host, repo, tag, digest)
+
+
+# --- credentials ---
+
+
+def auth_files(env: Mapping[str, str], home: Path) -> list[Path]:
+    """Where podman and docker keep logins, in the order they are consulted."""
+    files = []
+    if env.get("REGISTRY_AUTH_FILE"):
+        files.append(Path(env["REGISTRY_AUTH_FILE"]))
+    if env.get("XDG_RUNTIME_DIR"):
+        files.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    files.append(home / ".docker" / "config.json")
+    return files
+
+
+def _auth_key_host(key: str) -> str:
+    """``https://host:5000/v1/`` or ``host:5000/team`` -> ``host:5000``: how both tools key logins."""
+    if "://" in key:
+        key = urlsplit(key).netloc
+    return key.split("/", 1)[0]
+
+
+def stored_credentials(host: str, files: Sequence[Path]) -> tuple[str, str] | None:
+    """The first ``auths`` entry for ``host`` with a base64 ``user:password``; None when none has."""
+    for path in files:
+        try:
+            auths = json.loads(path.read_text()).get("auths", {})
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ManageError(f"cannot read credentials from {path}: {exc}") from None
+        for key, entry in auths.items():
+            if _auth_key_host(key) == host and isinstance(entry, dict) and entry.get("auth"):
+                try:
+                    user, sep, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                except (binascii.Error, UnicodeDecodeError):
+                    raise ManageError(f"{path}: the entry for {key} is not base64 user:password") from None
+                if sep:
+                    return user, password
+    return None
+
+
+def credentials(
+    host: str,
+    user: str | None,
+    password_stdin: bool,
+    files: Sequence[Path],
+    stdin: TextIO,
+    ask: Callable[[str], str],
+    ask_secret: Callable[[str], str],
+) -> tuple[str, str]:
+    """--user (password from stdin or a prompt), else a stored login, else prompts."""
+    if user is not None:
+        if password_stdin:
+            return user, stdin.read().rstrip("\r\n")
+        if not stdin.isatty():
+            raise ManageError("cannot prompt for a password: stdin is not a terminal (use --password-stdin)")
+        return user, ask_secret(f"Password for {user}@{host}: ")
+    stored = stored_credentials(host, files)
+    if stored is not None:
+        return stored
+    if not stdin.isatty():
+        where = ", ".join(str(f) for f in files)
+        raise ManageError(f"no credentials for {host} in {where}: run 'podman login {host}' or pass --user")
+    return ask(f"Username for {host}: "), ask_secret("Password: ")
+
+
+# --- the registry API ---
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def error_code(self) -> str:
+        try:
+            return str(json.loads(self.body)["errors"][0]["code"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            return ""
+
+    def error_message(self) -> str:
+        try:
+            return str(json.loads(self.body)["errors"][0]["message"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            return self.body.decode(errors="replace").strip()[:200]
+
+
+class Registry:
+    """The registry API of one host: HTTPS first; plain HTTP only when the operator allows it."""
+
+    def __init__(
+        self, host: str, auth: tuple[str, str], *, insecure: bool, plain_http: bool, ca_cert: Path | None
+    ) -> None:
+        self.host = host
+        self.user = auth[0]
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        self._authorization = f"Basic {token}"
+        self._insecure = insecure
+        self._scheme = "http" if plain_http else "https"
+        self._context = _tls_context(insecure, ca_cert)
+
+    def request(self, method: str, path: str, accept: str = "application/json") -> Answer:
+        """One request; 401 and 403 end the command (nothing else can work without rights)."""
+        answer = self._send(method, path, accept)
+        if answer.status == 401:
+            raise ManageError(f"{self.host}: authentication failed for user {self.user!r} (401); check the login")
+        if answer.status == 403:
+            raise ManageError(f"{self.host}: user {self.user!r} may not do this (403): {answer.error_message()}")
+        return answer
+
+    def _send(self, method: str, path: str, accept: str) -> Answer:
+        try:
+            return self._exchange(method, path, accept)
+        except ssl.SSLCertVerificationError as exc:
+            raise ManageError(
+                f"TLS failure with {self.host}: {exc.verify_message or exc.reason}; "
+                "pass --ca-cert FILE for a self-signed certificate, or --insecure"
+            ) from None
+        except (ssl.SSLError, ConnectionResetError) as exc:
+            if self._scheme == "http":
+                raise ManageError(f"cannot connect to {self.host}: {exc.strerror or exc}") from None
+            if self._insecure:
+                self._scheme = "http"  # --insecure allows a server without TLS, like podman's
+                return self._send(method, path, accept)
+            raise ManageError(
+                f"TLS failure with {self.host}: {getattr(exc, 'reason', None) or exc}; "
+                "if it serves plain HTTP, pass --plain-http"
+            ) from None
+        except (OSError, http.client.HTTPException) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+            raise ManageError(f"cannot connect to {self.host}: {reason}") from None
+
+    def _exchange(self, method: str, path: str, accept: str) -> Answer:
+        if self._scheme == "https":
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self.host, timeout=TIMEOUT, context=self._context
+            )
+        else:
+            connection = http.client.HTTPConnection(self.host, timeout=TIMEOUT)
+        try:
+            connection.request(method, path, headers={"Authorization": self._authorization, "Accept": accept})
+            response = connection.getresponse()
+            return Answer(response.status, response.headers, response.read())
+        finally:
+            connection.close()
+
+    def pages(self, path: str, key: str) -> list[str]:
+        """Every entry of a paged list, following the ``Link`` headers."""
+        entries: list[str] = []
+        next_path: str | None = path
+        for _ in range(MAX_PAGES):
+            if next_path is None:
+                return entries
+            answer = self.request("GET", next_path)
+            if answer.status != 200:
+                raise _Status(answer)
+            entries.extend(json.loads(answer.body).get(key) or [])  # "tags": null when none left
+            next_path = next_page_path(answer.headers.get("Link"))
+        raise ManageError(f"{self.host}: more than {MAX_PAGES} pages for {path}; giving up")
+
+
+class _Status(Exception):
+    """An answer the caller turns into words (404s name what is unknown)."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(answer.status)
+        self.answer = answer
+
+
+def _tls_context(insecure: bool, ca_cert: Path | None) -> ssl.SSLContext:
+    if insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        context = ssl.create_default_context()
+        if ca_cert is not None:
+            context.load_verify_locations(cafile=str(ca_cert))
+    except (OSError, ssl.SSLError) as exc:
+        raise ManageError(f"--ca-cert {ca_cert}: {getattr(exc, 'strerror', None) or exc}") from None
+    return context
+
+
+def next_page_path(link: str | None) -> str | None:
+    """The path of the ``rel="next"`` page; registries send it relative, some absolute."""
+    if not link:
+        return None
+    match = _NEXT_LINK.search(link)
+    if match is None:
+        return None
+    url = urlsplit(match[1])
+    return url.path + (f"?{url.query}" if url.query else "")
+
+
+# --- the commands ---
+
+
+def _unexpected(registry: Registry, answer: Answer, what: str) -> ManageError:
+    return ManageError(f"{registry.host}: {what} failed ({answer.status} {answer.error_code()}): {answer.error_message()}")
+
+
+def repository_tags(registry: Registry, repo: str) -> list[str]:
+    try:
+        return sorted(registry.pages(f"/v2/{repo}/tags/list?n={PAGE_SIZE}", "tags"))
+    except _Status as failed:
+        if failed.answer.status == 404:
+            raise UnknownRepository(f"unknown repository {registry.host}/{repo}") from None
+        raise _unexpected(registry, failed.answer, f"listing the tags of {repo}") from None
+
+
+def tag_digests(registry: Registry, repo: str) -> list[tuple[str, str]]:
+    """(tag, digest) for every tag; a tag deleted meanwhile is left out."""
+    found = []
+    for tag in repository_tags(registry, repo):
+        answer = registry.request("HEAD", f"/v2/{repo}/manifests/{tag}", accept=ACCEPT_ALL)
+        if answer.status == 200:
+            found.append((tag, answer.headers["Docker-Content-Digest"]))
+        elif answer.status != 404:
+            raise _unexpected(registry, answer, f"resolving {repo}:{tag}")
+    return found
+
+
+def list_all(registry: Registry, out: TextIO) -> None:
+    try:
+        repos = registry.pages(f"/v2/_catalog?n={PAGE_SIZE}", "repositories")
+    except _Status as failed:
+        raise _unexpected(registry, failed.answer, "listing the repositories") from None
+    images = []
+    for repo in repos:
+        try:
+            images.extend(f"{repo}:{tag}" for tag in repository_tags(registry, repo))
+        except UnknownRepository:
+            continue  # removed since the catalog was read
+    for image in sorted(images):
+        print(image, file=out)
+
+
+def list_repository(registry: Registry, repo: str, out: TextIO) -> None:
+    rows = tag_digests(registry, repo)
+    width = max((len(tag) for tag, _ in rows), default=0)
+    for tag, digest in rows:
+        print(f"{tag:<{width}}  {digest}", file=out)
+
+
+def remove(registry: Registry, target: Target, out: TextIO) -> None:
+    assert target.repo is not None
+    reference = target.tag or target.digest
+    assert reference is not None
+    # before the delete: afterwards nothing tells which tags pointed at the digest
+    going = [tag for tag, digest in tag_digests(registry, target.repo) if digest == target.digest] if target.digest else []
+    answer = registry.request("DELETE", f"/v2/{target.repo}/manifests/{reference}")
+    if answer.status == 404:
+        repository_tags(registry, target.repo)  # raises "unknown repository" when that is the cause
+        raise ManageError(f"unknown {'tag' if target.tag else 'manifest'} {target}")
+    if answer.status != 202:
+        raise _unexpected(registry, answer, f"deleting {target}")
+    if target.tag:
+        print(f"deleted {target}", file=out)
+    else:
+        print(f"deleted {target} (tags: {', '.join(going) if going else 'none'})", file=out)
+
+
+# --- the edge ---
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="List and remove images of an mreg registry, with the credentials of "
+        "'podman login' or 'docker login' (REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
+        "~/.docker/config.json), else a prompt.",
+    )
+    parser.add_argument("--user", help="log in as this user instead of a stored login")
+    parser.add_argument("--password-stdin", action="store_true", help="read the password of --user from stdin")
+    parser.add_argument("--ca-cert", type=Path, metavar="FILE", help="trust this CA (e.g. the registry's self-signed certificate)")
+    parser.add_argument("--insecure", action="store_true", help="skip TLS verification; allow plain HTTP when the server has no TLS")
+    parser.add_argument("--plain-http", action="store_true", help="talk plain HTTP, no TLS at all")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ls = commands.add_parser("ls", help="HOST[:PORT]: every repository:tag; HOST[:PORT]/REPO: its tags and digests")
+    ls.add_argument("target", metavar="HOST[:PORT][/REPO]")
+    rm = commands.add_parser("rm", help="HOST[:PORT]/REPO:TAG removes that tag; HOST[:PORT]/REPO@DIGEST the manifest and its tags")
+    rm.add_argument("target", metavar="HOST[:PORT]/REPO(:TAG|@DIGEST)")
+    return parser
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str], home: Path, stdin: TextIO, out: TextIO) -> None:
+    if args.password_stdin and args.user is None:
+        raise ManageError("--password-stdin needs --user")
+    target = parse_target(args.target, reference=args.command == "rm")
+    auth = credentials(
+        target.host, args.user, args.password_stdin, auth_files(env, home), stdin, input, getpass.getpass
+    )
+    registry = Registry(target.host, auth, insecure=args.insecure, plain_http=args.plain_http, ca_cert=args.ca_cert)
+    if args.command == "rm":
+        remove(registry, target, out)
+    elif target.repo is None:
+        list_all(registry, out)
+    else:
+        list_repository(registry, target.repo, out)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args, os.environ, Path.home(), sys.stdin, sys.stdout)
+    except ManageError as exc:
+        sys.exit(f"{PROG}: error: {exc}")
+    except KeyboardInterrupt:
+        sys.exit(130)

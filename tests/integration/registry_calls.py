@@ -1,0 +1,52 @@
+"""Small registry API calls through the proxy, shared by the integration tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from conftest import ADMIN, READER, Mreg, http
+from mreg_proxy.refs import ACCEPT_ALL, OCI_MANIFEST
+
+
+def manifest_url(mreg: Mreg, repo: str, reference: str) -> str:
+    return f"{mreg.url}/v2/{repo}/manifests/{reference}"
+
+
+def digest_of(mreg: Mreg, repo: str, tag: str) -> str | None:
+    status, headers, _ = http("HEAD", manifest_url(mreg, repo, tag), auth=READER, headers={"Accept": ACCEPT_ALL})
+    return headers["Docker-Content-Digest"] if status == 200 else None
+
+
+def retag(mreg: Mreg, repo: str, source: str, target: str) -> None:
+    """Put the manifest of ``source`` under ``target`` too, byte for byte."""
+    status, headers, body = http("GET", manifest_url(mreg, repo, source), auth=ADMIN, headers={"Accept": ACCEPT_ALL})
+    assert status == 200
+    status, _, _ = http("PUT", manifest_url(mreg, repo, target), auth=ADMIN, data=body, headers={"Content-Type": headers["Content-Type"]})
+    assert status == 201
+
+
+def push_tiny(mreg: Mreg, repo: str, tags: list[str], seed: str = "") -> str:
+    """A config-only OCI manifest under every tag in ``tags``, through the HTTP API; its digest."""
+    config = json.dumps({"seed": seed or repo}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    status, headers, _ = http("POST", f"{mreg.url}/v2/{repo}/blobs/uploads/", auth=ADMIN)
+    assert status == 202
+    # a Content-Type of its own: urllib's default (a form) makes the registry read the body as one
+    status, _, _ = http("PUT", f"{headers['Location']}&digest={config_digest}", auth=ADMIN, data=config, headers={"Content-Type": "application/octet-stream"})
+    assert status == 201
+    manifest = json.dumps(
+        {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)}}
+    ).encode()
+    for tag in tags:
+        status, _, _ = http("PUT", manifest_url(mreg, repo, tag), auth=ADMIN, data=manifest, headers={"Content-Type": OCI_MANIFEST})
+        assert status == 201
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+
+def tag_list(mreg: Mreg, repo: str) -> list[str]:
+    status, _, body = http("GET", f"{mreg.url}/v2/{repo}/tags/list", auth=READER)
+    assert status == 200
+    return json.loads(body)["tags"]

@@ -1,0 +1,267 @@
+"""mreg-manage (bin/mreg-manage, as operators run it from a checkout) against the real proxy."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import ssl
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import ADMIN, READER, Mreg
+from helpers import free_port, require_tool
+from registry_calls import push_tiny, tag_list
+
+pytestmark = pytest.mark.integration
+
+MANAGE = Path(__file__).resolve().parents[2] / "bin" / "mreg-manage"
+
+
+def auth_json(path: Path, host: str, user: str, password: str, *, key: str | None = None) -> Path:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"auths": {key or host: {"auth": token}}}))
+    return path
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty home: no stored login unless a test writes one."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+def manage(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(MANAGE), *args], input=stdin, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def admin_env(mreg: Mreg, home: Path, tmp_path: Path) -> dict[str, str]:
+    """REGISTRY_AUTH_FILE holding the admin's login, as ``podman login --authfile`` writes it."""
+    auth = auth_json(tmp_path / "auth.json", mreg.host, *ADMIN)
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "REGISTRY_AUTH_FILE": str(auth)}
+
+
+def admin(mreg: Mreg, env: dict[str, str], command: str, target: str) -> subprocess.CompletedProcess[str]:
+    return manage("--plain-http", command, f"{mreg.host}/{target}" if target else mreg.host, env=env)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mreg-manage: error: ")
+    return lines[0]
+
+
+# --- ls ---
+
+
+def test_ls_host_lists_every_repository_tag_sorted(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    push_tiny(mreg, "manage/ls/b", ["x"])
+    push_tiny(mreg, "manage/ls/a", ["2", "1"])
+    result = admin(mreg, admin_env, "ls", "")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines == sorted(lines)
+    assert [line for line in lines if line.startswith("manage/ls/")] == ["manage/ls/a:1", "manage/ls/a:2", "manage/ls/b:x"]
+
+
+def test_ls_repository_shows_tags_with_digests(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    first = push_tiny(mreg, "manage/digests", ["v1", "latest"])
+    second = push_tiny(mreg, "manage/digests", ["v2"], seed="second")
+    result = admin(mreg, admin_env, "ls", "manage/digests")
+    assert result.returncode == 0, result.stderr
+    assert [line.split() for line in result.stdout.splitlines()] == [["latest", first], ["v1", first], ["v2", second]]
+
+
+def test_ls_repository_follows_every_page(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    tags = [f"t{i:03}" for i in range(105)]  # more than one page of 100
+    push_tiny(mreg, "manage/many", tags)
+    result = admin(mreg, admin_env, "ls", "manage/many")
+    assert [line.split()[0] for line in result.stdout.splitlines()] == tags
+
+
+# --- rm ---
+
+
+def test_rm_tag_removes_only_that_tag(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    push_tiny(mreg, "manage/rmtag", ["old", "keep"])
+    result = admin(mreg, admin_env, "rm", "manage/rmtag:old")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"deleted {mreg.host}/manage/rmtag:old\n"
+    assert tag_list(mreg, "manage/rmtag") == ["keep"]
+
+
+def test_rm_digest_says_which_tags_went(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    digest = push_tiny(mreg, "manage/rmdigest", ["a", "b"])
+    push_tiny(mreg, "manage/rmdigest", ["other"], seed="other")
+    result = admin(mreg, admin_env, "rm", f"manage/rmdigest@{digest}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"deleted {mreg.host}/manage/rmdigest@{digest} (tags: a, b)\n"
+    assert tag_list(mreg, "manage/rmdigest") == ["other"]
+
+
+# --- credentials ---
+
+
+def test_podman_runtime_auth_file_is_used(mreg: Mreg, home: Path, tmp_path: Path) -> None:
+    auth_json(tmp_path / "run" / "containers" / "auth.json", mreg.host, *READER)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    push_tiny(mreg, "manage/creds", ["1"])
+    assert manage("--plain-http", "ls", f"{mreg.host}/manage/creds", env=env).returncode == 0
+
+
+def test_docker_config_is_used(mreg: Mreg, home: Path) -> None:
+    auth_json(home / ".docker" / "config.json", mreg.host, *READER, key=f"http://{mreg.host}")
+    push_tiny(mreg, "manage/creds", ["1"])
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+    assert manage("--plain-http", "ls", f"{mreg.host}/manage/creds", env=env).returncode == 0
+
+
+def test_registry_auth_file_comes_first(mreg: Mreg, home: Path, tmp_path: Path) -> None:
+    auth_json(home / ".docker" / "config.json", mreg.host, ADMIN[0], "wrong")
+    auth = auth_json(tmp_path / "auth.json", mreg.host, *READER)
+    push_tiny(mreg, "manage/creds", ["1"])
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "REGISTRY_AUTH_FILE": str(auth)}
+    assert manage("--plain-http", "ls", f"{mreg.host}/manage/creds", env=env).returncode == 0
+
+
+def test_user_and_password_stdin(mreg: Mreg, home: Path) -> None:
+    push_tiny(mreg, "manage/creds", ["1"])
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+    result = manage("--plain-http", "--user", READER[0], "--password-stdin", "ls", f"{mreg.host}/manage/creds", env=env, stdin=READER[1] + "\n")
+    assert result.returncode == 0, result.stderr
+
+
+def test_no_credentials_and_no_terminal_is_an_error(mreg: Mreg, home: Path) -> None:
+    result = manage("--plain-http", "ls", mreg.host, env={"PATH": "/usr/bin:/bin", "HOME": str(home)})
+    assert "no credentials for" in one_line_error(result)
+
+
+# --- errors ---
+
+
+def test_wrong_password_is_401(mreg: Mreg, home: Path, tmp_path: Path) -> None:
+    auth = auth_json(tmp_path / "auth.json", mreg.host, ADMIN[0], "wrong")
+    result = manage("--plain-http", "ls", mreg.host, env={"PATH": "/usr/bin:/bin", "HOME": str(home), "REGISTRY_AUTH_FILE": str(auth)})
+    assert "authentication failed" in one_line_error(result) and "401" in result.stderr
+
+
+def test_reader_rm_is_403(mreg: Mreg, home: Path, tmp_path: Path) -> None:
+    push_tiny(mreg, "manage/guarded", ["keep"])
+    auth = auth_json(tmp_path / "auth.json", mreg.host, *READER)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "REGISTRY_AUTH_FILE": str(auth)}
+    result = manage("--plain-http", "rm", f"{mreg.host}/manage/guarded:keep", env=env)
+    assert "may not do this (403)" in one_line_error(result)
+    assert tag_list(mreg, "manage/guarded") == ["keep"]
+
+
+def test_ls_unknown_repository(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    result = admin(mreg, admin_env, "ls", "manage/never-pushed")
+    assert one_line_error(result).endswith(f"unknown repository {mreg.host}/manage/never-pushed")
+
+
+def test_rm_in_unknown_repository(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    result = admin(mreg, admin_env, "rm", "manage/never-pushed:1")
+    assert one_line_error(result).endswith(f"unknown repository {mreg.host}/manage/never-pushed")
+
+
+def test_rm_unknown_tag(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    push_tiny(mreg, "manage/known", ["here"])
+    result = admin(mreg, admin_env, "rm", "manage/known:absent")
+    assert one_line_error(result).endswith(f"unknown tag {mreg.host}/manage/known:absent")
+
+
+def test_rm_unknown_digest(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    push_tiny(mreg, "manage/known", ["here"])
+    digest = "sha256:" + "0" * 64
+    result = admin(mreg, admin_env, "rm", f"manage/known@{digest}")
+    assert one_line_error(result).endswith(f"unknown manifest {mreg.host}/manage/known@{digest}")
+
+
+def test_bad_reference_is_refused_before_connecting(admin_env: dict[str, str]) -> None:
+    result = manage("rm", "127.0.0.1:1/Team/App", env=admin_env)
+    assert "expected HOST[:PORT]/REPO:TAG" in one_line_error(result)
+
+
+def test_cannot_connect(admin_env: dict[str, str]) -> None:
+    result = manage("--plain-http", "--user", "x", "--password-stdin", "ls", f"127.0.0.1:{free_port()}", env=admin_env, stdin="pw")
+    assert "cannot connect to" in one_line_error(result)
+
+
+def test_https_to_a_plain_http_server_is_a_tls_failure(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    result = manage("ls", mreg.host, env=admin_env)
+    assert "TLS failure" in one_line_error(result) and "--plain-http" in result.stderr
+
+
+def test_insecure_falls_back_to_plain_http(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    push_tiny(mreg, "manage/insecure", ["1"])
+    result = manage("--insecure", "ls", f"{mreg.host}/manage/insecure", env=admin_env)
+    assert result.returncode == 0, result.stderr
+
+
+# --- a server with a self-signed certificate ---
+
+
+class _EmptyCatalog(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
+        body = b'{"repositories": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate: (HOST:PORT, certificate)."""
+    openssl = require_tool("openssl")
+    base = tmp_path_factory.mktemp("tls")
+    cert, key = base / "tls.crt", base / "tls.key"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EmptyCatalog)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_untrusted_certificate_is_a_tls_failure(self_signed: tuple[str, Path], admin_env: dict[str, str]) -> None:
+    host, _ = self_signed
+    result = manage("--user", "x", "--password-stdin", "ls", host, env=admin_env, stdin="pw")
+    assert "TLS failure" in one_line_error(result) and "--ca-cert" in result.stderr
+
+
+def test_ca_cert_makes_it_trusted(self_signed: tuple[str, Path], admin_env: dict[str, str]) -> None:
+    host, cert = self_signed
+    result = manage("--ca-cert", str(cert), "--user", "x", "--password-stdin", "ls", host, env=admin_env, stdin="pw")
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_insecure_skips_verification(self_signed: tuple[str, Path], admin_env: dict[str, str]) -> None:
+    host, _ = self_signed
+    result = manage("--insecure", "--user", "x", "--password-stdin", "ls", host, env=admin_env, stdin="pw")
+    assert (result.returncode, result.stderr) == (0, "")
