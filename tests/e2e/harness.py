@@ -251,8 +251,12 @@ class Pod:
         docs = load_manifest()
         if self.played and self.podman_version < (4, 4):
             docs = [d for d in docs if d["kind"] != "PersistentVolumeClaim"]
-        for name, image in self.images.items():
-            container_of(docs, name)["image"] = image
+        # The stand-ins replace the images of the registry and auth containers wherever they are
+        # used (the prune init container runs the auth image too).
+        replace = {container_of(docs, name)["image"]: image for name, image in self.images.items()}
+        spec = deployment_of(docs)["spec"]["template"]["spec"]
+        for container in spec["containers"] + spec.get("initContainers", []):
+            container["image"] = replace.get(container["image"], container["image"])
         for port in container_of(docs, "auth")["ports"]:
             if "hostPort" in port:
                 port["hostIP"] = HOST

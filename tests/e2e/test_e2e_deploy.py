@@ -47,6 +47,8 @@ class State:
     digests: dict[str, str] = field(default_factory=dict)  # repo:tag -> manifest digest at push
     platform_digests: dict[str, str] = field(default_factory=dict)  # arch -> platform manifest digest
     doomed_blobs: list[str] = field(default_factory=list)
+    untagged: dict[str, str] = field(default_factory=dict)  # repo@digest of images that lost their tag -> repo
+    untagged_blobs: list[str] = field(default_factory=list)
     kept_blobs: list[str] = field(default_factory=list)
 
 
@@ -274,6 +276,36 @@ def test_12_admin_pushes_a_multi_arch_index_a_plain_image_and_one_to_delete(
     assert all(blob_dir(pod, d).is_dir() for d in state.doomed_blobs + state.kept_blobs)
 
 
+def test_12b_an_overwritten_tag_and_a_deleted_tag_leave_untagged_images(
+    pod: Pod, admin: Client, cmd: Cmd, made_images: list, state: State, run_id: str, e2e_dir: Path
+) -> None:
+    """What plain garbage-collect keeps forever; the prune init container must let it go."""
+    moved = f"{REGISTRY}/e2e/moved:1"
+    untag = f"{REGISTRY}/e2e/untag:1"
+    pushed = {}
+    for name, ref in (("moved-old", moved), ("moved-new", moved), ("untag", untag)):
+        local = f"{TEST_IMAGES}{name}:{run_id}"
+        make_tiny_image(cmd, e2e_dir, local)
+        made_images.append(local)
+        cmd.podman("push", "--authfile", str(admin.authfile), "--tls-verify=false", local, ref)
+        digest, doc, _ = manifest(pod, state, *split(ref))
+        pushed[name] = (digest, [digest, *blob_digests(doc)])
+    state.digests[moved] = pushed["moved-new"][0]
+    state.kept_blobs += pushed["moved-new"][1]
+    repo, tag = split(untag)
+    status, _, body = registry_api(pod, state, f"{repo}/manifests/{tag}", method="DELETE")
+    assert status == 202, body
+    assert registry_api(pod, state, f"{repo}/manifests/{tag}")[0] == 404
+    for name in ("moved-old", "untag"):
+        digest, blobs = pushed[name]
+        repo = split(moved if name == "moved-old" else untag)[0]
+        assert registry_api(pod, state, f"{repo}/manifests/{digest}")[0] == 200  # untagged, still stored
+        state.untagged[digest] = repo
+        state.untagged_blobs += blobs
+    assert not set(state.untagged_blobs) & set(state.kept_blobs)
+    assert all(blob_dir(pod, d).is_dir() for d in state.untagged_blobs)
+
+
 def test_13_admin_deletes_an_image_with_skopeo_delete(pod: Pod, admin: Client, cmd: Cmd, state: State) -> None:
     """As the README says: `skopeo delete` resolves the tag and deletes the manifest by digest."""
     cmd.run(["skopeo", "delete", "--authfile", str(admin.authfile), *skopeo_tls(state, ""),
@@ -368,6 +400,13 @@ def test_20_gc_at_start_removed_the_deleted_images_blobs(pod: Pod, state: State)
     assert not gone, f"blobs of the deleted image still stored: {gone}"
     status, _, _ = registry_api(pod, state, f"{split(REPO_DOOMED)[0]}/manifests/{state.digests[REPO_DOOMED]}")
     assert status == 404
+
+
+def test_20b_untagged_images_were_pruned_and_collected(pod: Pod, state: State) -> None:
+    for digest, repo in state.untagged.items():
+        assert registry_api(pod, state, f"{repo}/manifests/{digest}")[0] == 404, f"{repo}@{digest}"
+    gone = [d for d in state.untagged_blobs if blob_dir(pod, d).exists()]
+    assert not gone, f"blobs of untagged images still stored: {gone}"
 
 
 def test_21_gc_kept_every_blob_of_every_tagged_image(pod: Pod, state: State) -> None:
