@@ -157,21 +157,3 @@ def test_auth_container_settings_match_the_auth_volume() -> None:
 def test_images_are_not_pulled_when_present() -> None:
     assert {c["imagePullPolicy"] for c in CONTAINERS.values()} == {"IfNotPresent"}
 
-
-INIT = {c["name"]: c for c in POD.get("initContainers", [])}
-
-
-def test_prune_runs_before_the_registry_on_its_volume_with_the_auth_image() -> None:
-    prune = INIT["prune"]
-    assert prune["command"] == ["python3", "-m", "mreg_proxy.prune", "/var/lib/registry"]
-    assert prune["image"] == CONTAINERS["auth"]["image"]
-    (mount,) = prune["volumeMounts"]
-    registry_mount = {m["mountPath"]: m["name"] for m in CONTAINERS["registry"]["volumeMounts"]}
-    assert registry_mount[mount["mountPath"]] == mount["name"]
-
-
-def test_prune_has_no_privilege_escalation_no_capabilities_and_a_read_only_root() -> None:
-    sc = INIT["prune"]["securityContext"]
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]

@@ -2,12 +2,23 @@
 
     python3 -m mreg_proxy.prune [--dry-run] [ROOT]     (ROOT: the registry's rootdirectory)
 
+Run it only while the registry is stopped, then start the registry (it garbage-collects at start):
+
+    podman pod stop mreg-pod
+    podman run --rm --user 0 --network none -v mreg-registry-data:/var/lib/registry \
+        --entrypoint python3 localhost/mreg-proxy:latest -m mreg_proxy.prune
+    podman pod start mreg-pod
+
+(Not an init container: podman 4.3 restarts init containers of a Deployment in a loop, so it
+would run next to a serving registry and forget the platform manifests of a multi-arch push in
+flight, before its index is tagged.)
+
 registry 2.8's ``garbage-collect`` keeps every manifest the repository knows, tagged or not: an
 image whose tag was deleted (by mreg's single-tag delete) or overwritten by a newer push keeps its
 layers forever. Its ``--delete-untagged`` would reclaim them, but it also deletes the platform
 manifests of multi-arch images, which are never tagged themselves (distribution issues 3004 and
 3178). This does the safe part of that job on the filesystem storage, while the registry is NOT
-running (an init container, before the registry's own garbage collection):
+running:
 
 In each repository, a manifest is kept when a tag points at it, or when a kept manifest refers to
 it (an index's ``manifests``, at any depth), or when its ``subject`` is kept (an OCI 1.1 referrer,

@@ -402,36 +402,39 @@ def test_20_gc_at_start_removed_the_deleted_images_blobs(pod: Pod, state: State)
     assert status == 404
 
 
-def test_20b_untagged_images_were_pruned_and_collected(pod: Pod, state: State) -> None:
-    for digest, repo in state.untagged.items():
-        assert registry_api(pod, state, f"{repo}/manifests/{digest}")[0] == 404, f"{repo}@{digest}"
-    gone = [d for d in state.untagged_blobs if blob_dir(pod, d).exists()]
-    assert not gone, f"blobs of untagged images still stored: {gone}"
-
-
 def test_21_gc_kept_every_blob_of_every_tagged_image(pod: Pod, state: State) -> None:
     missing = [d for d in state.kept_blobs if not blob_dir(pod, d).is_dir()]
     assert not missing
 
 
-def test_22_every_tagged_image_keeps_its_digest(pod: Pod, state: State) -> None:
+def assert_tagged_images_intact(pod: Pod, state: State) -> None:
+    """Every tagged manifest has its digest, and every blob of it is stored."""
     for ref, digest in state.digests.items():
         if ref != REPO_DOOMED:
             assert manifest(pod, state, *split(ref))[0] == digest, ref
+    assert not [d for d in state.kept_blobs if not blob_dir(pod, d).is_dir()]
+
+
+def assert_index_pulls(reader: Client, cmd: Cmd, state: State, target: Path) -> None:
+    """Each platform of the index, then the whole index, pull with the digests they were pushed with."""
+    for arch, digest in state.platform_digests.items():
+        cmd.run(["skopeo", "copy", "--override-arch", arch, "--src-authfile", str(reader.authfile),
+                 *skopeo_tls(state, "src"), f"docker://{REPO_MULTI}", f"dir:{target / arch}"])
+        assert "sha256:" + hashlib.sha256((target / arch / "manifest.json").read_bytes()).hexdigest() == digest
+    cmd.run(["skopeo", "copy", "--all", "--src-authfile", str(reader.authfile), *skopeo_tls(state, "src"),
+             f"docker://{REPO_MULTI}", f"dir:{target / 'all'}"])
+    whole = "sha256:" + hashlib.sha256((target / "all" / "manifest.json").read_bytes()).hexdigest()
+    assert whole == state.digests[REPO_MULTI]
+
+
+def test_22_every_tagged_image_keeps_its_digest(pod: Pod, state: State) -> None:
+    assert_tagged_images_intact(pod, state)
 
 
 def test_23_every_platform_of_the_index_pulls_with_identical_digests(
     pod: Pod, reader: Client, cmd: Cmd, state: State, client_dir: Path
 ) -> None:
-    for arch, digest in state.platform_digests.items():
-        target = client_dir / f"after-restart-{arch}"
-        cmd.run(["skopeo", "copy", "--override-arch", arch, "--src-authfile", str(reader.authfile),
-                 *skopeo_tls(state, "src"), f"docker://{REPO_MULTI}", f"dir:{target}"])
-        assert "sha256:" + hashlib.sha256((target / "manifest.json").read_bytes()).hexdigest() == digest
-    whole = client_dir / "after-restart-all"
-    cmd.run(["skopeo", "copy", "--all", "--src-authfile", str(reader.authfile), *skopeo_tls(state, "src"),
-             f"docker://{REPO_MULTI}", f"dir:{whole}"])
-    assert "sha256:" + hashlib.sha256((whole / "manifest.json").read_bytes()).hexdigest() == state.digests[REPO_MULTI]
+    assert_index_pulls(reader, cmd, state, client_dir / "after-restart")
 
 
 def test_24_the_real_image_pulls_after_restart_over_https(
@@ -460,3 +463,37 @@ def test_25_podman_pod_restart_collects_garbage_too(
     pod.wait_ready()
     assert not [d for d in doomed if blob_dir(pod, d).exists()]
     assert not [d for d in state.kept_blobs if not blob_dir(pod, d).is_dir()]
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. reclaiming untagged images: prune while the pod is stopped, then start it (GC at start)
+
+
+def test_26_plain_gc_kept_the_untagged_images(pod: Pod, state: State) -> None:
+    for digest, repo in state.untagged.items():
+        assert registry_api(pod, state, f"{repo}/manifests/{digest}")[0] == 200
+    assert all(blob_dir(pod, d).is_dir() for d in state.untagged_blobs)
+
+
+def test_27_prune_with_the_pod_stopped_then_start_reclaims_them(pod: Pod, cmd: Cmd, auth_image: str) -> None:
+    """The README's procedure, word for word but for the names."""
+    cmd.podman("pod", "stop", pod.pod_name, timeout=120)
+    out = cmd.podman("run", "--rm", "--user", "0", "--network", "none",
+                     "-v", "mreg-registry-data:/var/lib/registry",
+                     "--entrypoint", "python3", auth_image, "-m", "mreg_proxy.prune", timeout=120)
+    assert "2 untagged manifest(s) forgotten" in out.stderr
+    cmd.podman("pod", "start", pod.pod_name, timeout=120)
+    pod.wait_ready()
+
+
+def test_28_untagged_images_are_gone_with_their_blobs(pod: Pod, state: State) -> None:
+    for digest, repo in state.untagged.items():
+        assert registry_api(pod, state, f"{repo}/manifests/{digest}")[0] == 404, f"{repo}@{digest}"
+    assert not [d for d in state.untagged_blobs if blob_dir(pod, d).exists()]
+
+
+def test_29_prune_kept_every_tagged_image_and_every_platform(
+    pod: Pod, reader: Client, cmd: Cmd, state: State, client_dir: Path
+) -> None:
+    assert_tagged_images_intact(pod, state)
+    assert_index_pulls(reader, cmd, state, client_dir / "after-prune")
