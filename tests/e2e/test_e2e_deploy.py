@@ -417,6 +417,7 @@ def assert_tagged_images_intact(pod: Pod, state: State) -> None:
 
 def assert_index_pulls(reader: Client, cmd: Cmd, state: State, target: Path) -> None:
     """Each platform of the index, then the whole index, pull with the digests they were pushed with."""
+    target.mkdir(parents=True, exist_ok=True)
     for arch, digest in state.platform_digests.items():
         cmd.run(["skopeo", "copy", "--override-arch", arch, "--src-authfile", str(reader.authfile),
                  *skopeo_tls(state, "src"), f"docker://{REPO_MULTI}", f"dir:{target / arch}"])
