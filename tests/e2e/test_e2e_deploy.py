@@ -160,6 +160,12 @@ def test_03_auth_runs_as_non_root_on_a_read_only_root(pod: Pod) -> None:
     assert pod.exec("python3", "-m", "mreg_proxy.probe", "/readyz", check=False).returncode == 0
 
 
+def test_03b_podman_health_checks_from_the_liveness_probes_pass(pod: Pod, cmd: Cmd) -> None:
+    """podman turns exec liveness probes into health checks (joining the words with spaces)."""
+    for container in (pod.registry, pod.auth):
+        assert cmd.podman("healthcheck", "run", container, check=False).returncode == 0, container
+
+
 def test_04_registry_serves_although_gc_failed_on_the_empty_volume(pod: Pod) -> None:
     status, _, _ = http(f"http://{REGISTRY}/readyz")
     assert status == 200  # /readyz asks the registry
@@ -378,9 +384,10 @@ def test_17_clients_trusting_only_that_certificate_log_in_push_and_pull(
     assert "sha256:" + hashlib.sha256((target / "manifest.json").read_bytes()).hexdigest() == digest
 
 
-def test_18_probes_pass_over_https(pod: Pod) -> None:
+def test_18_probes_pass_over_https(pod: Pod, cmd: Cmd) -> None:
     for path in ("/healthz", "/readyz"):
         assert pod.exec("python3", "-m", "mreg_proxy.probe", path, check=False).returncode == 0
+    assert cmd.podman("healthcheck", "run", pod.auth, check=False).returncode == 0
 
 
 # ------------------------------------------------------------------------------------------------
