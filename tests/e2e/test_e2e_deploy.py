@@ -326,6 +326,7 @@ def test_13_admin_deletes_an_image_with_skopeo_delete(pod: Pod, admin: Client, c
 
 
 def test_14_manage_tls_installs_the_certificate_from_mreg_gen_tls(pod: Pod, state: State, e2e_dir: Path) -> None:
+    pod.exec("mkdir", "-p", "/tmp/mreg-gen-tls")
     pod.exec("mreg-gen-tls", HOST, "--days", "2", "--out", "/tmp/mreg-gen-tls")
     cert = pod.exec("cat", "/tmp/mreg-gen-tls/tls.crt").stdout
     key = pod.exec("cat", "/tmp/mreg-gen-tls/tls.key").stdout
