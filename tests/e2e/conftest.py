@@ -31,24 +31,15 @@ from harness import (  # noqa: E402
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    e2e_items = [item for item in items if item.get_closest_marker("e2e")]
-    if not e2e_items:
-        return
-    missing = missing_requirements()
-    if not missing:
-        return
-    reason = "e2e needs: " + ", ".join(missing)
+    """Without the tools: skip, with the reason; under CI=true, pytest_runtest_setup fails instead."""
     if os.environ.get("CI") == "true":
-        marker = pytest.mark.usefixtures("_fail_missing_tools")
-    else:
-        marker = pytest.mark.skip(reason=reason)
-    for item in e2e_items:
-        item.add_marker(marker)
-
-
-@pytest.fixture
-def _fail_missing_tools() -> None:
-    pytest.fail("CI=true and the e2e cannot run; missing: " + ", ".join(missing_requirements()))
+        return
+    e2e_items = [item for item in items if item.get_closest_marker("e2e")]
+    missing = missing_requirements() if e2e_items else []
+    if missing:
+        marker = pytest.mark.skip(reason="e2e needs: " + ", ".join(missing))
+        for item in e2e_items:
+            item.add_marker(marker)
 
 
 # Ordered flows: once a step failed, the later steps of the same module are skipped as such.
@@ -56,12 +47,16 @@ _FAILED_STEP: dict[str, str] = {}
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> None:
-    if item.get_closest_marker("e2e") and call.excinfo is not None and call.when == "call":
+    if (item.get_closest_marker("e2e") and call.excinfo is not None and call.when in ("setup", "call")
+            and not call.excinfo.errisinstance(pytest.skip.Exception)):
         _FAILED_STEP.setdefault(item.module.__name__, item.name)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("e2e"):
+        missing = missing_requirements() if os.environ.get("CI") == "true" else []
+        if missing:
+            pytest.fail("CI=true and the e2e cannot run; missing: " + ", ".join(missing))
         failed = _FAILED_STEP.get(item.module.__name__)
         if failed:
             pytest.skip(f"an earlier step failed: {failed}")
