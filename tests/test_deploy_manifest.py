@@ -157,3 +157,28 @@ def test_auth_container_settings_match_the_auth_volume() -> None:
 def test_images_are_not_pulled_when_present() -> None:
     assert {c["imagePullPolicy"] for c in CONTAINERS.values()} == {"IfNotPresent"}
 
+
+
+CONTAINERFILE = (MANIFEST.parent / "Containerfile").read_text()
+
+
+def _instructions(keyword: str) -> list[str]:
+    return [line.split(None, 1)[1] for line in CONTAINERFILE.splitlines() if line.startswith(keyword + " ")]
+
+
+def test_containerfile_base_defaults_to_the_official_python_slim_image() -> None:
+    assert _instructions("ARG")[0] == "BASE_IMAGE=docker.io/library/python:3.11-slim"
+    assert _instructions("FROM") == ["${BASE_IMAGE} AS build", "${BASE_IMAGE}"]
+
+
+def test_containerfile_runs_mreg_proxy_as_the_user_the_manifest_expects() -> None:
+    (user,) = _instructions("USER")
+    uid, _, gid = user.partition(":")
+    sc = CONTAINERS["auth"]["securityContext"]
+    assert (int(uid), int(gid)) == (sc["runAsUser"], sc["runAsGroup"]) and int(uid) != 0
+    assert _instructions("ENTRYPOINT") == ['["mreg-proxy"]']
+
+
+def test_containerfile_carries_oci_labels() -> None:
+    assert "org.opencontainers.image.title=" in CONTAINERFILE
+    assert "org.opencontainers.image.version=" in CONTAINERFILE
