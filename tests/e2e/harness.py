@@ -94,7 +94,6 @@ exec "$@"
 """
 
 
-
 def missing_requirements() -> list[str]:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     missing += [str(path) for path in FILES if not path.exists()]
@@ -251,8 +250,7 @@ class Pod:
         docs = load_manifest()
         if self.played and self.podman_version < (4, 4):
             docs = [d for d in docs if d["kind"] != "PersistentVolumeClaim"]
-        # The stand-ins replace the images of the registry and auth containers wherever they are
-        # used (the prune init container runs the auth image too).
+        # The stand-ins replace the registry and auth images wherever mreg.yml uses them.
         replace = {container_of(docs, name)["image"]: image for name, image in self.images.items()}
         spec = deployment_of(docs)["spec"]["template"]["spec"]
         for container in spec["containers"] + spec.get("initContainers", []):
@@ -283,7 +281,8 @@ class Pod:
     def down(self) -> None:
         self.save_logs()
         self.cmd.podman("kube", "down", str(self.manifest_copy()), timeout=120, check=False)
-        self.cmd.podman("pod", "rm", "--force", "--ignore", self.pod_name, timeout=120, check=False)
+        if self.pod_name:
+            self.cmd.podman("pod", "rm", "--force", "--ignore", self.pod_name, timeout=120, check=False)
 
     def restart(self) -> None:
         self.down()
@@ -295,10 +294,6 @@ class Pod:
                 out = self.cmd.podman("logs", name, check=False, timeout=60)
                 with (self.work / f"{name}.log").open("a") as fh:
                     fh.write(f"--- play {self.played}\n{out.stdout}{out.stderr}")
-
-    def logs(self, container: str) -> str:
-        out = self.cmd.podman("logs", container, check=False, timeout=60)
-        return out.stdout + out.stderr
 
     def exec(self, *args: str, input: str | bytes | None = None, check: bool = True,
              container: str | None = None) -> subprocess.CompletedProcess[str]:
