@@ -1,6 +1,7 @@
 """End to end, as a user does it: build the auth image, `podman kube play mreg.yml`, manage users
 and TLS with the CLIs inside the auth container, push and pull with podman and skopeo, restart,
-and prove that garbage collection at start reclaims a deleted image and damages nothing tagged.
+and prove that garbage collection at start reclaims a deleted image and damages nothing tagged
+(multi-arch indexes included), and that `prune` with the pod stopped reclaims untagged images.
 
 One ordered flow: the steps share the pod and run in file order; once one fails, the later ones
 are skipped with the name of the failed step. The harness (tests/e2e/conftest.py) cleans up.
@@ -47,7 +48,7 @@ class State:
     digests: dict[str, str] = field(default_factory=dict)  # repo:tag -> manifest digest at push
     platform_digests: dict[str, str] = field(default_factory=dict)  # arch -> platform manifest digest
     doomed_blobs: list[str] = field(default_factory=list)
-    untagged: dict[str, str] = field(default_factory=dict)  # repo@digest of images that lost their tag -> repo
+    untagged: dict[str, str] = field(default_factory=dict)  # digest of an image that lost its tag -> repo
     untagged_blobs: list[str] = field(default_factory=list)
     kept_blobs: list[str] = field(default_factory=list)
 
@@ -130,6 +131,27 @@ def wait_for(predicate, what: str, timeout: float = 30) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def assert_tagged_images_intact(pod: Pod, state: State) -> None:
+    """Every tagged manifest has its digest, and every blob of it is stored."""
+    for ref, digest in state.digests.items():
+        if ref != REPO_DOOMED:
+            assert manifest(pod, state, *split(ref))[0] == digest, ref
+    assert not [d for d in state.kept_blobs if not blob_dir(pod, d).is_dir()]
+
+
+def assert_index_pulls(reader: Client, cmd: Cmd, state: State, target: Path) -> None:
+    """Each platform of the index, then the whole index, pull with the digests they were pushed with."""
+    target.mkdir(parents=True, exist_ok=True)
+    for arch, digest in state.platform_digests.items():
+        cmd.run(["skopeo", "copy", "--override-arch", arch, "--src-authfile", str(reader.authfile),
+                 *skopeo_tls(state, "src"), f"docker://{REPO_MULTI}", f"dir:{target / arch}"])
+        assert "sha256:" + hashlib.sha256((target / arch / "manifest.json").read_bytes()).hexdigest() == digest
+    cmd.run(["skopeo", "copy", "--all", "--src-authfile", str(reader.authfile), *skopeo_tls(state, "src"),
+             f"docker://{REPO_MULTI}", f"dir:{target / 'all'}"])
+    whole = "sha256:" + hashlib.sha256((target / "all" / "manifest.json").read_bytes()).hexdigest()
+    assert whole == state.digests[REPO_MULTI]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -395,10 +417,10 @@ def test_18_probes_pass_over_https(pod: Pod, cmd: Cmd) -> None:
 # 6. restart: kube down + kube play, as after an upgrade or a reboot
 
 
-def test_19_restart_keeps_users_and_tls(pod: Pod, reader: Client) -> None:
+def test_19_restart_keeps_users_and_tls(pod: Pod, reader: Client, state: State) -> None:
     pod.restart()
     assert pod.scheme == "https"
-    status, _, _ = http(f"https://{REGISTRY}/v2/", auth=(READER, READER_PW), verify=str(pod.work / "certs.d/ca.crt"))
+    status, _, _ = http(f"https://{REGISTRY}/v2/", auth=(READER, READER_PW), verify=str(state.cert))
     assert status == 200
     reader.login(READER, READER_PW)
 
@@ -413,27 +435,6 @@ def test_20_gc_at_start_removed_the_deleted_images_blobs(pod: Pod, state: State)
 def test_21_gc_kept_every_blob_of_every_tagged_image(pod: Pod, state: State) -> None:
     missing = [d for d in state.kept_blobs if not blob_dir(pod, d).is_dir()]
     assert not missing
-
-
-def assert_tagged_images_intact(pod: Pod, state: State) -> None:
-    """Every tagged manifest has its digest, and every blob of it is stored."""
-    for ref, digest in state.digests.items():
-        if ref != REPO_DOOMED:
-            assert manifest(pod, state, *split(ref))[0] == digest, ref
-    assert not [d for d in state.kept_blobs if not blob_dir(pod, d).is_dir()]
-
-
-def assert_index_pulls(reader: Client, cmd: Cmd, state: State, target: Path) -> None:
-    """Each platform of the index, then the whole index, pull with the digests they were pushed with."""
-    target.mkdir(parents=True, exist_ok=True)
-    for arch, digest in state.platform_digests.items():
-        cmd.run(["skopeo", "copy", "--override-arch", arch, "--src-authfile", str(reader.authfile),
-                 *skopeo_tls(state, "src"), f"docker://{REPO_MULTI}", f"dir:{target / arch}"])
-        assert "sha256:" + hashlib.sha256((target / arch / "manifest.json").read_bytes()).hexdigest() == digest
-    cmd.run(["skopeo", "copy", "--all", "--src-authfile", str(reader.authfile), *skopeo_tls(state, "src"),
-             f"docker://{REPO_MULTI}", f"dir:{target / 'all'}"])
-    whole = "sha256:" + hashlib.sha256((target / "all" / "manifest.json").read_bytes()).hexdigest()
-    assert whole == state.digests[REPO_MULTI]
 
 
 def test_22_every_tagged_image_keeps_its_digest(pod: Pod, state: State) -> None:
