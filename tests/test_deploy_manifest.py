@@ -182,3 +182,9 @@ def test_containerfile_runs_mreg_proxy_as_the_user_the_manifest_expects() -> Non
 def test_containerfile_carries_oci_labels() -> None:
     assert "org.opencontainers.image.title=" in CONTAINERFILE
     assert "org.opencontainers.image.version=" in CONTAINERFILE
+
+
+def test_no_service_links_in_the_environment_and_no_api_token() -> None:
+    # A Service named mreg would inject MREG_PORT, MREG_SERVICE_HOST, ...: mreg-proxy's namespace.
+    assert POD["enableServiceLinks"] is False
+    assert POD["automountServiceAccountToken"] is False
