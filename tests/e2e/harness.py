@@ -48,10 +48,10 @@ TEST_IMAGES = "localhost/mreg-e2e/"  # every image a run makes is named under th
 VOLUME_MARK = ".mreg-e2e"  # written into the volumes a run creates, so that a crashed run's are known
 
 TOOLS = ("podman", "skopeo", "runc", "mmdebstrap")
-FILES = (
-    Path("/usr/bin/docker-registry"),  # Debian's docker-registry: the registry:2 stand-in binary
-    Path("/bin/busybox"),  # busybox-static: shell and wget for the registry stand-in
-)
+FILES = {  # file -> the Debian package that installs it
+    Path("/usr/bin/docker-registry"): "docker-registry",  # the registry:2 stand-in's binary
+    Path("/bin/busybox"): "busybox-static",  # sh and wget in the registry:2 stand-in
+}
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")  # extra CAs the host trusts (PyPI may be re-signed)
 PATH_ENV = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -96,7 +96,7 @@ exec "$@"
 
 def missing_requirements() -> list[str]:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    missing += [str(path) for path in FILES if not path.exists()]
+    missing += [f"{path} (apt package {package})" for path, package in FILES.items() if not path.exists()]
     if os.geteuid() != 0:
         missing.append("root (rootful podman, mmdebstrap)")
     return missing
