@@ -108,17 +108,25 @@ def test_auth_probes_ask_healthz_and_readyz(probe: str) -> None:
     assert command[3] == {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}[probe]
 
 
-@pytest.mark.parametrize("probe", ["livenessProbe", "readinessProbe"])
-@pytest.mark.parametrize("container", ["registry", "auth"])
+PROBES = [(c, p) for c in CONTAINERS for p in ("startupProbe", "livenessProbe", "readinessProbe")
+          if p in CONTAINERS[c]]
+
+
+@pytest.mark.parametrize(("container", "probe"), PROBES)
 def test_probe_words_have_no_spaces_because_podman_4_3_joins_them(container: str, probe: str) -> None:
     command = CONTAINERS[container][probe]["exec"]["command"]
     assert all(" " not in word and "\n" not in word for word in command)
 
 
-@pytest.mark.parametrize("probe", ["livenessProbe", "readinessProbe"])
+@pytest.mark.parametrize("probe", ["startupProbe", "livenessProbe", "readinessProbe"])
 def test_registry_probes_ask_the_loopback_from_inside_the_pod(probe: str) -> None:
     command = CONTAINERS["registry"][probe]["exec"]["command"]
     assert command[-1] == "http://127.0.0.1:5001/v2/"
+
+
+def test_garbage_collection_at_start_has_minutes_before_liveness_counts() -> None:
+    startup = CONTAINERS["registry"]["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
 
 
 def test_auth_security_context_is_restrictive() -> None:
