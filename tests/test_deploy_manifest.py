@@ -1,0 +1,198 @@
+"""mreg.yml: valid Kubernetes, and the properties the design depends on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate")
+
+MANIFEST = Path(__file__).resolve().parents[1] / "mreg.yml"
+DOCS = [doc for doc in yaml.safe_load_all(MANIFEST.read_text()) if doc]
+
+
+def _only(kind: str) -> dict:
+    (doc,) = [d for d in DOCS if d["kind"] == kind]
+    return doc
+
+
+DEPLOYMENT = _only("Deployment")
+POD = DEPLOYMENT["spec"]["template"]["spec"]
+CONTAINERS = {c["name"]: c for c in POD["containers"]}
+
+
+def _env(container: str) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in CONTAINERS[container].get("env", [])}
+
+
+def _script(container: str) -> str:
+    return " ".join(CONTAINERS[container].get("command", []) + CONTAINERS[container].get("args", []))
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[f"{d['kind']}/{d['metadata']['name']}" for d in DOCS])
+def test_every_document_validates_against_the_kubernetes_schema(doc: dict) -> None:
+    kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_the_documents_are_namespace_service_two_claims_and_the_deployment() -> None:
+    kinds = sorted(d["kind"] for d in DOCS)
+    assert kinds == ["Deployment", "Namespace", "PersistentVolumeClaim", "PersistentVolumeClaim", "Service"]
+    assert _only("Namespace")["metadata"]["name"] == "mreg"
+    assert {d["metadata"].get("namespace") for d in DOCS if d["kind"] != "Namespace"} == {"mreg"}
+
+
+def test_deployment_is_mreg_with_registry_and_auth_and_auth_is_the_default_container() -> None:
+    assert DEPLOYMENT["metadata"]["name"] == "mreg"
+    assert set(CONTAINERS) == {"registry", "auth"}
+    annotations = DEPLOYMENT["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["kubectl.kubernetes.io/default-container"] == "auth"
+
+
+def test_one_replica_recreated_never_two_pods_on_the_same_storage() -> None:
+    assert DEPLOYMENT["spec"]["replicas"] == 1
+    assert DEPLOYMENT["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_service_selects_the_pod_and_reaches_the_auth_port() -> None:
+    service = _only("Service")
+    labels = DEPLOYMENT["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    (port,) = service["spec"]["ports"]
+    (auth_port,) = CONTAINERS["auth"]["ports"]
+    assert port["port"] == 5000
+    assert port["targetPort"] in (auth_port["name"], auth_port["containerPort"])
+
+
+def test_registry_image_is_a_pinned_registry_2_release() -> None:
+    image = CONTAINERS["registry"]["image"]
+    repo, _, tag = image.rpartition(":")
+    assert repo.endswith("registry") and tag.startswith("2.") and tag.count(".") == 2, image
+
+
+def test_registry_listens_on_the_pod_loopback_only_and_auth_points_at_it() -> None:
+    assert _env("registry")["REGISTRY_HTTP_ADDR"] == "127.0.0.1:5001"
+    assert _env("auth")["MREG_UPSTREAM"] == "http://127.0.0.1:5001"
+    assert "ports" not in CONTAINERS["registry"]
+
+
+def test_registry_allows_deletes() -> None:
+    assert _env("registry")["REGISTRY_STORAGE_DELETE_ENABLED"] == "true"
+
+
+def test_registry_garbage_collects_before_serving_even_when_gc_fails() -> None:
+    script = _script("registry")
+    gc, serve = script.index("registry garbage-collect"), script.index("exec registry serve")
+    assert gc < serve
+    between = script[gc:serve]
+    assert ";" in between and "&&" not in between, "GC exits 1 on empty storage: `;`, never `&&`"
+
+
+def test_registry_never_deletes_untagged_manifests_with_the_broken_flag() -> None:
+    words = _script("registry").replace(";", " ").split()
+    assert "--delete-untagged" not in words and "-m" not in words
+    assert not any(w.startswith("--delete-untagged") for w in words)
+
+
+def test_auth_listens_on_5000_published_with_host_port_5000() -> None:
+    (port,) = CONTAINERS["auth"]["ports"]
+    assert port["containerPort"] == 5000 and port["hostPort"] == 5000
+    assert _env("auth")["MREG_LISTEN"].endswith(":5000")
+
+
+@pytest.mark.parametrize("probe", ["livenessProbe", "readinessProbe"])
+def test_auth_probes_ask_healthz_and_readyz(probe: str) -> None:
+    command = CONTAINERS["auth"][probe]["exec"]["command"]
+    assert command[:3] == ["python3", "-m", "mreg_proxy.probe"]
+    assert command[3] == {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}[probe]
+
+
+PROBES = [(c, p) for c in CONTAINERS for p in ("startupProbe", "livenessProbe", "readinessProbe")
+          if p in CONTAINERS[c]]
+
+
+@pytest.mark.parametrize(("container", "probe"), PROBES)
+def test_probe_words_have_no_spaces_because_podman_4_3_joins_them(container: str, probe: str) -> None:
+    command = CONTAINERS[container][probe]["exec"]["command"]
+    assert all(" " not in word and "\n" not in word for word in command)
+
+
+@pytest.mark.parametrize("probe", ["startupProbe", "livenessProbe", "readinessProbe"])
+def test_registry_probes_ask_the_loopback_from_inside_the_pod(probe: str) -> None:
+    command = CONTAINERS["registry"][probe]["exec"]["command"]
+    assert command[-1] == "http://127.0.0.1:5001/v2/"
+
+
+def test_garbage_collection_at_start_has_minutes_before_liveness_counts() -> None:
+    startup = CONTAINERS["registry"]["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+
+
+def test_auth_security_context_is_restrictive() -> None:
+    sc = CONTAINERS["auth"]["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
+    assert POD["securityContext"]["fsGroup"] == sc["runAsGroup"], "the auth volume must be writable"
+
+
+def test_registry_has_no_privilege_escalation_and_no_capabilities() -> None:
+    sc = CONTAINERS["registry"]["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+
+
+def test_writable_paths_are_only_the_volumes() -> None:
+    volumes = {v["name"]: v for v in POD["volumes"]}
+    mounts = {c: {m["mountPath"]: m["name"] for m in CONTAINERS[c]["volumeMounts"]} for c in CONTAINERS}
+    assert set(mounts["auth"]) == {"/auth", "/tmp"}
+    assert set(mounts["registry"]) == {"/var/lib/registry", "/tmp"}
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes.values() if "persistentVolumeClaim" in v}
+    assert claims == {d["metadata"]["name"] for d in DOCS if d["kind"] == "PersistentVolumeClaim"}
+    for container in CONTAINERS.values():
+        tmp = volumes[{m["mountPath"]: m["name"] for m in container["volumeMounts"]}["/tmp"]]
+        assert "emptyDir" in tmp
+
+
+def test_auth_container_settings_match_the_auth_volume() -> None:
+    env = _env("auth")
+    assert env["MREG_USERS_FILE"].startswith("/auth/")
+    assert env["MREG_TLS_CERT"].startswith("/auth/") and env["MREG_TLS_KEY"].startswith("/auth/")
+
+
+def test_images_are_not_pulled_when_present() -> None:
+    assert {c["imagePullPolicy"] for c in CONTAINERS.values()} == {"IfNotPresent"}
+
+
+
+CONTAINERFILE = (MANIFEST.parent / "Containerfile").read_text()
+
+
+def _instructions(keyword: str) -> list[str]:
+    return [line.split(None, 1)[1] for line in CONTAINERFILE.splitlines() if line.startswith(keyword + " ")]
+
+
+def test_containerfile_base_defaults_to_the_official_python_slim_image() -> None:
+    assert _instructions("ARG")[0] == "BASE_IMAGE=docker.io/library/python:3.11-slim"
+    assert _instructions("FROM") == ["${BASE_IMAGE} AS build", "${BASE_IMAGE}"]
+
+
+def test_containerfile_runs_mreg_proxy_as_the_user_the_manifest_expects() -> None:
+    (user,) = _instructions("USER")
+    uid, _, gid = user.partition(":")
+    sc = CONTAINERS["auth"]["securityContext"]
+    assert (int(uid), int(gid)) == (sc["runAsUser"], sc["runAsGroup"]) and int(uid) != 0
+    assert _instructions("ENTRYPOINT") == ['["mreg-proxy"]']
+
+
+def test_containerfile_carries_oci_labels() -> None:
+    assert "org.opencontainers.image.title=" in CONTAINERFILE
+    assert "org.opencontainers.image.version=" in CONTAINERFILE
+
+
+def test_no_service_links_in_the_environment_and_no_api_token() -> None:
+    # A Service named mreg would inject MREG_PORT, MREG_SERVICE_HOST, ...: mreg-proxy's namespace.
+    assert POD["enableServiceLinks"] is False
+    assert POD["automountServiceAccountToken"] is False
