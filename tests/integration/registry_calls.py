@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from conftest import ADMIN, READER, Mreg, http
+from live import ADMIN, READER, Mreg, http
 from mreg_proxy.refs import ACCEPT_ALL, OCI_MANIFEST
 
 

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ADMIN, READER, Mreg, run, stop
+from live import ADMIN, READER, Mreg, run, stop
 from helpers import require_tool
 from imagegen import rootfs_tar
 

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ADMIN, READER, Mreg
+from live import ADMIN, READER, Mreg
 from helpers import free_port, require_tool
 from registry_calls import push_tiny, tag_list
 

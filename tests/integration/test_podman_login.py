@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ADMIN, READER, Mreg, run
+from live import ADMIN, READER, Mreg, run
 from helpers import require_tool
 
 pytestmark = pytest.mark.integration

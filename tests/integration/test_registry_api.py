@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ADMIN, READER, Mreg, error_code, http, run
+from live import ADMIN, READER, Mreg, error_code, http, run
 from helpers import require_tool
 from imagegen import make_oci_layout
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ADMIN, READER, Mreg, error_code, http, run
+from live import ADMIN, READER, Mreg, error_code, http, run
 from helpers import require_tool
 from imagegen import make_oci_index_layout, make_oci_layout
 from mreg_proxy.refs import ACCEPT_ALL

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 from yarl import URL
 
-from conftest import ADMIN, READER, ProxyClient, running_proxy, settings_for
+from proxy_harness import ADMIN, READER, ProxyClient, running_proxy, settings_for
 from fake_registry import CLIENT_GONE, REQUESTS, blob_bytes, make_app
 from helpers import basic, free_port, make_user, write_users
 

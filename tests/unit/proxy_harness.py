@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+import contextlib
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+
+import pytest
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+from fake_registry import make_app
+from helpers import free_port, make_user, write_users
+from mreg_proxy.app import RUNNER_OPTIONS, TLS, create_app
+from mreg_proxy.server import SwitchingSite
+from mreg_proxy.config import Settings
+
+ADMIN = ("amy", "admin-pw")
+READER = ("bob", "pa:ss:word")  # a colon in the password on purpose
+
+
+def settings_for(upstream: URL, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        upstream=upstream,
+        users_file=tmp_path / "users.yml",
+        tls_cert=tmp_path / "tls.crt",
+        tls_key=tmp_path / "tls.key",
+        bcrypt_cost=4,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def users_file(tmp_path: Path) -> Path:
+    path = tmp_path / "users.yml"
+    write_users(path, make_user(*ADMIN, role="admin"), make_user(*READER))
+    return path
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
+    return await aiohttp_server(make_app())
+
+
+class ProxyClient:
+    """A client of the proxy running exactly as in production (runner options, SwitchingSite)."""
+
+    def __init__(self, session: aiohttp.ClientSession, port: int) -> None:
+        self.session = session
+        self.port = port
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        # paths are given already percent-encoded and must go out byte for byte
+        return self.session.request(method, URL(f"http://127.0.0.1:{self.port}{path}", encoded=True), **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def head(self, path: str, **kwargs: Any) -> Any:
+        return self.request("HEAD", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PUT", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Any:
+        return self.request("PATCH", path, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(settings: Settings) -> AsyncIterator[ProxyClient]:
+    app = create_app(settings)
+    runner = web.AppRunner(app, **RUNNER_OPTIONS)
+    await runner.setup()
+    port = free_port()
+    site = SwitchingSite(runner, "127.0.0.1", port, app[TLS])
+    await site.start()
+    try:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            yield ProxyClient(session, port)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def proxy(upstream: TestServer, users_file: Path, tmp_path: Path) -> AsyncIterator[ProxyClient]:
+    async with running_proxy(settings_for(upstream.make_url(""), tmp_path)) as client:
+        yield client
