@@ -19,7 +19,7 @@ from typing import Callable
 from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
     MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_chunked,
-    push_monolithic, seed_blob, seed_manifest, timed_push,
+    push_monolithic, seed_blob, seed_manifest, timed_push, verify_pull,
 )
 
 USER, PASSWORD = "bench", "bench-Secret-1"
@@ -64,23 +64,21 @@ def alternate(reps: int, measure: Callable[[Endpoint], float], direct: Endpoint,
     return statistics.median(results[direct.name]), statistics.median(results[proxy.name])
 
 
-def run(plan: Plan, registry_binary: str, workdir: Path, scratch: Path) -> tuple[list[Row], dict[str, float]]:
+def run(plan: Plan, registry_binary: str, workdir: Path) -> tuple[list[Row], dict[str, float]]:
     registry = start_registry(registry_binary, workdir)
     proxy_service: Service | None = None
     try:
         proxy_service = start_proxy(registry.url, workdir, USER, PASSWORD)
         direct = Endpoint("direct", registry.url)
         proxy = Endpoint("mreg", proxy_service.url, (USER, PASSWORD))
-        return measure_all(plan, direct, proxy, proxy_service.process.pid, workdir, scratch)
+        return measure_all(plan, direct, proxy, proxy_service.process.pid)
     finally:
         if proxy_service is not None:
             stop(proxy_service.process)
         stop(registry.process)
 
 
-def measure_all(
-    plan: Plan, direct: Endpoint, proxy: Endpoint, proxy_pid: int, workdir: Path, scratch: Path
-) -> tuple[list[Row], dict[str, float]]:
+def measure_all(plan: Plan, direct: Endpoint, proxy: Endpoint, proxy_pid: int) -> tuple[list[Row], dict[str, float]]:
     print("seeding the registry ...", file=sys.stderr)
     single = [(seed_blob(direct, REPO, 0, plan.single_size), plan.single_size)]
     parallel = [(seed_blob(direct, REPO, 1 + i, plan.parallel_size), plan.parallel_size)
@@ -95,11 +93,14 @@ def measure_all(
 
     with RssSampler(proxy_pid) as rss:
         print("pulls ...", file=sys.stderr)
-        d, p = alternate(plan.transfer_reps, lambda e: pull(e, REPO, single, scratch), direct, proxy)
+        d, p = alternate(plan.transfer_reps, lambda e: pull(e, REPO, single), direct, proxy)
         rows.append(Row(f"pull {plan.single_size // MiB} MiB, 1 stream", "MB/s", d, p))
-        d, p = alternate(plan.transfer_reps, lambda e: pull(e, REPO, parallel, scratch), direct, proxy)
+        d, p = alternate(plan.transfer_reps, lambda e: pull(e, REPO, parallel), direct, proxy)
         rows.append(Row(f"pull {plan.parallel_streams} x {plan.parallel_size // MiB} MiB in parallel", "MB/s", d, p))
         memory["rss_peak_pulls_mib"] = rss.peak / 1024
+    for endpoint in (direct, proxy):
+        for digest, _size in single + parallel:
+            verify_pull(endpoint, REPO, digest)
     with RssSampler(proxy_pid) as rss:
         print("pushes ...", file=sys.stderr)
         d, p = alternate(plan.transfer_reps, lambda e: mbps(timed_push(push_monolithic, e, REPO, push_data)), direct, proxy)
@@ -160,11 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"bench: {tool} not found (Debian packages: docker-registry, curl)")
     registry_binary = shutil.which(args.registry)
     assert registry_binary is not None
-    shm = Path("/dev/shm")
-    with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work, \
-         tempfile.TemporaryDirectory(prefix="mreg-bench-", dir=shm if shm.is_dir() else None) as scratch:
+    with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
         try:
-            rows, memory = run(QUICK if args.quick else FULL, registry_binary, Path(work), Path(scratch))
+            rows, memory = run(QUICK if args.quick else FULL, registry_binary, Path(work))
         except BenchError as exc:
             sys.exit(f"bench: FAILED: {exc}")
     print(markdown(rows, memory))
