@@ -32,6 +32,10 @@ class Settings:
     auth_cache_ttl: float = 60.0
     bcrypt_cost: int = 12
     tls_poll_interval: float = 1.0
+    # who may read /metrics: "admin" (an authenticated admin), "open" (anyone who can reach the
+    # port, for a scraper inside the pod's network) or "off". Admins only by default: the
+    # counters tell an outsider how busy the registry is and how often passwords fail.
+    metrics: str = "admin"
 
 
 # (flag, environment variable, Settings field, help)
@@ -46,9 +50,12 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--auth-cache-ttl", "MREG_AUTH_CACHE_TTL", "auth_cache_ttl",
      "seconds a verified password is remembered, 0 disables (default 60)"),
     ("--bcrypt-cost", "MREG_BCRYPT_COST", "bcrypt_cost", "bcrypt cost for new hashes, 4-16 (default 12)"),
+    ("--metrics", "MREG_METRICS", "metrics",
+     "who may read /metrics: admin (Basic auth, an admin user), open (no auth) or off (default admin)"),
 )
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+METRICS_MODES = ("admin", "open", "off")
 
 
 def parse_listen(value: str, name: str) -> tuple[str, int]:
@@ -105,6 +112,11 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _number(env_name, raw, float, 0, 86400)}
     if field == "bcrypt_cost":
         return {field: _number(env_name, raw, int, 4, 16)}
+    if field == "metrics":
+        mode = raw.lower()
+        if mode not in METRICS_MODES:
+            raise ConfigError(f"{env_name} {raw!r}: expected one of {', '.join(METRICS_MODES)}")
+        return {"metrics": mode}
     if field == "realm":
         if not raw or '"' in raw or "\\" in raw or not raw.isprintable():
             raise ConfigError(f"{env_name} {raw!r}: printable, without quotes or backslashes")

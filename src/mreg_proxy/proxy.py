@@ -18,6 +18,7 @@ log = logging.getLogger("mreg.proxy")
 # memory held per transfer stays bounded: backpressure comes from awaiting every write.
 CHUNK_SIZE = 1 << 20
 BODY_BYTES = "mreg.body_bytes"  # request key: response body bytes relayed, for the access log
+UPSTREAM_ERROR = "mreg.upstream_error"  # request key: how the registry failed, for the metrics
 # Bodies from this size on are spliced socket to socket; below it the pipe's set-up is not worth it
 SPLICE_MIN_BYTES = 1 << 20
 
@@ -59,9 +60,11 @@ async def forward(
         )
     except aiohttp.ClientConnectorError as exc:
         log.warning("registry unreachable: %s", exc)
+        request[UPSTREAM_ERROR] = "unreachable"
         return errors.unavailable(503, "the registry is not reachable; try again shortly")
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         log.warning("registry request failed: %s %s: %r", request.method, request.path, exc)
+        request[UPSTREAM_ERROR] = "failed"
         return errors.unavailable(502, "the registry did not answer properly")
 
     try:
@@ -100,6 +103,7 @@ async def _relay(
         # the registry failed mid-body: the status is already sent, so cut the connection
         # rather than let the client take a truncated body for a complete one
         log.warning("registry broke off %s %s: %r", request.method, request.path, exc)
+        request[UPSTREAM_ERROR] = "broke_off"
         if request.transport is not None:
             request.transport.close()
     return response

@@ -37,6 +37,7 @@ def test_flags_win_over_environment() -> None:
         ({"MREG_BCRYPT_COST": "40"}, "between"),
         ({"MREG_REALM": 'a"b'}, "MREG_REALM"),
         ({"MREG_USERS_FILE": ""}, "empty path"),
+        ({"MREG_METRICS": "public"}, "MREG_METRICS"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
@@ -49,3 +50,9 @@ def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None
 def test_bad_flag_names_the_flag() -> None:
     with pytest.raises(ConfigError, match="--listen"):
         load_settings(["--listen", "nope"], {})
+
+
+def test_metrics_need_an_admin_by_default() -> None:
+    assert load_settings([], {}).metrics == "admin"
+    assert load_settings([], {"MREG_METRICS": "Open"}).metrics == "open"
+    assert load_settings(["--metrics", "off"], {"MREG_METRICS": "open"}).metrics == "off"
