@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -203,7 +203,10 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
     try:
         site = SwitchingSite(runner, settings.listen_host, settings.listen_port, app[TLS])
         await site.start()
-        log.info("mreg-proxy listening on %s, registry at %s", site.name, settings.upstream)
+        log.info(
+            "mreg-proxy listening on %s, registry at %s, event loop %s",
+            site.name, settings.upstream, type(asyncio.get_running_loop()).__module__,
+        )
         if started is not None:
             started.set()
         await asyncio.Event().wait()
@@ -223,6 +226,21 @@ async def _run_until_signalled(settings: Settings) -> None:
     log.info("mreg-proxy stopped")
 
 
+def loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when wanted and installed; None means asyncio's default.
+
+    uvloop is optional: it takes about a third off the proxy's CPU per small request (see the
+    README's Performance section), but the proxy must run where it cannot be installed.
+    """
+    if settings.event_loop == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
@@ -230,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"mreg-proxy: error: {exc}")
     configure_logging(settings.log_level)
     try:
-        asyncio.run(_run_until_signalled(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings)) as runner:
+            runner.run(_run_until_signalled(settings))
     except OSError as exc:  # typically: the port is taken
         sys.exit(f"mreg-proxy: error: cannot listen on {settings.listen_host}:{settings.listen_port}: {exc.strerror or exc}")
     except KeyboardInterrupt:

@@ -36,6 +36,8 @@ class Settings:
     # port, for a scraper inside the pod's network) or "off". Admins only by default: the
     # counters tell an outsider how busy the registry is and how often passwords fail.
     metrics: str = "admin"
+    # "auto": uvloop when it is installed (the "fast" extra), asyncio's own loop otherwise
+    event_loop: str = "auto"
 
 
 # (flag, environment variable, Settings field, help)
@@ -52,10 +54,13 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--bcrypt-cost", "MREG_BCRYPT_COST", "bcrypt_cost", "bcrypt cost for new hashes, 4-16 (default 12)"),
     ("--metrics", "MREG_METRICS", "metrics",
      "who may read /metrics: admin (Basic auth, an admin user), open (no auth) or off (default admin)"),
+    ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
+     "auto (uvloop if installed) or asyncio (default auto)"),
 )
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 METRICS_MODES = ("admin", "open", "off")
+EVENT_LOOPS = ("auto", "asyncio")
 
 
 def parse_listen(value: str, name: str) -> tuple[str, int]:
@@ -117,6 +122,11 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         if mode not in METRICS_MODES:
             raise ConfigError(f"{env_name} {raw!r}: expected one of {', '.join(METRICS_MODES)}")
         return {"metrics": mode}
+    if field == "event_loop":
+        loop = raw.lower()
+        if loop not in EVENT_LOOPS:
+            raise ConfigError(f"{env_name} {raw!r}: expected one of {', '.join(EVENT_LOOPS)}")
+        return {"event_loop": loop}
     if field == "realm":
         if not raw or '"' in raw or "\\" in raw or not raw.isprintable():
             raise ConfigError(f"{env_name} {raw!r}: printable, without quotes or backslashes")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 import aiohttp
 from aiohttp import web
@@ -133,11 +134,10 @@ def _splice_sockets(
     if not splice.AVAILABLE or length is None or length < SPLICE_MIN_BYTES or connection is None:
         return None
     src, dst = connection.transport, request.transport
-    if not isinstance(src, asyncio.Transport) or not isinstance(dst, asyncio.Transport):
+    if src is None or dst is None or splice.socket_fd(src) is None or splice.socket_fd(dst) is None:
         return None
-    if splice.socket_fd(src) is None or splice.socket_fd(dst) is None:
-        return None
-    return src, dst
+    # stream transports, though uvloop's are not asyncio.Transport instances
+    return cast(asyncio.Transport, src), cast(asyncio.Transport, dst)
 
 
 async def _splice_body(
