@@ -19,13 +19,12 @@ from aiohttp.typedefs import Handler
 from . import errors
 from .authn import Authenticator, parse_basic
 from .authz import Decision, decide
-from .users import User
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .proxy import BODY_BYTES, CHUNK_SIZE, UPSTREAM_ERROR, forward, make_session
 from .server import SwitchingSite
 from .tls import TlsState
-from .users import UserStore
+from .users import User, UserStore
 
 log = logging.getLogger("mreg")
 

@@ -98,6 +98,12 @@ def _number(name: str, value: str, kind: type, low: float, high: float) -> float
     return number
 
 
+def _choice(name: str, value: str, raw: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} {raw!r}: expected one of {', '.join(choices)}")
+    return value
+
+
 def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
     if field == "listen":
         host, port = parse_listen(raw, env_name)
@@ -109,24 +115,15 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
             raise ConfigError(f"{env_name}: empty path")
         return {field: Path(raw)}
     if field == "log_level":
-        level = raw.upper()
-        if level not in _LOG_LEVELS:
-            raise ConfigError(f"{env_name} {raw!r}: expected one of {', '.join(_LOG_LEVELS)}")
-        return {"log_level": level}
+        return {field: _choice(env_name, raw.upper(), raw, _LOG_LEVELS)}
     if field == "auth_cache_ttl":
         return {field: _number(env_name, raw, float, 0, 86400)}
     if field == "bcrypt_cost":
         return {field: _number(env_name, raw, int, 4, 16)}
     if field == "metrics":
-        mode = raw.lower()
-        if mode not in METRICS_MODES:
-            raise ConfigError(f"{env_name} {raw!r}: expected one of {', '.join(METRICS_MODES)}")
-        return {"metrics": mode}
+        return {field: _choice(env_name, raw.lower(), raw, METRICS_MODES)}
     if field == "event_loop":
-        loop = raw.lower()
-        if loop not in EVENT_LOOPS:
-            raise ConfigError(f"{env_name} {raw!r}: expected one of {', '.join(EVENT_LOOPS)}")
-        return {"event_loop": loop}
+        return {field: _choice(env_name, raw.lower(), raw, EVENT_LOOPS)}
     if field == "realm":
         if not raw or '"' in raw or "\\" in raw or not raw.isprintable():
             raise ConfigError(f"{env_name} {raw!r}: printable, without quotes or backslashes")
