@@ -66,10 +66,14 @@ async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> No
         remove(fd)
 
 
-def _splice(src: int, dst: int, count: int) -> int | None:
-    """Bytes moved, or None when the call would block."""
+def _splice(src: int, dst: int, count: int, more: bool = False) -> int | None:
+    """Bytes moved, or None when the call would block.
+
+    ``more``: more body follows, so TCP need not push a partial segment now (like MSG_MORE);
+    the last piece goes out without it and is sent at once.
+    """
     try:
-        return os.splice(src, dst, count, flags=_FLAGS)
+        return os.splice(src, dst, count, flags=_FLAGS | (os.SPLICE_F_MORE if more else 0))
     except BlockingIOError:
         return None
 
@@ -111,7 +115,7 @@ async def relay(src_fd: int, dst: asyncio.WriteTransport, length: int) -> int:
                     remaining -= moved_in
                     in_pipe += moved_in
             if in_pipe:
-                moved_out = _splice(pipe_r, dst_copy, in_pipe)
+                moved_out = _splice(pipe_r, dst_copy, in_pipe, more=remaining > 0)
                 if moved_out:
                     in_pipe -= moved_out
                     sent += moved_out
