@@ -25,6 +25,7 @@ from .services import BenchError
 MiB = 1 << 20
 PATTERN_BLOCK = MiB
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+CURL_MAX_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,8 @@ def seed_manifest(endpoint: Endpoint, repo: str, tag: str, layer: str, layer_siz
 
 
 def _curl_command(endpoint: Endpoint, repo: str, digest: str, *extra: str) -> list[str]:
-    command = ["curl", "--silent", "--show-error", "--fail", *extra]
+    # --max-time bounds every transfer, so a stuck server cannot hang the benchmark
+    command = ["curl", "--silent", "--show-error", "--fail", "--max-time", str(CURL_MAX_SECONDS), *extra]
     for name, value in endpoint.headers().items():
         command += ["--header", f"{name}: {value}"]
     return command + [f"{endpoint.url}/v2/{repo}/blobs/{digest}"]
@@ -202,7 +204,7 @@ def pull(endpoint: Endpoint, repo: str, blobs: list[tuple[str, int]]) -> float:
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for digest, _size in blobs
     ]
-    results = [p.communicate(timeout=600) for p in processes]
+    results = [p.communicate() for p in processes]
     elapsed = time.perf_counter() - started
     for process, (out, err), (_digest, size) in zip(processes, results, blobs):
         if process.returncode != 0:
