@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ from yarl import URL
 
 from conftest import ADMIN, READER, ProxyClient, running_proxy, settings_for
 from fake_registry import CLIENT_GONE, REQUESTS, blob_bytes, make_app
-from helpers import basic, free_port, make_user, write_users
+from helpers import basic, free_port, make_user, require_tool, write_users
 
 MB = 1 << 20
 
@@ -287,3 +288,17 @@ async def test_access_log_has_user_and_no_secret(proxy: ProxyClient, caplog: pyt
     assert any(" !amy GET /v2/ 401 " in line for line in lines), lines
     joined = "\n".join(lines)
     assert "wrong-secret" not in joined and "pa:ss" not in joined and "Basic" not in joined
+
+
+async def test_large_download_over_tls_is_intact(upstream: TestServer, users_file: Path, tmp_path: Path) -> None:
+    """Behind TLS the socket carries records, not the payload: large bodies must not be spliced."""
+    openssl = require_tool("openssl")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(tmp_path / "tls.key"), "-out", str(tmp_path / "tls.crt")],
+        check=True, capture_output=True,
+    )
+    async with running_proxy(settings_for(upstream.make_url(""), tmp_path)) as proxy:
+        url = f"https://127.0.0.1:{proxy.port}/v2/blob/{4 * MB + 1}"
+        async with proxy.session.get(url, headers=basic(*READER), ssl=False) as response:
+            assert await _digest_of(response) == response.headers["Docker-Content-Digest"]
