@@ -32,6 +32,12 @@ class Settings:
     auth_cache_ttl: float = 60.0
     bcrypt_cost: int = 12
     tls_poll_interval: float = 1.0
+    # who may read /metrics: "admin" (an authenticated admin), "open" (anyone who can reach the
+    # port, for a scraper inside the pod's network) or "off". Admins only by default: the
+    # counters tell an outsider how busy the registry is and how often passwords fail.
+    metrics: str = "admin"
+    # "auto": uvloop when it is installed (the "fast" extra), asyncio's own loop otherwise
+    event_loop: str = "auto"
 
 
 # (flag, environment variable, Settings field, help)
@@ -46,9 +52,15 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--auth-cache-ttl", "MREG_AUTH_CACHE_TTL", "auth_cache_ttl",
      "seconds a verified password is remembered, 0 disables (default 60)"),
     ("--bcrypt-cost", "MREG_BCRYPT_COST", "bcrypt_cost", "bcrypt cost for new hashes, 4-16 (default 12)"),
+    ("--metrics", "MREG_METRICS", "metrics",
+     "who may read /metrics: admin (Basic auth, an admin user), open (no auth) or off (default admin)"),
+    ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
+     "auto (uvloop if installed) or asyncio (default auto)"),
 )
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+METRICS_MODES = ("admin", "open", "off")
+EVENT_LOOPS = ("auto", "asyncio")
 
 
 def parse_listen(value: str, name: str) -> tuple[str, int]:
@@ -86,6 +98,12 @@ def _number(name: str, value: str, kind: type, low: float, high: float) -> float
     return number
 
 
+def _choice(name: str, value: str, raw: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{name} {raw!r}: expected one of {', '.join(choices)}")
+    return value
+
+
 def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
     if field == "listen":
         host, port = parse_listen(raw, env_name)
@@ -97,14 +115,15 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
             raise ConfigError(f"{env_name}: empty path")
         return {field: Path(raw)}
     if field == "log_level":
-        level = raw.upper()
-        if level not in _LOG_LEVELS:
-            raise ConfigError(f"{env_name} {raw!r}: expected one of {', '.join(_LOG_LEVELS)}")
-        return {"log_level": level}
+        return {field: _choice(env_name, raw.upper(), raw, _LOG_LEVELS)}
     if field == "auth_cache_ttl":
         return {field: _number(env_name, raw, float, 0, 86400)}
     if field == "bcrypt_cost":
         return {field: _number(env_name, raw, int, 4, 16)}
+    if field == "metrics":
+        return {field: _choice(env_name, raw.lower(), raw, METRICS_MODES)}
+    if field == "event_loop":
+        return {field: _choice(env_name, raw.lower(), raw, EVENT_LOOPS)}
     if field == "realm":
         if not raw or '"' in raw or "\\" in raw or not raw.isprintable():
             raise ConfigError(f"{env_name} {raw!r}: printable, without quotes or backslashes")

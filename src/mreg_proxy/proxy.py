@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from . import errors
+from . import errors, splice
 from .headers import downstream_response_headers, upstream_request_headers
 
 log = logging.getLogger("mreg.proxy")
@@ -18,8 +19,11 @@ log = logging.getLogger("mreg.proxy")
 # memory held per transfer stays bounded: backpressure comes from awaiting every write.
 CHUNK_SIZE = 1 << 20
 BODY_BYTES = "mreg.body_bytes"  # request key: response body bytes relayed, for the access log
+UPSTREAM_ERROR = "mreg.upstream_error"  # request key: how the registry failed, for the metrics
 # what the session raises when the registry is unreachable, slow or breaks off
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+# Bodies from this size on are spliced socket to socket; below it the pipe's set-up is not worth it
+SPLICE_MIN_BYTES = 1 << 20
 
 
 def make_session(*, read_bufsize: int = CHUNK_SIZE) -> aiohttp.ClientSession:
@@ -78,8 +82,10 @@ def upstream_failure(request: web.Request, exc: BaseException) -> web.Response:
     """The client's answer when the registry cannot be reached or fails: never a stack trace."""
     if isinstance(exc, aiohttp.ClientConnectorError):
         log.warning("registry unreachable: %s", exc)
+        request[UPSTREAM_ERROR] = "unreachable"
         return errors.unavailable(503, "the registry is not reachable; try again shortly")
     log.warning("registry request failed: %s %s: %r", request.method, request.path, exc)
+    request[UPSTREAM_ERROR] = "failed"
     return errors.unavailable(502, "the registry did not answer properly")
 
 
@@ -100,20 +106,70 @@ async def relay(
     try:
         await response.prepare(request)
         if request.method != "HEAD":
-            content = upstream_response.content
-            sent = 0
-            while chunk := await content.readany():
-                await response.write(chunk)
-                sent += len(chunk)
-                request[BODY_BYTES] = sent
+            sockets = _splice_sockets(request, upstream_response)
+            if sockets is None:
+                await _copy_body(request, response, upstream_response)
+            else:
+                await _splice_body(request, response, upstream_response, *sockets)
         await response.write_eof()
     except ConnectionError:
         # the client went away; closing the upstream response (caller) frees the registry side
         log.info("client disconnected: %s %s", request.method, request.path)
-    except UPSTREAM_ERRORS as exc:
+    except (*UPSTREAM_ERRORS, splice.UpstreamClosed) as exc:
         # the registry failed mid-body: the status is already sent, so cut the connection
         # rather than let the client take a truncated body for a complete one
         log.warning("registry broke off %s %s: %r", request.method, request.path, exc)
+        request[UPSTREAM_ERROR] = "broke_off"
         if request.transport is not None:
             request.transport.close()
     return response
+
+
+async def _copy_body(
+    request: web.Request, response: web.StreamResponse, upstream_response: aiohttp.ClientResponse
+) -> None:
+    content = upstream_response.content
+    sent = 0
+    while chunk := await content.readany():
+        await response.write(chunk)
+        sent += len(chunk)
+        request[BODY_BYTES] = sent
+
+
+def _splice_sockets(
+    request: web.Request, upstream_response: aiohttp.ClientResponse
+) -> tuple[asyncio.Transport, asyncio.Transport] | None:
+    """(registry transport, client transport) when the body can be spliced, else None.
+
+    Only a large body of known length between two plain TCP sockets qualifies: with TLS on
+    either side the bytes on the socket are not the payload.
+    """
+    length = upstream_response.content_length
+    connection = upstream_response.connection
+    if not splice.AVAILABLE or length is None or length < SPLICE_MIN_BYTES or connection is None:
+        return None
+    src, dst = connection.transport, request.transport
+    if src is None or dst is None or splice.socket_fd(src) is None or splice.socket_fd(dst) is None:
+        return None
+    # stream transports, though uvloop's are not asyncio.Transport instances
+    return cast(asyncio.Transport, src), cast(asyncio.Transport, dst)
+
+
+async def _splice_body(
+    request: web.Request,
+    response: web.StreamResponse,
+    upstream_response: aiohttp.ClientResponse,
+    src: asyncio.Transport,
+    dst: asyncio.Transport,
+) -> None:
+    length = upstream_response.content_length
+    src_fd = splice.socket_fd(src)
+    assert length is not None and src_fd is not None
+    # What aiohttp read along with the headers goes through it; from the pause on, every byte
+    # on the registry's socket is ours. The connection cannot go back to the pool afterwards:
+    # the caller closes it.
+    buffered = upstream_response.content.read_nowait()
+    src.pause_reading()
+    await response.write(buffered)  # sends the headers too
+    request[BODY_BYTES] = len(buffered)
+    request[BODY_BYTES] += await splice.relay(src_fd, dst, length - len(buffered))

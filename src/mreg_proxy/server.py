@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Callable
+from typing import Callable, cast
 
 from aiohttp import web
 
@@ -36,7 +36,8 @@ class _Acceptor(asyncio.Protocol):
         self._handshakes = handshakes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # a stream transport, though not always an asyncio.Transport instance: uvloop's are not
+        transport = cast(asyncio.Transport, transport)
         handler = self._make_handler()
         context = self._tls.context
         if context is None:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -17,75 +15,26 @@ from typing import Iterator
 
 import pytest
 
+from bench.services import start_registry, stop, wait_http
 from helpers import free_port, make_user, require_tool, write_users
 
 ADMIN = ("admin", "admin-Secret1")
 READER = ("reader", "read:er-Secret2")  # a colon on purpose
 
 
-def wait_http(url: str, *, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # it answered
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer within {timeout}s") from None
-            time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    """Stop a process we started, by its PID; SIGKILL if it lingers."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
-
-
 @dataclass
 class Registry:
     url: str
-    storage: Path
-    config: Path
-
-
-REGISTRY_CONFIG = """\
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-"""
 
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    binary = require_tool("docker-registry", "registry")
-    base = tmp_path_factory.mktemp("registry")
-    port = free_port()
-    config = base / "config.yml"
-    config.write_text(REGISTRY_CONFIG.format(root=base / "data", port=port))
-    log = open(base / "registry.log", "wb")
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    """The registry as the benchmark runs it: its own config, storage and free loopback port."""
+    service = start_registry(require_tool("docker-registry", "registry"), tmp_path_factory.mktemp("registry"))
     try:
-        wait_http(f"http://127.0.0.1:{port}/v2/")
-        yield Registry(f"http://127.0.0.1:{port}", base / "data", config)
+        yield Registry(service.url)
     finally:
-        stop(process)
-        log.close()
+        stop(service.process)
 
 
 @dataclass
@@ -115,7 +64,7 @@ def mreg(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     log = open(log_path, "wb")
     process = subprocess.Popen([sys.executable, "-m", "mreg_proxy"], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz")
+        wait_http(f"http://127.0.0.1:{port}/healthz", process)
         yield Mreg(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", users, log_path)
     finally:
         stop(process)

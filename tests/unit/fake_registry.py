@@ -89,6 +89,29 @@ async def endless(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def chunked(request: web.Request) -> web.StreamResponse:
+    """A large body of unknown length (chunked encoding): the proxy must copy it, not splice."""
+    size = int(request.match_info["size"])
+    data = blob_bytes(size)
+    response = web.StreamResponse(headers={"Docker-Content-Digest": "sha256:" + hashlib.sha256(data).hexdigest()})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    for offset in range(0, size, 1 << 16):
+        await response.write(data[offset : offset + (1 << 16)])
+    await response.write_eof()
+    return response
+
+
+async def broken(request: web.Request) -> web.StreamResponse:
+    """Promises 8 MiB, sends 2 MiB, then drops the connection: a registry dying mid-blob."""
+    response = web.StreamResponse(headers={"Content-Length": str(8 << 20)})
+    await response.prepare(request)
+    await response.write(blob_bytes(2 << 20))
+    assert request.transport is not None
+    request.transport.close()
+    return response
+
+
 async def multi(request: web.Request) -> web.Response:
     """Echoes every Accept value it got, in order."""
     return web.json_response({"accept": request.headers.getall("Accept", [])})
@@ -114,6 +137,8 @@ def make_app() -> web.Application:
     app.router.add_post("/v2/team/app/blobs/uploads/", start_upload)
     app.router.add_post("/v2/leaky/blobs/uploads/", leaky_upload)
     app.router.add_get("/v2/endless", endless)
+    app.router.add_get("/v2/chunked/{size:\\d+}", chunked)
+    app.router.add_get("/v2/broken", broken)
     app.router.add_get("/v2/accept", multi)
     app.router.add_delete("/v2/{repo:modern|nodelete}/manifests/{tag}", tag_delete)
     return app

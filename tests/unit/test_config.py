@@ -37,6 +37,8 @@ def test_flags_win_over_environment() -> None:
         ({"MREG_BCRYPT_COST": "40"}, "between"),
         ({"MREG_REALM": 'a"b'}, "MREG_REALM"),
         ({"MREG_USERS_FILE": ""}, "empty path"),
+        ({"MREG_METRICS": "public"}, "MREG_METRICS"),
+        ({"MREG_EVENT_LOOP": "tokio"}, "MREG_EVENT_LOOP"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
@@ -49,3 +51,26 @@ def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None
 def test_bad_flag_names_the_flag() -> None:
     with pytest.raises(ConfigError, match="--listen"):
         load_settings(["--listen", "nope"], {})
+
+
+def test_metrics_need_an_admin_by_default() -> None:
+    assert load_settings([], {}).metrics == "admin"
+    assert load_settings([], {"MREG_METRICS": "Open"}).metrics == "open"
+    assert load_settings(["--metrics", "off"], {"MREG_METRICS": "open"}).metrics == "off"
+
+
+def test_event_loop_setting() -> None:
+    assert load_settings([], {}).event_loop == "auto"
+    assert load_settings([], {"MREG_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
+
+
+def test_uvloop_is_used_only_when_wanted_and_installed() -> None:
+    from mreg_proxy.app import loop_factory
+
+    assert loop_factory(Settings(event_loop="asyncio")) is None
+    try:
+        import uvloop
+    except ImportError:
+        assert loop_factory(Settings()) is None
+    else:
+        assert loop_factory(Settings()) is uvloop.new_event_loop

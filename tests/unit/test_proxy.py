@@ -18,6 +18,7 @@ from yarl import URL
 from proxy_harness import ADMIN, READER, ProxyClient, running_proxy, settings_for
 from fake_registry import CLIENT_GONE, REQUESTS, blob_bytes, make_app
 from helpers import basic, free_port, make_user, write_users
+from mreg_proxy.cli.gen_tls import self_signed
 
 MB = 1 << 20
 
@@ -147,6 +148,44 @@ async def test_download_streams_multi_megabyte_blob(proxy: ProxyClient) -> None:
     assert "sha256:" + digest.hexdigest() == response.headers["Docker-Content-Digest"]
 
 
+async def _digest_of(response: aiohttp.ClientResponse) -> str:
+    digest = hashlib.sha256()
+    async for chunk in response.content.iter_any():
+        digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+async def test_connection_is_reused_after_spliced_bodies(proxy: ProxyClient) -> None:
+    """Large bodies bypass aiohttp's writer; the client connection must stay usable after them."""
+    connections = []
+
+    async def count(_session: object, _context: object, params: object) -> None:
+        connections.append(params)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(count)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        for size in (4 * MB + 1, 2 * MB, 100):
+            url = f"http://127.0.0.1:{proxy.port}/v2/blob/{size}"
+            async with session.get(url, headers=basic(*READER)) as response:
+                assert await _digest_of(response) == response.headers["Docker-Content-Digest"]
+    assert len(connections) == 1
+
+
+async def test_large_body_of_unknown_length_is_streamed(proxy: ProxyClient) -> None:
+    response = await proxy.get(f"/v2/chunked/{5 * MB + 3}", headers=basic(*READER))
+    assert "Content-Length" not in response.headers
+    assert await _digest_of(response) == response.headers["Docker-Content-Digest"]
+
+
+async def test_registry_dying_mid_body_cuts_the_client_off(proxy: ProxyClient) -> None:
+    """A truncated blob must not look complete: the client sees a broken body, not EOF."""
+    response = await proxy.get("/v2/broken", headers=basic(*READER))
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+
+
 async def test_head_keeps_length_and_digest_without_body(proxy: ProxyClient) -> None:
     size = 3 * MB
     response = await proxy.head(f"/v2/blob/{size}", headers=basic(*READER))
@@ -262,3 +301,14 @@ async def test_registry_refusing_deletes_is_passed_through(proxy: ProxyClient, u
     assert response.status == 405
     assert _errors(await response.text())[0]["code"] == "UNSUPPORTED"
     assert upstream.app[REQUESTS] == [("DELETE", "/v2/nodelete/manifests/v1")]
+
+
+async def test_large_download_over_tls_is_intact(upstream: TestServer, users_file: Path, tmp_path: Path) -> None:
+    """Behind TLS the socket carries records, not the payload: large bodies must not be spliced."""
+    cert, key = self_signed("127.0.0.1", days=1)
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    async with running_proxy(settings_for(upstream.make_url(""), tmp_path)) as proxy:
+        url = f"https://127.0.0.1:{proxy.port}/v2/blob/{4 * MB + 1}"
+        async with proxy.session.get(url, headers=basic(*READER), ssl=False) as response:
+            assert await _digest_of(response) == response.headers["Docker-Content-Digest"]

@@ -1,0 +1,178 @@
+"""``python -m bench [--quick] [--json FILE]``: the registry direct vs through mreg, one run.
+
+Every figure is the median over repetitions that alternate direct and proxied runs (the order
+flips each repetition), so slow drifts of a shared machine hit both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
+from .workloads import (
+    MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_chunked,
+    push_monolithic, seed_blob, seed_manifest, timed_push, verify_pull,
+)
+
+USER, PASSWORD = "bench", "bench-Secret-1"
+REPO = "bench/app"
+
+
+@dataclass(frozen=True)
+class Plan:
+    single_size: int
+    parallel_streams: int
+    parallel_size: int
+    push_size: int
+    patch_size: int
+    transfer_reps: int
+    head_seconds: float
+    head_reps: int
+
+
+FULL = Plan(1024 * MiB, 8, 128 * MiB, 256 * MiB, 16 * MiB, transfer_reps=5, head_seconds=5, head_reps=3)
+QUICK = Plan(64 * MiB, 8, 8 * MiB, 32 * MiB, 16 * MiB, transfer_reps=1, head_seconds=1, head_reps=1)
+
+
+@dataclass
+class Row:
+    label: str
+    unit: str
+    direct: float
+    proxy: float
+    higher_is_better: bool = True
+
+    @property
+    def ratio(self) -> float:
+        return self.proxy / self.direct if self.direct else float("nan")
+
+
+def alternate(reps: int, measure: Callable[[Endpoint], float], direct: Endpoint, proxy: Endpoint) -> tuple[float, float]:
+    """Median of ``reps`` measurements on each side, alternating which side goes first."""
+    results: dict[str, list[float]] = {direct.name: [], proxy.name: []}
+    for rep in range(reps):
+        for endpoint in (direct, proxy) if rep % 2 == 0 else (proxy, direct):
+            results[endpoint.name].append(measure(endpoint))
+    return statistics.median(results[direct.name]), statistics.median(results[proxy.name])
+
+
+def run(plan: Plan, registry_binary: str, workdir: Path) -> tuple[list[Row], dict[str, float]]:
+    registry = start_registry(registry_binary, workdir)
+    proxy_service: Service | None = None
+    try:
+        proxy_service = start_proxy(registry.url, workdir, USER, PASSWORD)
+        direct = Endpoint("direct", registry.url)
+        proxy = Endpoint("mreg", proxy_service.url, (USER, PASSWORD))
+        return measure_all(plan, direct, proxy, proxy_service.process.pid)
+    finally:
+        if proxy_service is not None:
+            stop(proxy_service.process)
+        stop(registry.process)
+
+
+def measure_all(plan: Plan, direct: Endpoint, proxy: Endpoint, proxy_pid: int) -> tuple[list[Row], dict[str, float]]:
+    print("seeding the registry ...", file=sys.stderr)
+    single = [(seed_blob(direct, REPO, 0, plan.single_size), plan.single_size)]
+    parallel = [(seed_blob(direct, REPO, 1 + i, plan.parallel_size), plan.parallel_size)
+                for i in range(plan.parallel_streams)]
+    manifest_digest, manifest_size = seed_manifest(direct, REPO, "bench", *parallel[0])
+    push_data = make_blob(plan.parallel_streams + 1, plan.push_size)
+    rows: list[Row] = []
+    memory: dict[str, float] = {"rss_idle_mib": memory_kib(proxy_pid, "VmRSS") / 1024}
+
+    def mbps(seconds: float) -> float:
+        return plan.push_size / seconds / 1e6
+
+    for endpoint in (direct, proxy):
+        # the first authenticated request pays bcrypt once, as a client's login does
+        check_head(endpoint, f"{endpoint.url}/v2/{REPO}/manifests/bench", manifest_digest, manifest_size)
+    with RssSampler(proxy_pid) as rss:
+        print("pulls ...", file=sys.stderr)
+        d, p = alternate(plan.transfer_reps, lambda e: pull(e, REPO, single), direct, proxy)
+        rows.append(Row(f"pull {plan.single_size // MiB} MiB, 1 stream", "MB/s", d, p))
+        d, p = alternate(plan.transfer_reps, lambda e: pull(e, REPO, parallel), direct, proxy)
+        rows.append(Row(f"pull {plan.parallel_streams} x {plan.parallel_size // MiB} MiB in parallel", "MB/s", d, p))
+        memory["rss_peak_pulls_mib"] = rss.peak / 1024
+    for endpoint in (direct, proxy):
+        for digest, _size in single + parallel:
+            verify_pull(endpoint, REPO, digest)
+    with RssSampler(proxy_pid) as rss:
+        print("pushes ...", file=sys.stderr)
+        d, p = alternate(plan.transfer_reps, lambda e: mbps(timed_push(push_monolithic, e, REPO, push_data)), direct, proxy)
+        rows.append(Row(f"push {plan.push_size // MiB} MiB, monolithic", "MB/s", d, p))
+        d, p = alternate(plan.transfer_reps,
+                         lambda e: mbps(timed_push(push_chunked, e, REPO, push_data, plan.patch_size)), direct, proxy)
+        rows.append(Row(f"push {plan.push_size // MiB} MiB, {plan.patch_size // MiB} MiB PATCHes", "MB/s", d, p))
+        memory["rss_peak_pushes_mib"] = rss.peak / 1024
+
+    print("HEAD ...", file=sys.stderr)
+    for connections in (1, 32):
+        samples: dict[str, list[HeadResult]] = {direct.name: [], proxy.name: []}
+
+        def head(endpoint: Endpoint) -> float:
+            result = head_load(endpoint, f"{endpoint.url}/v2/{REPO}/manifests/bench", connections, plan.head_seconds)
+            samples[endpoint.name].append(result)
+            return result.rate
+
+        d, p = alternate(plan.head_reps, head, direct, proxy)
+        rows.append(Row(f"HEAD manifest, {connections} conn{'s' if connections > 1 else ''}", "req/s", d, p))
+        for field in ("p50_ms", "p99_ms"):
+            d, p = (statistics.median(getattr(r, field) for r in samples[e.name]) for e in (direct, proxy))
+            rows.append(Row(f"HEAD manifest, {connections} conn{'s' if connections > 1 else ''}, {field[:3]}", "ms", d, p, False))
+    memory["rss_hwm_mib"] = memory_kib(proxy_pid, "VmHWM") / 1024
+    return rows, memory
+
+
+def markdown(rows: list[Row], memory: dict[str, float]) -> str:
+    lines = ["| measure | registry direct | through mreg | mreg / direct |", "|---|---:|---:|---:|"]
+    for row in rows:
+        if row.higher_is_better:
+            ratio = f"{row.ratio:.2f}x"
+        else:  # latency: the difference is what matters
+            ratio = f"{row.proxy - row.direct:+.2f} ms"
+        lines.append(f"| {row.label} ({row.unit}) | {row.direct:.1f} | {row.proxy:.1f} | {ratio} |")
+    lines.append(
+        f"| mreg-proxy RSS (MiB): idle / peak in pulls / peak in pushes / high-water mark | - | "
+        f"{memory['rss_idle_mib']:.0f} / {memory['rss_peak_pulls_mib']:.0f} / "
+        f"{memory['rss_peak_pushes_mib']:.0f} / {memory['rss_hwm_mib']:.0f} | - |"
+    )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (well under a minute)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--registry", default="docker-registry", help="registry binary (default docker-registry)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in (args.registry, "curl"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} not found (Debian packages: docker-registry, curl)")
+    registry_binary = shutil.which(args.registry)
+    assert registry_binary is not None
+    with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
+        try:
+            rows, memory = run(QUICK if args.quick else FULL, registry_binary, Path(work))
+        except BenchError as exc:
+            sys.exit(f"bench: FAILED: {exc}")
+    print(markdown(rows, memory))
+    if args.json:
+        payload = {"rows": [{**vars(r), "ratio": r.ratio} for r in rows], "memory_mib": memory, "quick": args.quick}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

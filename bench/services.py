@@ -1,0 +1,157 @@
+"""The processes under test: a real registry and mreg-proxy, each on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+
+from mreg_proxy.users import User, write_users_file
+
+HOST = "127.0.0.1"
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+REGISTRY_CONFIG = """\
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root}
+  delete:
+    enabled: true
+http:
+  addr: {host}:{port}
+"""
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run correctly (a digest mismatch, a failed request, ...)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError(f"{url} did not answer within {timeout}s")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """Stop a process we started, by its PID; SIGKILL if it lingers."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+@dataclass
+class Service:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def start_registry(binary: str, workdir: Path) -> Service:
+    port = free_port()
+    config = workdir / "registry.yml"
+    config.write_text(REGISTRY_CONFIG.format(root=workdir / "registry-data", host=HOST, port=port))
+    with open(workdir / "registry.log", "wb") as log:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    service = Service(f"http://{HOST}:{port}", process)
+    try:
+        wait_http(service.url + "/v2/", process)
+    except BaseException:
+        stop(process)
+        raise
+    return service
+
+
+def start_proxy(upstream: str, workdir: Path, user: str, password: str) -> Service:
+    """mreg-proxy from this checkout, as operators run it, with its default log level."""
+    users = workdir / "users.yml"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()
+    write_users_file(users, {user: User(user, "admin", hashed)})
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+        "MREG_LISTEN": f"{HOST}:{port}",
+        "MREG_UPSTREAM": upstream,
+        "MREG_USERS_FILE": str(users),
+        "MREG_TLS_CERT": str(workdir / "tls.crt"),
+        "MREG_TLS_KEY": str(workdir / "tls.key"),
+    }
+    with open(workdir / "proxy.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mreg_proxy"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    service = Service(f"http://{HOST}:{port}", process)
+    try:
+        wait_http(service.url + "/healthz", process)
+    except BaseException:
+        stop(process)
+        raise
+    return service
+
+
+def memory_kib(pid: int, field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` of a process, in KiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise BenchError(f"{field} missing from /proc/{pid}/status")
+
+
+class RssSampler:
+    """Samples a process's RSS every ``interval`` seconds in a thread; ``peak`` is the highest seen.
+
+    VmHWM alone would include start-up; sampling also shows that memory stays flat per workload.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self._pid = pid
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak = 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, memory_kib(self._pid, "VmRSS"))
+
+    def __enter__(self) -> RssSampler:
+        self.peak = memory_kib(self._pid, "VmRSS")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

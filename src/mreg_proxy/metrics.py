@@ -1,0 +1,75 @@
+"""Prometheus metrics: what the proxy served, how fast, and what authentication cost.
+
+One CollectorRegistry per application (not the process-wide default), so that every app, in
+tests too, counts on its own. The authenticator already counts its bcrypt checks and cache hits;
+a custom collector reads those counters at scrape time instead of counting them a second time.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .authn import Authenticator
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# From a cached-credential HEAD (about a millisecond) to a multi-GB layer (minutes).
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+
+class _AuthCollector(Collector):
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "mreg_bcrypt_verifications", "Passwords checked with bcrypt (cache misses).",
+            value=self._authenticator.bcrypt_checks,
+        )
+        yield CounterMetricFamily(
+            "mreg_credential_cache_hits", "Requests whose credentials were found in the verified-credential cache.",
+            value=self._authenticator.cache_hits,
+        )
+
+
+class Metrics:
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "mreg_requests", "Requests answered, by method and status class (2xx, 4xx, ...).",
+            ("method", "status"), registry=self.registry,
+        )
+        self._bytes_in = Counter(
+            "mreg_received_bytes", "Request body bytes received from clients.", registry=self.registry
+        )
+        self._bytes_out = Counter(
+            "mreg_sent_bytes", "Response body bytes relayed to clients.", registry=self.registry
+        )
+        self._duration = Histogram(
+            "mreg_request_duration_seconds", "Time from request to the last body byte sent.",
+            buckets=DURATION_BUCKETS, registry=self.registry,
+        )
+        self._upstream_errors = Counter(
+            "mreg_upstream_errors", "Registry failures: unreachable, bad answer, or broke off mid-body.",
+            ("kind",), registry=self.registry,
+        )
+        self.registry.register(_AuthCollector(authenticator))
+
+    def observe(
+        self, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int, upstream_error: str | None
+    ) -> None:
+        self._requests.labels(method, f"{status // 100}xx").inc()
+        self._duration.observe(seconds)
+        if bytes_in:
+            self._bytes_in.inc(bytes_in)
+        if bytes_out:
+            self._bytes_out.inc(bytes_out)
+        if upstream_error is not None:
+            self._upstream_errors.labels(upstream_error).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

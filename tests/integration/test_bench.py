@@ -1,0 +1,51 @@
+"""The benchmark keeps working: ``python -m bench --quick`` runs to the end with every digest right.
+
+No timing is asserted here, ever: the numbers belong to the benchmark's report, not to CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import require_tool
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = [
+    "pull 64 MiB, 1 stream",
+    "pull 8 x 8 MiB in parallel",
+    "push 32 MiB, monolithic",
+    "push 32 MiB, 16 MiB PATCHes",
+    "HEAD manifest, 1 conn",
+    "HEAD manifest, 1 conn, p50",
+    "HEAD manifest, 1 conn, p99",
+    "HEAD manifest, 32 conns",
+    "HEAD manifest, 32 conns, p50",
+    "HEAD manifest, 32 conns, p99",
+]
+
+
+def test_quick_benchmark_runs_correctly(tmp_path: Path) -> None:
+    registry = require_tool("docker-registry", "registry")
+    require_tool("curl")
+    report = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--registry", registry, "--json", str(report)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    # the benchmark checks every digest itself and exits non-zero with "bench: FAILED" otherwise
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    assert [row["label"] for row in data["rows"]] == ROWS
+    assert all(row["direct"] > 0 and row["proxy"] > 0 for row in data["rows"])
+    assert set(data["memory_mib"]) == {"rss_idle_mib", "rss_peak_pulls_mib", "rss_peak_pushes_mib", "rss_hwm_mib"}
+    for label in ROWS:
+        assert f"| {label} (" in result.stdout  # the Markdown table has every row
