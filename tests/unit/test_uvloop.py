@@ -4,15 +4,20 @@ acceptor and the splice path must work on them too."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
+import http.client
+import ssl
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy_harness import READER, running_proxy, settings_for
 from fake_registry import CLIENT_GONE, make_app
 from helpers import basic, make_user, write_users
+from mreg_proxy.cli.gen_tls import self_signed
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -37,3 +42,42 @@ def test_spliced_pull_and_disconnect_on_uvloop(tmp_path: Path) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert type(runner.get_loop()).__module__ == "uvloop"
         runner.run(asyncio.wait_for(_pull_and_hang_up(tmp_path), timeout=30))
+
+
+async def _tls_clients(tmp_path: Path) -> None:
+    write_users(tmp_path / "users.yml", make_user(*READER))
+    cert, key = self_signed("127.0.0.1", days=1)
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    trusting = ssl.create_default_context(cadata=cert.decode())
+    async with TestServer(make_app()) as upstream:
+        async with running_proxy(settings_for(upstream.make_url(""), tmp_path)) as proxy:
+            url = f"https://127.0.0.1:{proxy.port}/v2/"
+            for _ in range(3):  # a refused handshake must leave the listener serving the next one
+                with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                    await proxy.session.get(url, headers=basic(*READER))
+            # Clients that connect and send their ClientHello at once, many at a time, so that
+            # bytes are waiting before the proxy has taken the connection in hand.
+            # Their own threads: the default executor is where the proxy runs bcrypt.
+            loop = asyncio.get_running_loop()
+            with concurrent.futures.ThreadPoolExecutor(24) as pool:
+                statuses = await asyncio.gather(
+                    *(loop.run_in_executor(pool, _blocking_get, proxy.port, trusting) for _ in range(24))
+                )
+            assert statuses == [200] * 24
+
+
+def _blocking_get(port: int, context: ssl.SSLContext) -> int:
+    connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=20)
+    try:
+        connection.request("GET", "/v2/", headers=basic(*READER))
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_tls_handshakes_on_uvloop(tmp_path: Path) -> None:
+    """uvloop starts reading a new connection right after connection_made: the TLS handshake must
+    still see the client's first bytes (it once lost them and clients timed out)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(_tls_clients(tmp_path), timeout=60))
