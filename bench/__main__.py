@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import bcrypt
+
+from mreg_proxy.users import User
+
 from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
     MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_chunked,
@@ -68,7 +72,9 @@ def run(plan: Plan, registry_binary: str, workdir: Path) -> tuple[list[Row], dic
     registry = start_registry(registry_binary, workdir)
     proxy_service: Service | None = None
     try:
-        proxy_service = start_proxy(registry.url, workdir, USER, PASSWORD)
+        # bcrypt cost 10, as in the nginx recipe this is compared with; the cache hides it anyway
+        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+        proxy_service = start_proxy(registry.url, workdir, {USER: User(USER, "admin", hashed)})
         direct = Endpoint("direct", registry.url)
         proxy = Endpoint("mreg", proxy_service.url, (USER, PASSWORD))
         return measure_all(plan, direct, proxy, proxy_service.process.pid)

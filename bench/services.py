@@ -13,8 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
-import bcrypt
+from typing import Mapping
 
 from mreg_proxy.users import User, write_users_file
 
@@ -79,33 +78,37 @@ class Service:
     process: subprocess.Popen[bytes]
 
 
+def _started(process: subprocess.Popen[bytes], url: str, probe: str) -> Service:
+    """The service once ``url + probe`` answers; stopped again if it never does."""
+    try:
+        wait_http(url + probe, process)
+    except BaseException:
+        stop(process)
+        raise
+    return Service(url, process)
+
+
 def start_registry(binary: str, workdir: Path) -> Service:
     port = free_port()
     config = workdir / "registry.yml"
     config.write_text(REGISTRY_CONFIG.format(root=workdir / "registry-data", host=HOST, port=port))
     with open(workdir / "registry.log", "wb") as log:
         process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    service = Service(f"http://{HOST}:{port}", process)
-    try:
-        wait_http(service.url + "/v2/", process)
-    except BaseException:
-        stop(process)
-        raise
-    return service
+    return _started(process, f"http://{HOST}:{port}", "/v2/")
 
 
-def start_proxy(upstream: str, workdir: Path, user: str, password: str) -> Service:
-    """mreg-proxy from this checkout, as operators run it, with its default log level."""
-    users = workdir / "users.yml"
-    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()
-    write_users_file(users, {user: User(user, "admin", hashed)})
+def start_proxy(upstream: str, workdir: Path, users: Mapping[str, User]) -> Service:
+    """mreg-proxy from this checkout, as operators run it (settings from the environment, its
+    default log level), with ``users`` in its users file; its log is ``workdir/proxy.log``."""
+    users_file = workdir / "users.yml"
+    write_users_file(users_file, users)
     port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
         "MREG_LISTEN": f"{HOST}:{port}",
         "MREG_UPSTREAM": upstream,
-        "MREG_USERS_FILE": str(users),
+        "MREG_USERS_FILE": str(users_file),
         "MREG_TLS_CERT": str(workdir / "tls.crt"),
         "MREG_TLS_KEY": str(workdir / "tls.key"),
     }
@@ -113,13 +116,7 @@ def start_proxy(upstream: str, workdir: Path, user: str, password: str) -> Servi
         process = subprocess.Popen(
             [sys.executable, "-m", "mreg_proxy"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    service = Service(f"http://{HOST}:{port}", process)
-    try:
-        wait_http(service.url + "/healthz", process)
-    except BaseException:
-        stop(process)
-        raise
-    return service
+    return _started(process, f"http://{HOST}:{port}", "/healthz")
 
 
 def memory_kib(pid: int, field: str) -> int:

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from bench.services import start_registry, stop, wait_http
-from helpers import free_port, make_user, require_tool, write_users
+from bench.services import start_proxy, start_registry, stop
+from helpers import make_user, require_tool
 
 ADMIN = ("admin", "admin-Secret1")
 READER = ("reader", "read:er-Secret2")  # a colon on purpose
@@ -41,34 +38,18 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 class Mreg:
     host: str  # HOST:PORT as clients write it
     url: str
-    users_file: Path
-    log: Path
 
 
 @pytest.fixture(scope="session")
 def mreg(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mreg]:
     """mreg-proxy started as operators start it: its own process, settings from the environment."""
-    base = tmp_path_factory.mktemp("mreg")
-    users = base / "users.yml"
-    write_users(users, make_user(*ADMIN, role="admin"), make_user(*READER))
-    port = free_port()
-    env = {
-        **os.environ,
-        "MREG_LISTEN": f"127.0.0.1:{port}",
-        "MREG_UPSTREAM": registry.url,
-        "MREG_USERS_FILE": str(users),
-        "MREG_TLS_CERT": str(base / "tls.crt"),
-        "MREG_TLS_KEY": str(base / "tls.key"),
-    }
-    log_path = base / "proxy.log"
-    log = open(log_path, "wb")
-    process = subprocess.Popen([sys.executable, "-m", "mreg_proxy"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    users = {u.name: u for u in (make_user(*ADMIN, role="admin"), make_user(*READER))}
+    service = start_proxy(registry.url, tmp_path_factory.mktemp("mreg"), users)
     try:
-        wait_http(f"http://127.0.0.1:{port}/healthz", process)
-        yield Mreg(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", users, log_path)
+        host = service.url.removeprefix("http://")
+        yield Mreg(host, service.url)
     finally:
-        stop(process)
-        log.close()
+        stop(service.process)
 
 
 def http(method: str, url: str, *, auth: tuple[str, str] | None = None, headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
