@@ -18,8 +18,8 @@ log = logging.getLogger("mreg.proxy")
 # Large reads keep per-chunk overhead (Python calls, syscalls) low on multi-GB blobs while the
 # memory held per transfer stays bounded: backpressure comes from awaiting every write.
 CHUNK_SIZE = 1 << 20
-BODY_BYTES = "mreg.body_bytes"  # request key: response body bytes relayed, for the access log
-UPSTREAM_ERROR = "mreg.upstream_error"  # request key: how the registry failed, for the metrics
+BODY_BYTES = web.RequestKey("body_bytes", int)  # response body bytes relayed, for log and metrics
+UPSTREAM_ERROR = web.RequestKey("upstream_error", str)  # how the registry failed, for the metrics
 # what the session raises when the registry is unreachable, slow or breaks off
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 # Bodies from this size on are spliced socket to socket; below it the pipe's set-up is not worth it
