@@ -209,6 +209,10 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+class ListenError(OSError):
+    """The listening socket could not be opened; the message is one line for the operator."""
+
+
 async def serve(settings: Settings, started: asyncio.Event | None = None) -> None:
     """Run until cancelled."""
     app = create_app(settings)
@@ -216,7 +220,12 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
     await runner.setup()
     try:
         site = SwitchingSite(runner, settings.listen_host, settings.listen_port, app[TLS])
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # typically: the port is taken
+            raise ListenError(
+                f"cannot listen on {settings.listen_host}:{settings.listen_port}: {exc.strerror or exc}"
+            ) from exc
         log.info(
             "mreg-proxy listening on %s, registry at %s, event loop %s",
             site.name, settings.upstream, type(asyncio.get_running_loop()).__module__,
@@ -264,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with asyncio.Runner(loop_factory=loop_factory(settings)) as runner:
             runner.run(_run_until_signalled(settings))
-    except OSError as exc:  # typically: the port is taken
-        sys.exit(f"mreg-proxy: error: cannot listen on {settings.listen_host}:{settings.listen_port}: {exc.strerror or exc}")
+    except ListenError as exc:
+        sys.exit(f"mreg-proxy: error: {exc}")
     except KeyboardInterrupt:
         pass
