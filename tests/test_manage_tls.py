@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from cli_helpers import AuthFiles, Cli, Result, assert_refused, encrypted, fingerprint, tls_pair
+from cli_helpers import CLI_TIMEOUT, AuthFiles, Cli, Result, assert_refused, encrypted, fingerprint, tls_pair
 
 PROG = "manage-tls"
 
@@ -117,6 +118,22 @@ def test_empty_input_deletes_the_file(cli: Cli, auth_files: AuthFiles, command: 
     assert "plain HTTP" in result.out
     path = auth_files.cert if command == "cert" else auth_files.key
     assert not path.exists()
+
+
+@pytest.mark.parametrize("command", ["cert", "key"])
+def test_no_stdin_at_all_is_refused_and_keeps_the_file(cli: Cli, auth_files: AuthFiles, command: str) -> None:
+    """`podman exec` without -i gives /dev/null: that must not delete the file (TLS off)."""
+    install(cli, *tls_pair())
+    path = auth_files.cert if command == "cert" else auth_files.key
+    before = path.read_bytes()
+    done = subprocess.run(
+        cli.command("manage_tls", command), stdin=subprocess.DEVNULL, env=cli.env, cwd=cli.cwd,
+        capture_output=True, timeout=CLI_TIMEOUT,
+    )
+    result = Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+    assert_refused(result, "manage-tls")
+    assert "exec -i" in result.err
+    assert path.read_bytes() == before
 
 
 def test_empty_input_without_a_file_is_fine(cli: Cli) -> None:

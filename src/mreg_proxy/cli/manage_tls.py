@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar, Union, get_args
@@ -206,8 +208,20 @@ def uninstall(path: Path, what: str) -> None:
         print(f"no {what} at {path}: nothing to remove (the proxy serves plain HTTP)")
 
 
+def read_input() -> bytes:
+    """All of stdin. A character device that is not a terminal is /dev/null: what
+    ``podman exec`` / ``kubectl exec`` give without ``-i``. Reading it as empty input would
+    delete the file and turn TLS off, so it is refused; deleting takes a pipe or a file."""
+    if stat.S_ISCHR(os.fstat(sys.stdin.fileno()).st_mode) and not sys.stdin.isatty():
+        raise Refusal(
+            "no input on stdin (forgot 'podman exec -i' / 'kubectl exec -i'?); "
+            "to remove the file, pipe empty input: 'podman exec -i ... < /dev/null'"
+        )
+    return sys.stdin.buffer.read()
+
+
 def cmd_cert(settings: Settings, args: argparse.Namespace) -> None:
-    data = sys.stdin.buffer.read()
+    data = read_input()
     if not data.strip():
         uninstall(settings.tls_cert, "certificate")
         return
@@ -222,7 +236,7 @@ def cmd_cert(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_key(settings: Settings, args: argparse.Namespace) -> None:
-    data = sys.stdin.buffer.read()
+    data = read_input()
     if not data.strip():
         uninstall(settings.tls_key, "key")
         return
