@@ -1,8 +1,10 @@
 """Container probe: ``python3 -m mreg_proxy.probe [/healthz|/readyz]``.
 
 Exits 0 when the local proxy answers the path with 200, else 1. The port speaks HTTP until a
-certificate is installed and HTTPS after, so both are tried (the certificate is not checked: this
-only asks the process next door whether it is alive). An exec probe rather than an httpGet probe,
+certificate is installed and HTTPS after, so both are tried, the likelier one first (HTTPS when both
+TLS files are there), so that a probe does not leave a failed request in the log and the metrics
+every time (the certificate is not checked: this only asks the process next door whether it is
+alive). An exec probe rather than an httpGet probe,
 because the scheme changes at run time, and because podman 4.3 turns exec probes into health
 checks by joining the words with spaces: every word here is free of spaces.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import ssl
 import sys
+import urllib.error
 import urllib.request
 from typing import Sequence
 
@@ -20,13 +23,15 @@ from .config import ConfigError, load_settings
 TIMEOUT = 4.0
 
 
-def probe(port: int, path: str) -> bool:
+def probe(port: int, path: str, *, tls_likely: bool) -> bool:
     context = ssl._create_unverified_context()  # noqa: S323 - liveness only, same pod
-    for scheme in ("https", "http"):
+    for scheme in ("https", "http") if tls_likely else ("http", "https"):
         try:
             with urllib.request.urlopen(f"{scheme}://127.0.0.1:{port}{path}", timeout=TIMEOUT,
                                         context=context) as response:
                 return response.status == 200
+        except urllib.error.HTTPError:
+            return False  # it answered, in this scheme: not ready
         except OSError:
             continue
     return False
@@ -43,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"probe: {exc}", file=sys.stderr)
         return 1
-    return 0 if probe(settings.listen_port, path) else 1
+    tls_likely = settings.tls_cert.exists() and settings.tls_key.exists()
+    return 0 if probe(settings.listen_port, path, tls_likely=tls_likely) else 1
 
 
 if __name__ == "__main__":

@@ -13,7 +13,10 @@ from mreg_proxy import probe
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
+    requests: list[str] = []
+
     def do_GET(self) -> None:  # noqa: N802
+        _Handler.requests.append(self.path)
         self.send_response(200 if self.path == "/healthz" else 503)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -24,6 +27,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server_port() -> Iterator[int]:
+    _Handler.requests = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -40,15 +44,26 @@ def _closed_port() -> int:
 
 
 def test_probe_succeeds_on_200_over_plain_http(server_port: int) -> None:
-    assert probe.probe(server_port, "/healthz") is True
+    assert probe.probe(server_port, "/healthz", tls_likely=False) is True
 
 
 def test_probe_fails_on_an_error_status(server_port: int) -> None:
-    assert probe.probe(server_port, "/readyz") is False
+    assert probe.probe(server_port, "/readyz", tls_likely=False) is False
+
+
+def test_plain_http_probe_makes_no_failed_tls_attempt(server_port: int) -> None:
+    """Without TLS files the probe speaks HTTP first: no junk request in the proxy's log."""
+    assert probe.probe(server_port, "/healthz", tls_likely=False) is True
+    assert probe.probe(server_port, "/readyz", tls_likely=False) is False
+    assert _Handler.requests == ["/healthz", "/readyz"]
+
+
+def test_probe_falls_back_to_http_when_tls_was_expected(server_port: int) -> None:
+    assert probe.probe(server_port, "/healthz", tls_likely=True) is True
 
 
 def test_probe_fails_when_nothing_listens() -> None:
-    assert probe.probe(_closed_port(), "/healthz") is False
+    assert probe.probe(_closed_port(), "/healthz", tls_likely=True) is False
 
 
 def test_main_uses_the_listen_port_from_the_environment(server_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
