@@ -207,6 +207,7 @@ def test_insecure_falls_back_to_plain_http(mreg: Mreg, admin_env: dict[str, str]
     push_tiny(mreg, "manage/insecure", ["1"])
     result = manage("--insecure", "ls", f"{mreg.host}/manage/insecure", env=admin_env)
     assert result.returncode == 0, result.stderr
+    assert "continuing over plain HTTP" in result.stderr  # the operator learns the password went in clear
 
 
 # --- a server with a self-signed certificate ---

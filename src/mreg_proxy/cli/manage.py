@@ -209,6 +209,11 @@ class Registry:
                 raise ManageError(f"cannot connect to {self.host}: {exc.strerror or exc}") from None
             if self._insecure:
                 self._scheme = "http"  # --insecure allows a server without TLS, like podman's
+                print(
+                    f"mreg-manage: warning: {self.host} does not speak TLS; "
+                    "continuing over plain HTTP (--insecure): the password crosses the network in clear",
+                    file=sys.stderr,
+                )
                 return self._send(method, path, accept)
             raise ManageError(
                 f"TLS failure with {self.host}: {getattr(exc, 'reason', None) or exc}; "
