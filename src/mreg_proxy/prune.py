@@ -37,6 +37,7 @@ import logging
 import re
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -159,7 +160,14 @@ def _forget(manifests: Path, digest: str) -> None:
                 shutil.rmtree(history)
 
 
-def prune(root: Path, *, dry_run: bool = False) -> list[Pruned]:
+def _pushed_within(manifests: Path, digest: str, seconds: float) -> bool:
+    """Whether the revision's link was written in the last ``seconds``: a push may still be in
+    flight (registry 2.8 writes the revision before the tag), so it is not touched."""
+    link = manifests / "revisions" / "sha256" / digest.split(":", 1)[1] / "link"
+    return seconds > 0 and time.time() - link.stat().st_mtime < seconds
+
+
+def prune(root: Path, *, dry_run: bool = False, min_age: float = 0) -> list[Pruned]:
     v2 = _v2(root)
     pruned: list[Pruned] = []
     for name, manifests in repositories(root):
@@ -169,6 +177,9 @@ def prune(root: Path, *, dry_run: bool = False) -> list[Pruned]:
             log.warning("prune: leaving %s as it is: %s", name, exc)
             continue
         for digest in sorted(doomed):
+            if _pushed_within(manifests, digest, min_age):
+                log.info("prune: keeping %s@%s: pushed less than %ds ago", name, digest, min_age)
+                continue
             log.info("prune: %s@%s is untagged and nothing tagged refers to it%s",
                      name, digest, " (dry run)" if dry_run else "")
             if not dry_run:
@@ -182,9 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("root", nargs="?", type=Path, default=DEFAULT_ROOT,
                         help=f"the registry's storage rootdirectory (default {DEFAULT_ROOT})")
     parser.add_argument("--dry-run", action="store_true", help="only tell what would be removed")
+    parser.add_argument("--min-age", type=float, default=3600, metavar="SECONDS",
+                        help="keep manifests pushed less than this long ago, in case the registry "
+                        "is running after all (default 3600; 0 takes every untagged manifest)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pruned = prune(args.root, dry_run=args.dry_run)
+    if not _v2(args.root).is_dir():
+        log.error("prune: no registry storage under %s (%s is missing)", args.root, _v2(args.root))
+        return 1
+    pruned = prune(args.root, dry_run=args.dry_run, min_age=args.min_age)
     log.info("prune: %d untagged manifest(s) %s", len(pruned), "found" if args.dry_run else "forgotten")
     return 0
 

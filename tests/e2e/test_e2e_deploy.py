@@ -490,7 +490,8 @@ def test_27_prune_with_the_pod_stopped_then_start_reclaims_them(pod: Pod, cmd: C
     cmd.podman("pod", "stop", pod.pod_name, timeout=120)
     out = cmd.podman("run", "--rm", "--user", "0", "--network", "none",
                      "-v", "mreg-registry-data:/var/lib/registry",
-                     "--entrypoint", "python3", auth_image, "-m", "mreg_proxy.prune", timeout=120)
+                     "--entrypoint", "python3", auth_image, "-m", "mreg_proxy.prune", "--min-age", "0",
+                     timeout=120)
     assert "2 untagged manifest(s) forgotten" in out.stderr
     cmd.podman("pod", "start", pod.pod_name, timeout=120)
     pod.wait_ready()

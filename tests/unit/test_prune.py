@@ -160,6 +160,17 @@ def test_a_dry_run_changes_nothing(storage: Storage) -> None:
     assert storage.revisions("app") == {old}
 
 
-def test_empty_or_missing_storage_is_fine(tmp_path: Path) -> None:
+def test_empty_or_missing_storage_has_nothing_to_prune(tmp_path: Path) -> None:
     assert prune(tmp_path / "nothing-here") == []
-    assert main([str(tmp_path / "nothing-here")]) == 0
+
+
+def test_recent_pushes_are_kept_when_a_minimum_age_is_given(storage: Storage) -> None:
+    old = storage.image("app", "old", tag="1")
+    storage.image("app", "new", tag="1")  # `old` is untagged now, but was written just now
+    assert prune(storage.root, min_age=3600) == []
+    assert prune(storage.root, min_age=0) == [Pruned("app", old)]
+
+
+def test_main_refuses_a_folder_without_registry_storage(tmp_path: Path) -> None:
+    """A mistyped path must not look like a clean run."""
+    assert main([str(tmp_path / "typo")]) == 1
