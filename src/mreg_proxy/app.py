@@ -22,7 +22,7 @@ from .authz import Decision, decide
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .proxy import BODY_BYTES, CHUNK_SIZE, UPSTREAM_ERROR, forward, make_session
-from .refs import tag_deletion, tags_listing
+from .refs import manifest_write, tag_deletion, tags_listing
 from .server import SwitchingSite
 from .tagdelete import RepositoryLocks, delete_tag
 from .taglist import list_tags
@@ -69,6 +69,12 @@ async def handle_v2(request: web.Request) -> web.StreamResponse:
         return await delete_tag(request, session, upstream, app[TAG_LOCKS], *deletion)
     if listing := tags_listing(request.method, request.path):
         return await list_tags(request, session, upstream, listing)
+    if written := manifest_write(request.method, request.path):
+        # registry 2.8 fails a delete by digest (500, a tag left dangling) while another tag link
+        # of the repository is being written: manifest writes of one repository take turns with
+        # each other and with tag deletions. Manifests are small; blob uploads are not held up.
+        async with app[TAG_LOCKS](written):
+            return await forward(request, session, upstream)
     return await forward(request, session, upstream)
 
 

@@ -8,6 +8,7 @@ from typing import cast
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from . import errors, splice
@@ -20,6 +21,8 @@ log = logging.getLogger("mreg.proxy")
 CHUNK_SIZE = 1 << 20
 BODY_BYTES = web.RequestKey("body_bytes", int)  # response body bytes relayed, for log and metrics
 UPSTREAM_ERROR = web.RequestKey("upstream_error", str)  # how the registry failed, for the metrics
+# describe the request body: dropped when the proxy sends the request without it
+BODY_HEADERS = ("Content-Length", "Content-Type", "Content-Encoding", "Content-Range", "Digest")
 # what the session raises when the registry is unreachable, slow or breaks off
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 # Bodies from this size on are spliced socket to socket; below it the pipe's set-up is not worth it
@@ -47,9 +50,7 @@ async def forward(
     request: web.Request, session: aiohttp.ClientSession, upstream: URL
 ) -> web.StreamResponse:
     url = upstream_url(upstream, request.raw_path)
-    headers = upstream_request_headers(
-        request.headers, client_ip=request.remote, scheme=request.scheme
-    )
+    headers = forwarded_headers(request, with_body=True)
     body = request.content if request.body_exists else None
     try:
         upstream_response = await session.request(
@@ -68,6 +69,19 @@ async def forward(
     finally:
         # close, not release: an unfinished body must not return its connection to the pool
         upstream_response.close()
+
+
+def forwarded_headers(request: web.Request, *, with_body: bool) -> CIMultiDict[str]:
+    """The client's headers as the registry gets them. ``with_body=False`` for requests the proxy
+    makes without the client's body: a Content-Length announcing a body that never comes would
+    hold the registry connection forever (there is no read timeout)."""
+    headers = upstream_request_headers(
+        request.headers, client_ip=request.remote, scheme=request.scheme
+    )
+    if not with_body:
+        for name in BODY_HEADERS:
+            headers.popall(name, None)
+    return headers
 
 
 def upstream_url(upstream: URL, raw_path: str) -> URL:

@@ -58,6 +58,17 @@ def tag_deletion(method: str, path: str) -> tuple[str, str] | None:
     return match["name"], match["reference"]
 
 
+def manifest_write(method: str, path: str) -> str | None:
+    """The repository name when ``method path`` writes or deletes a manifest (PUT or DELETE on
+    ``/v2/<name>/manifests/<reference>``); None for anything else."""
+    if method not in ("PUT", "DELETE"):
+        return None
+    match = _MANIFEST_PATH.fullmatch(path)
+    if match is None or not is_name(match["name"]):
+        return None
+    return match["name"]
+
+
 def tags_listing(method: str, path: str) -> str | None:
     """The repository name when ``GET path`` lists its tags; None for anything else."""
     if method != "GET":

@@ -28,8 +28,7 @@ from aiohttp import web
 from yarl import URL
 
 from .errors import API_VERSION
-from .headers import upstream_request_headers
-from .proxy import UPSTREAM_ERRORS, relay, upstream_failure, upstream_url
+from .proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
 from .refs import ACCEPT_ALL, OCI_MANIFEST
 
 log = logging.getLogger("mreg.tagdelete")
@@ -95,9 +94,7 @@ async def _delete_tag(
 ) -> None:
     """Returns when the tag is gone; raises _RegistryAnswer when the registry's answer ends it."""
     manifests = f"/v2/{name}/manifests"
-    headers = upstream_request_headers(
-        request.headers, client_ip=request.remote, scheme=request.scheme
-    )
+    headers = forwarded_headers(request, with_body=False)
     # Anything but 400 is the registry's own verdict: done (202), no such tag (404), deletes
     # disabled (405: the throw-away manifest could not be deleted either), or a failure.
     await _expect(

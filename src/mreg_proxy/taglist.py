@@ -16,8 +16,7 @@ from aiohttp import web
 from yarl import URL
 
 from . import errors
-from .headers import upstream_request_headers
-from .proxy import UPSTREAM_ERRORS, relay, upstream_failure, upstream_url
+from .proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
 
 
 class PagingError(ValueError):
@@ -60,9 +59,7 @@ async def list_tags(
         n, last = paging_params(request.query)
     except PagingError as exc:
         return errors.error_response(400, "PAGINATION_NUMBER_INVALID", str(exc))
-    headers = upstream_request_headers(
-        request.headers, client_ip=request.remote, scheme=request.scheme
-    )
+    headers = forwarded_headers(request, with_body=False)
     try:
         async with session.get(upstream_url(upstream, f"/v2/{name}/tags/list"), headers=headers) as listed:
             if listed.status != 200:

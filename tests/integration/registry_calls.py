@@ -21,9 +21,9 @@ def digest_of(mreg: Mreg, repo: str, tag: str) -> str | None:
 def retag(mreg: Mreg, repo: str, source: str, target: str) -> None:
     """Put the manifest of ``source`` under ``target`` too, byte for byte."""
     status, headers, body = http("GET", manifest_url(mreg, repo, source), auth=ADMIN, headers={"Accept": ACCEPT_ALL})
-    assert status == 200
-    status, _, _ = http("PUT", manifest_url(mreg, repo, target), auth=ADMIN, data=body, headers={"Content-Type": headers["Content-Type"]})
-    assert status == 201
+    assert status == 200, (status, body)
+    status, _, body = http("PUT", manifest_url(mreg, repo, target), auth=ADMIN, data=body, headers={"Content-Type": headers["Content-Type"]})
+    assert status == 201, (status, body)
 
 
 def push_tiny(mreg: Mreg, repo: str, tags: list[str], seed: str = "") -> str:

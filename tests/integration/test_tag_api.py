@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -151,6 +152,33 @@ def test_concurrent_deletes_of_different_tags_leave_the_rest(mreg: Mreg) -> None
     assert statuses == [202] * len(doomed)
     assert tag_list(mreg, repo) == ["keep1", "keep2"]
     assert digest_of(mreg, repo, "keep1") == digest
+
+
+def test_tag_deletes_while_other_tags_are_pushed_leave_nothing_dangling(mreg: Mreg) -> None:
+    """registry 2.8 fails a delete by digest while another tag link of the repository is written;
+    the proxy makes manifest writes of one repository take turns, so pushes cannot break deletes."""
+    repo = "untag/busy"
+    doomed = [f"d{i}" for i in range(30)]
+    push_tiny(mreg, repo, doomed, seed="doomed")
+    stop = threading.Event()
+
+    def keep_pushing(worker: int) -> int:
+        # each pusher its own manifest: pushes of one digest under several tags at once race
+        # inside registry 2.8 itself (its revision link is rewritten in place)
+        push_tiny(mreg, repo, [f"p{worker}"], seed=f"pusher{worker}")
+        pushes = 1
+        while not stop.is_set() and pushes < 500:  # bounded: stops when the deletes are done
+            retag(mreg, repo, f"p{worker}", f"p{worker}")
+            pushes += 1
+        return pushes
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        pushers = [pool.submit(keep_pushing, worker) for worker in range(4)]
+        statuses = [http("DELETE", manifest_url(mreg, repo, tag), auth=ADMIN)[0] for tag in doomed[1:]]
+        stop.set()
+        assert all(p.result() > 1 for p in pushers)
+    assert statuses == [202] * len(doomed[1:])
+    assert tag_list(mreg, repo) == ["d0", "p0", "p1", "p2", "p3"]
 
 
 # --- paging ---

@@ -1,6 +1,8 @@
+from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from mreg_proxy.headers import downstream_response_headers, upstream_request_headers
+from mreg_proxy.proxy import forwarded_headers
 
 
 def _up(pairs: list[tuple[str, str]], **kw: str) -> CIMultiDict[str]:
@@ -84,3 +86,15 @@ def test_location_naming_the_registry_is_rewritten_to_the_proxy() -> None:
 def test_other_locations_are_untouched() -> None:
     for location in ["/v2/a/blobs/uploads/u", "https://reg.example:5000/v2/a/", "http://127.0.0.1:50010/v2/"]:
         assert _down([("Location", location)])["Location"] == location
+
+
+def test_requests_sent_without_the_clients_body_do_not_announce_one() -> None:
+    """A Content-Length for a body that never comes would hold the registry connection forever."""
+    request = make_mocked_request(
+        "GET", "/v2/a/tags/list",
+        headers={"Content-Length": "40", "Content-Type": "text/plain", "Accept": "application/json"},
+    )
+    headers = forwarded_headers(request, with_body=False)
+    assert "Content-Length" not in headers and "Content-Type" not in headers
+    assert headers["Accept"] == "application/json"
+    assert forwarded_headers(request, with_body=True)["Content-Length"] == "40"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mreg_proxy.refs import is_digest, is_name, is_tag, tag_deletion, tags_listing
+from mreg_proxy.refs import is_digest, is_name, is_tag, manifest_write, tag_deletion, tags_listing
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -59,3 +59,17 @@ def test_a_digest_is_never_a_tag() -> None:
 @pytest.mark.parametrize("value", ["latest", "v1.0", "_", "A-b_c.d", "t" * 128])
 def test_valid_tags(value: str) -> None:
     assert is_tag(value) and not is_digest(value)
+
+
+@pytest.mark.parametrize(
+    "method,path,expected",
+    [
+        ("PUT", "/v2/team/app/manifests/1.0", "team/app"),
+        ("DELETE", "/v2/team/app/manifests/sha256:" + "a" * 64, "team/app"),
+        ("GET", "/v2/team/app/manifests/1.0", None),
+        ("PUT", "/v2/team/app/blobs/uploads/u", None),
+        ("PUT", "/v2/Bad/manifests/1.0", None),
+    ],
+)
+def test_manifest_write(method: str, path: str, expected: str | None) -> None:
+    assert manifest_write(method, path) == expected
