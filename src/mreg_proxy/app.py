@@ -140,16 +140,17 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request: client, user, method, path, status, bytes, seconds.
 
     The query string is left out (upload state tokens are long and useless in a log); no header is
-    ever logged, so neither is a password.
+    ever logged, so neither is a password. The path is logged as sent (percent-encoded) and a
+    failed user name escaped, so that no client can write a line break, or a fake line, into the log.
     """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             "%s %s %s %s %d %d %.3fs",
             request.remote,
-            request.get(USER, "-"),
+            request.get(USER, "-").encode("unicode_escape").decode("ascii"),
             request.method,
-            request.path,
+            request.rel_url.raw_path,
             response.status,
             request.get(BODY_BYTES, response.content_length or 0),
             time,

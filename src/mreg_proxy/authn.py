@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import os
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
 import bcrypt
 
@@ -41,11 +41,12 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
 class Authenticator:
     """``await authenticate(user, password) -> User | None``.
 
-    bcrypt runs in a worker thread. Unknown users are checked against a dummy hash of the same cost,
-    so they take as long as known ones. A verified (user, password) is remembered for ``ttl`` seconds
-    under a keyed hash (the password itself is never stored); the memory is tied to the user's
-    current password hash, so a changed or removed entry is re-checked at once. Concurrent checks of
-    the same credentials share one bcrypt call: a push opens several connections at once.
+    bcrypt runs in a worker thread. Unknown users are checked against a hash of the store (or a
+    dummy of the configured cost when it is empty), so they take as long as known ones. A verified
+    (user, password) is remembered for ``ttl`` seconds under a keyed hash (the password itself is
+    never stored); the memory is tied to the user's current password hash, so a changed or removed
+    entry is re-checked at once. Concurrent checks of the same credentials share one bcrypt call:
+    a push opens several connections at once.
     """
 
     def __init__(
@@ -69,7 +70,8 @@ class Authenticator:
         self.cache_hits = 0
 
     async def authenticate(self, name: str, password: str) -> User | None:
-        user = self._store.current().get(name)
+        users = self._store.current()
+        user = users.get(name)
         digest = hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
         if user is not None and self._ttl > 0:
             cached = self._cache.get(digest)
@@ -79,13 +81,23 @@ class Authenticator:
         secret = password.encode("utf-8")
         if len(secret) > BCRYPT_MAX_BYTES:
             return None  # bcrypt cannot represent it; no stored hash can match
-        stored = user.password_hash.encode() if user is not None else self._dummy_hash
+        stored = self._hash_to_check(user, users)
         ok = await self._verify(digest, secret, stored)
         if not ok or user is None:
             return None
         if self._ttl > 0:
             self._remember(digest, user.password_hash)
         return user
+
+    def _hash_to_check(self, user: User | None, users: Mapping[str, User]) -> bytes:
+        """The user's hash; for an unknown name, a hash from the store itself (the result is
+        thrown away), so that it costs what a known name costs whatever cost the store's hashes
+        were made with; the dummy only when the store is empty."""
+        if user is not None:
+            return user.password_hash.encode()
+        for other in users.values():
+            return other.password_hash.encode()
+        return self._dummy_hash
 
     async def _verify(self, digest: bytes, secret: bytes, stored: bytes) -> bool:
         key = (digest, stored)

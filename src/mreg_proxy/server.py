@@ -90,12 +90,14 @@ class SwitchingSite(web.BaseSite):
     async def _hand_over(self, connection: socket.socket, context: ssl.SSLContext | None) -> None:
         server = self._runner.server
         assert server is not None
+        peer = None
+        with contextlib.suppress(OSError):  # read now: a failed handshake closes the socket
+            peer = connection.getpeername()
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
                 server, connection, ssl=context,
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT if context is not None else None,
             )
-        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
-            with contextlib.suppress(OSError):
-                log.info("TLS handshake with %s failed: %s", connection.getpeername(), exc)
+        except OSError as exc:  # ssl.SSLError, ConnectionError and TimeoutError among them
+            log.info("TLS handshake with %s failed: %s", peer, exc)
             connection.close()

@@ -108,7 +108,10 @@ async def relay(src_fd: int, dst: asyncio.WriteTransport, length: int) -> int:
         while remaining or in_pipe:
             moved_in = moved_out = None
             if remaining and in_pipe < capacity:
-                moved_in = _splice(src, pipe_w, min(remaining, capacity - in_pipe))
+                try:
+                    moved_in = _splice(src, pipe_w, min(remaining, capacity - in_pipe))
+                except OSError as exc:  # a reset from the registry, not from the client
+                    raise UpstreamClosed(f"registry connection failed {remaining} bytes short: {exc}") from exc
                 if moved_in == 0:
                     raise UpstreamClosed(f"registry closed the connection {remaining} bytes short")
                 if moved_in:

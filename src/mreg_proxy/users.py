@@ -65,7 +65,11 @@ def parse_users(text: str) -> dict[str, User]:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise UsersFileError(f"not valid YAML: {' '.join(str(exc).split())}") from None
+        # where and what, without PyYAML's snippet of the file: it can quote a password hash
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise UsersFileError(f"not valid YAML{where}: {problem}") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict) or set(doc) - {"users"}:

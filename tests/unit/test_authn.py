@@ -7,7 +7,7 @@ import pytest
 
 from helpers import TEST_COST, make_user, write_users
 from mreg_proxy.authn import Authenticator, parse_basic
-from mreg_proxy.users import UserStore
+from mreg_proxy.users import User, UserStore
 
 
 def _hdr(raw: bytes) -> str:
@@ -157,3 +157,14 @@ def test_dummy_hash_has_requested_cost(users_path: Path) -> None:
     auth = _auth(users_path)
     assert auth._dummy_hash.startswith(b"$2b$04$")
     assert bcrypt.checkpw(b"x", auth._dummy_hash) is False
+
+
+async def test_unknown_user_is_checked_against_a_stored_hash(tmp_path: Path) -> None:
+    """Hashes made at another cost than the dummy's (htpasswd -B, an old setting) must not let
+    the time of a failure tell whether the name exists."""
+    path = tmp_path / "users.yml"
+    cheap = bcrypt.hashpw(b"pw", bcrypt.gensalt(5)).decode()
+    write_users(path, User("bob", "reader", cheap))
+    auth = Authenticator(UserStore(path), ttl=60, dummy_cost=12, clock=Clock())
+    assert auth._hash_to_check(None, auth._store.current()) == cheap.encode()
+    assert await auth.authenticate("nobody", "pw") is None  # the right password of another user

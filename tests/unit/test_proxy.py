@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
+import struct
 import time
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
@@ -312,3 +314,55 @@ async def test_large_download_over_tls_is_intact(upstream: TestServer, users_fil
         url = f"https://127.0.0.1:{proxy.port}/v2/blob/{4 * MB + 1}"
         async with proxy.session.get(url, headers=basic(*READER), ssl=False) as response:
             assert await _digest_of(response) == response.headers["Docker-Content-Digest"]
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "closed"])
+async def test_registry_breaking_off_a_large_body_cuts_the_client(
+    users_file: Path, tmp_path: Path, reset: bool
+) -> None:
+    """A body of known length that the registry abandons (reset or close) must end the client's
+    connection: left open, the client would wait for the missing bytes forever."""
+    total = 4 * MB
+
+    async def half_then_gone(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total + b"x" * (total // 2))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        if reset:
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        else:
+            writer.close()
+
+    registry = await asyncio.start_server(half_then_gone, "127.0.0.1", 0)
+    port = registry.sockets[0].getsockname()[1]
+    try:
+        async with running_proxy(settings_for(URL(f"http://127.0.0.1:{port}"), tmp_path)) as proxy:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            auth = basic(*READER)["Authorization"]
+            writer.write(f"GET /v2/x/blobs/big HTTP/1.1\r\nHost: h\r\nAuthorization: {auth}\r\n\r\n".encode())
+            await reader.readuntil(b"\r\n\r\n")
+            received = 0
+            while chunk := await asyncio.wait_for(reader.read(1 << 20), timeout=10):
+                received += len(chunk)
+            assert received < total  # the connection ended short, and did not hang
+            writer.close()
+    finally:
+        registry.close()
+
+
+async def test_access_log_cannot_be_forged(proxy: ProxyClient, caplog: pytest.LogCaptureFixture) -> None:
+    """A client must not write a line break (or a fake line) into the log, by path or user name."""
+    forged = "%0a2026-01-01%20INFO%20mreg.access:%20forged"
+    with caplog.at_level("INFO", "mreg.access"):
+        await (await proxy.get(f"/v2/x{forged}/tags/list", headers=basic(*READER))).read()
+        await (await proxy.get("/v2/", headers=basic("eve\nforged", "pw"))).read()
+        for _ in range(100):  # the server logs just after the client has the whole response
+            lines = [r.getMessage() for r in caplog.records if r.name == "mreg.access"]
+            if len(lines) == 2:
+                break
+            await asyncio.sleep(0.01)
+    assert len(lines) == 2 and all("\n" not in line for line in lines), lines
+    assert f"/v2/x{forged}/tags/list" in lines[0]
+    assert "!eve\\nforged" in lines[1]

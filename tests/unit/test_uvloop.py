@@ -76,8 +76,10 @@ def _blocking_get(port: int, context: ssl.SSLContext) -> int:
         connection.close()
 
 
-def test_tls_handshakes_on_uvloop(tmp_path: Path) -> None:
+def test_tls_handshakes_on_uvloop(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """uvloop starts reading a new connection right after connection_made: the TLS handshake must
     still see the client's first bytes (it once lost them and clients timed out)."""
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with caplog.at_level("INFO", "mreg.server"), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(asyncio.wait_for(_tls_clients(tmp_path), timeout=60))
+    refused = [r.getMessage() for r in caplog.records if "TLS handshake with ('127.0.0.1'" in r.getMessage()]
+    assert len(refused) == 3, refused  # each refused handshake is logged with its peer
