@@ -10,6 +10,18 @@ from pathlib import Path
 from typing import Iterator
 
 
+def signature(path: Path) -> tuple[int, ...] | None:
+    """What changes when a file is replaced or edited (identity, size, times); None when absent.
+
+    Cheap enough to take on every request: a file is re-read only when this changes.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data``: readers see the old file or the new one, never half of it.
 

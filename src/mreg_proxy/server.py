@@ -101,3 +101,6 @@ class SwitchingSite(web.BaseSite):
         except OSError as exc:  # ssl.SSLError, ConnectionError and TimeoutError among them
             log.info("TLS handshake with %s failed: %s", peer, exc)
             connection.close()
+        except Exception:  # a bug must cost one connection, never the accept loop
+            log.exception("could not serve the connection from %s", peer)
+            connection.close()

@@ -8,9 +8,10 @@ rotation half done): the last good state stays in force and one line says why.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from pathlib import Path
+
+from .files import signature
 
 log = logging.getLogger("mreg.tls")
 
@@ -45,14 +46,6 @@ def _why(cert: Path, key: Path, exc: Exception) -> str:
     return f"{key} is not a complete PEM private key ({exc})"
 
 
-def _signature(path: Path) -> tuple[int, ...] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 class TlsState:
     """The SSL context for new connections; ``refresh()`` re-reads the files when they change."""
 
@@ -64,16 +57,16 @@ class TlsState:
 
     def refresh(self) -> None:
         try:
-            signature = (_signature(self.cert), _signature(self.key))
+            pair = (signature(self.cert), signature(self.key))
         except OSError as exc:
             if self._signature != str(exc):  # once per distinct problem, not on every poll
                 self._signature = str(exc)
                 log.error("cannot stat TLS files: %s; keeping the current state", exc)
             return
-        if signature == self._signature:
+        if pair == self._signature:
             return
-        self._signature = signature
-        cert_sig, key_sig = signature
+        self._signature = pair
+        cert_sig, key_sig = pair
         if cert_sig is None or key_sig is None:
             if self.context is not None or cert_sig != key_sig:
                 missing = self.cert if cert_sig is None else self.key

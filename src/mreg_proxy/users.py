@@ -14,7 +14,6 @@ CLIs refuse to touch it.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Mapping
 
 import yaml
 
-from .files import atomic_write
+from .files import atomic_write, signature
 
 log = logging.getLogger("mreg.users")
 
@@ -139,7 +138,6 @@ class UserStore:
         self.path = path
         self._signature: tuple[int, ...] | None = None
         self._users: Mapping[str, User] = {}
-        self.generation = 0  # bumped on every successful change; lets caches notice
 
     def current(self) -> Mapping[str, User]:
         self.refresh()
@@ -147,29 +145,24 @@ class UserStore:
 
     def refresh(self) -> None:
         try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
+            current = signature(self.path)
+        except OSError as exc:
+            log.error("cannot stat users file %s: %s; keeping the last good copy", self.path, exc)
+            return
+        if current is None:
             if self._signature != ():
                 if self._signature is not None:
                     log.warning("users file %s is gone: no user can log in", self.path)
                 self._signature = ()
-                self._swap({})
+                self._users = {}
             return
-        except OSError as exc:
-            log.error("cannot stat users file %s: %s; keeping the last good copy", self.path, exc)
+        if current == self._signature:
             return
-        signature = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        if signature == self._signature:
-            return
-        self._signature = signature
+        self._signature = current
         try:
             users = read_users_file(self.path)
         except UsersFileError as exc:
             log.error("rejected users file: %s; keeping the last good copy (%d users)", exc, len(self._users))
             return
-        self._swap(users)
-        log.info("loaded %d users from %s", len(users), self.path)
-
-    def _swap(self, users: Mapping[str, User]) -> None:
         self._users = users
-        self.generation += 1
+        log.info("loaded %d users from %s", len(users), self.path)
