@@ -2,6 +2,8 @@
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,12 @@ def test_broken_auth_file_is_an_error(tmp_path: Path) -> None:
 )
 def test_next_page_path(link: str | None, expected: str | None) -> None:
     assert next_page_path(link) == expected
+
+
+def test_usage_errors_are_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mreg_proxy.cli.manage", "frobnicate"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert done.stderr.startswith("mreg-manage: error: ")

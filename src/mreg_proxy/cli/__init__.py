@@ -11,8 +11,9 @@ The helpers below serve manage-user, manage-tls and mreg-gen-tls: a refusal is o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import NoReturn
+from typing import Iterator, NoReturn
 
 
 class Refusal(Exception):
@@ -42,3 +43,17 @@ def os_error_text(exc: OSError) -> str:
     if exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
     return str(exc)
+
+
+@contextlib.contextmanager
+def one_line_errors(prog: str, refusals: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """The edge of every CLI: a Refusal, one of ``refusals`` or an OSError ends in the one-line
+    refusal, Ctrl-C in exit status 130; never a traceback."""
+    try:
+        yield
+    except (Refusal, *refusals) as exc:
+        refuse(prog, str(exc))
+    except OSError as exc:
+        refuse(prog, os_error_text(exc))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -11,7 +11,7 @@ import os
 from typing import Callable, Sequence
 
 from ..config import ConfigError, Settings, settings_from
-from . import Refusal, os_error_text, refuse
+from . import one_line_errors
 
 Command = Callable[[Settings, argparse.Namespace], None]
 
@@ -26,11 +26,5 @@ def run(
     ``run`` default). Refusal, ConfigError, OSError and ``refusals`` become the one-line refusal."""
     args = parser.parse_args(argv)
     command: Command = args.run
-    try:
+    with one_line_errors(prog, (ConfigError, *refusals)):
         command(settings_from({}, os.environ), args)
-    except (ConfigError, Refusal, *refusals) as exc:
-        refuse(prog, str(exc))
-    except OSError as exc:
-        refuse(prog, os_error_text(exc))
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..files import atomic_write
-from . import OneLineParser, Refusal, os_error_text, refuse
+from . import OneLineParser, Refusal, one_line_errors
 
 PROG = "mreg-gen-tls"
 DEFAULT_DAYS = 365
@@ -148,12 +148,8 @@ def build_parser() -> OneLineParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
+    with one_line_errors(PROG):
         print(generate(args.address, args.days, args.out))
-    except Refusal as exc:
-        refuse(PROG, str(exc))
-    except OSError as exc:
-        refuse(PROG, os_error_text(exc))
 
 
 if __name__ == "__main__":

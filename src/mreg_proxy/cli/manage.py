@@ -28,6 +28,7 @@ from typing import Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit
 
 from ..refs import ACCEPT_ALL, is_digest, is_name, is_tag
+from . import OneLineParser, one_line_errors
 
 PROG = "mreg-manage"
 PAGE_SIZE = 100  # registry 2.8 refuses a catalog page above 1000
@@ -358,7 +359,7 @@ def remove(registry: Registry, target: Target, out: TextIO) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="List and remove images of an mreg registry, with the credentials of "
         "'podman login' or 'docker login' (REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
@@ -395,9 +396,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str], home: Path, stdin: Tex
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
+    with one_line_errors(PROG, (ManageError,)):
         run(args, os.environ, Path.home(), sys.stdin, sys.stdout)
-    except ManageError as exc:
-        sys.exit(f"{PROG}: error: {exc}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
