@@ -277,15 +277,22 @@ async def test_missing_users_file_refuses_everyone(upstream: TestServer, tmp_pat
         assert (await client.get("/v2/", headers=basic(*ADMIN))).status == 401
 
 
+async def access_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
+    """The access-log lines, once ``count`` are there: the server logs a request just after the
+    client has the whole response (bounded wait)."""
+    for _ in range(100):
+        lines = [r.getMessage() for r in caplog.records if r.name == "mreg.access"]
+        if len(lines) >= count:
+            break
+        await asyncio.sleep(0.01)
+    return lines
+
+
 async def test_access_log_has_user_and_no_secret(proxy: ProxyClient, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("INFO", "mreg.access"):
         await (await proxy.get(f"/v2/blob/{MB}", headers=basic(*READER))).read()
         await (await proxy.get("/v2/", headers=basic("amy", "wrong-secret"))).read()
-        for _ in range(100):  # the server logs just after the client has the whole response
-            lines = [r.getMessage() for r in caplog.records if r.name == "mreg.access"]
-            if len(lines) == 2:
-                break
-            await asyncio.sleep(0.01)
+        lines = await access_lines(caplog, 2)
     assert any(f" bob GET /v2/blob/{MB} 200 {MB} " in line for line in lines), lines
     assert any(" !amy GET /v2/ 401 " in line for line in lines), lines
     joined = "\n".join(lines)
@@ -358,11 +365,7 @@ async def test_access_log_cannot_be_forged(proxy: ProxyClient, caplog: pytest.Lo
     with caplog.at_level("INFO", "mreg.access"):
         await (await proxy.get(f"/v2/x{forged}/tags/list", headers=basic(*READER))).read()
         await (await proxy.get("/v2/", headers=basic("eve\nforged", "pw"))).read()
-        for _ in range(100):  # the server logs just after the client has the whole response
-            lines = [r.getMessage() for r in caplog.records if r.name == "mreg.access"]
-            if len(lines) == 2:
-                break
-            await asyncio.sleep(0.01)
+        lines = await access_lines(caplog, 2)
     assert len(lines) == 2 and all("\n" not in line for line in lines), lines
     assert f"/v2/x{forged}/tags/list" in lines[0]
     assert "!eve\\nforged" in lines[1]

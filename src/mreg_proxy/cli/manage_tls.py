@@ -72,23 +72,22 @@ def parse_private_key(data: bytes) -> PrivateKey:
     return key
 
 
-def certificates_in(path: Path) -> list[x509.Certificate] | None:
-    """The certificates in ``path``; None when it is absent. Refusal when it is unusable."""
+def _parsed_file(path: Path, parse: Callable[[bytes], T]) -> T | None:
+    """``parse`` of the file's bytes; None when it is absent. Refusal, naming it, when unusable."""
     try:
-        return parse_certificates(path.read_bytes())
+        return parse(path.read_bytes())
     except FileNotFoundError:
         return None
     except Refusal as exc:
         raise Refusal(f"{path}: {exc}") from None
+
+
+def certificates_in(path: Path) -> list[x509.Certificate] | None:
+    return _parsed_file(path, parse_certificates)
 
 
 def private_key_in(path: Path) -> PrivateKey | None:
-    try:
-        return parse_private_key(path.read_bytes())
-    except FileNotFoundError:
-        return None
-    except Refusal as exc:
-        raise Refusal(f"{path}: {exc}") from None
+    return _parsed_file(path, parse_private_key)
 
 
 def key_matches(certificate: x509.Certificate, key: PrivateKey) -> bool:
