@@ -2,8 +2,9 @@
 
 Until then the connection's reading is paused (only what arrived with the headers is buffered),
 ``Expect: 100-continue`` is not granted, and a refused request is answered with
-``Connection: close`` and its body left unread: a stranger cannot make the proxy hold megabytes
-per connection while a password is being checked, nor upload to it at all.
+``Connection: close``; whatever body the client still sends is dropped, never buffered or
+forwarded: a stranger cannot make the proxy hold megabytes per connection while a password is
+being checked, nor upload anything through it.
 """
 
 from __future__ import annotations
@@ -44,5 +45,9 @@ async def body_gate(request: web.Request, handler: Handler) -> web.StreamRespons
         request.protocol.pause_reading()
     response = await handler(request)
     if not request.get(ADMITTED) and _body_pending(request):
+        # The connection closes after the answer. aiohttp first reads and drops what the client
+        # keeps sending, for at most its lingering time (app.py): closing a socket with unread
+        # bytes sends a reset, and a client still sending would lose the answer.
         response.force_close()
+        request.protocol.resume_reading()
     return response

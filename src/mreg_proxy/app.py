@@ -21,7 +21,7 @@ from . import errors
 from .admission import admit, body_gate, no_early_continue
 from .authn import Authenticator, parse_basic
 from .authz import Decision, decide
-from .connection import MAX_HEADERS, MAX_LINE_BYTES
+from .connection import HEADER_BUDGET, MAX_HEADERS, MAX_LINE_BYTES
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .proxy import BODY_BYTES, CHUNK_SIZE, UPSTREAM_ERROR, forward, make_session
@@ -43,6 +43,7 @@ TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
 USER = web.RequestKey("user", str)  # who made the request, for the access log
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
+LINGERING_SECONDS = 2.0
 
 
 async def _authenticate(request: web.Request) -> User | None:
@@ -180,6 +181,13 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
             503, "this registry's TLS certificate or key is unusable; its administrator must "
             "install a working pair with manage-tls (the proxy's log says what is wrong)",
         )
+    if sum(len(name) + len(value) + 4 for name, value in request.raw_headers) > HEADER_BUDGET:
+        # a block that arrived in one piece; connection.py cuts one that arrives slowly
+        response = errors.error_response(
+            431, "HEADERS_TOO_LARGE", f"the request headers exceed {HEADER_BUDGET} bytes"
+        )
+        response.force_close()
+        return response
     if not request.raw_path.startswith("/"):  # absolute-form (GET http://host/v2/) or "*"
         return errors.error_response(400, "BAD_REQUEST", "the request target must be a path")
     return await handler(request)
@@ -246,12 +254,13 @@ def create_app(settings: Settings) -> web.Application:
     # on its disk writes, finds a deeper buffer in front of it; at most 2 MiB per upload.
     # keepalive_timeout: aiohttp closes a connection that has no request in progress this long
     # after it opened or after its last response: idle keep-alive, and slow or unfinished headers.
-    # lingering_time 0: a body nobody will use is not read (admission.py), the connection closes.
+    # lingering_time: a body nobody will use (a refused upload, admission.py) is read and dropped
+    # for at most this long before the connection closes (nginx's lingering close), never kept.
     app = web.Application(
         handler_args={
             "max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES,
             "max_headers": MAX_HEADERS, "keepalive_timeout": settings.idle_timeout,
-            "lingering_time": 0, "auto_decompress": False, "read_bufsize": CHUNK_SIZE,
+            "lingering_time": LINGERING_SECONDS, "auto_decompress": False, "read_bufsize": CHUNK_SIZE,
         },
         middlewares=[metrics_middleware, guard_middleware, body_gate],
     )

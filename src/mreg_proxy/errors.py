@@ -20,6 +20,7 @@ def error_response(
 ) -> web.Response:
     response = web.Response(status=status, text=envelope(code, message), content_type="application/json")
     response.headers[API_VERSION[0]] = API_VERSION[1]
+    response.headers["Server"] = SERVER_NAME  # also where no app signal runs (parse errors)
     if headers:
         response.headers.update(headers)
     return response

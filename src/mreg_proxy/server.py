@@ -36,6 +36,7 @@ log = logging.getLogger("mreg.server")
 
 HANDSHAKE_TIMEOUT = 15.0
 TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
+MAX_DRAIN = 64 * 1024  # a plain request sent to the HTTPS port: its headers, read and dropped
 # one "connection limit reached" line per this many seconds, however many are refused
 LIMIT_LOG_INTERVAL = 10.0
 SPEAKS_HTTPS = errors.raw_response(
@@ -152,6 +153,9 @@ class SwitchingSite(web.BaseSite):
             if context is not None and first[0] != TLS_RECORD_HANDSHAKE:
                 log.info("plain HTTP from %s on the HTTPS port: answered 400", peer)
                 with contextlib.suppress(OSError):
+                    # what the client sent is read first: closing a socket with unread bytes sends
+                    # a reset, and the client would lose the answer
+                    connection.recv(MAX_DRAIN)
                     connection.send(SPEAKS_HTTPS)  # a few hundred bytes: the socket buffer takes them
                 return
             await self._hand_over(connection, context, peer)
