@@ -4,7 +4,6 @@ before authorization, the wrong protocol on a port, and request targets that are
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import ssl
 from pathlib import Path
@@ -12,12 +11,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
-from cli_helpers import tls_pair
+from cli_helpers import rsa_1024_pair, tls_pair
 from helpers import basic
 from proxy_harness import ADMIN, READER, ProxyClient, running_proxy, settings_for
 
@@ -284,22 +279,6 @@ async def test_a_tls_connection_idle_after_the_handshake_is_closed(
 
 
 # -- TLS that cannot be served fails closed -----------------------------------------------------
-
-
-def rsa_1024_pair() -> tuple[bytes, bytes]:
-    """A matching pair OpenSSL refuses to serve (its key is under 2048 bits)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 @pytest.mark.parametrize("problem", ["mismatch", "rsa-1024"])
