@@ -1,4 +1,5 @@
 """``python -m bench [--quick] [--json FILE]``: the registry direct vs through mreg, one run.
+``python -m bench --abuse [--quick]``: what strangers can make mreg-proxy spend (bench/abuse_*.py).
 
 Every figure is the median over repetitions that alternate direct and proxied runs (the order
 flips each repetition), so slow drifts of a shared machine hit both sides alike.
@@ -20,6 +21,7 @@ import bcrypt
 
 from mreg_proxy.users import User
 
+from .abuse_memory import ABUSE_FULL, ABUSE_QUICK, abuse_markdown, run_abuse
 from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
     MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_chunked,
@@ -137,6 +139,24 @@ def measure_all(plan: Plan, direct: Endpoint, proxy: Endpoint, proxy_pid: int) -
     return rows, memory
 
 
+def abuse(quick: bool, registry_binary: str, workdir: Path) -> str:
+    """The abuse workloads against a fresh registry and proxy; their tables, in markdown."""
+    plan = ABUSE_QUICK if quick else ABUSE_FULL
+    registry = start_registry(registry_binary, workdir)
+    proxy_service: Service | None = None
+    try:
+        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+        proxy_service = start_proxy(registry.url, workdir, {USER: User(USER, "admin", hashed)})
+        # idle connections are held past the proxy's idle timeout (60 s), to see them closed
+        idle_hold = 2.0 if quick else 70.0
+        idle, rows = run_abuse(plan, proxy_service.url, proxy_service.process.pid, (USER, PASSWORD), REPO, idle_hold)
+        return abuse_markdown(idle, rows, plan.settle)
+    finally:
+        if proxy_service is not None:
+            stop(proxy_service.process)
+        stop(registry.process)
+
+
 def markdown(rows: list[Row], memory: dict[str, float]) -> str:
     lines = ["| measure | registry direct | through mreg | mreg / direct |", "|---|---:|---:|---:|"]
     for row in rows:
@@ -156,6 +176,7 @@ def markdown(rows: list[Row], memory: dict[str, float]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (well under a minute)")
+    parser.add_argument("--abuse", action="store_true", help="the abuse workloads instead (memory, ...)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--registry", default="docker-registry", help="registry binary (default docker-registry)")
     return parser.parse_args(argv)
@@ -168,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"bench: {tool} not found (Debian packages: docker-registry, curl)")
     registry_binary = shutil.which(args.registry)
     assert registry_binary is not None
+    if args.abuse:
+        with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
+            try:
+                print(abuse(args.quick, registry_binary, Path(work)))
+            except BenchError as exc:
+                sys.exit(f"bench: FAILED: {exc}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
         try:
             rows, memory = run(QUICK if args.quick else FULL, registry_binary, Path(work))

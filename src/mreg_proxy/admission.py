@@ -1,6 +1,7 @@
 """A request body is read only once the request is authorized.
 
-Until then the connection's reading is paused (only what arrived with the headers is buffered),
+Until then the connection's reading is paused (connection.py: only what arrived with the headers
+is buffered),
 ``Expect: 100-continue`` is not granted, and a refused request is answered with
 ``Connection: close``; whatever body the client still sends is dropped, never buffered or
 forwarded: a stranger cannot make the proxy hold megabytes per connection while a password is
@@ -12,6 +13,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 from aiohttp.typedefs import Handler
+
+from .connection import GuardedHandler
 
 ADMITTED = web.RequestKey("admitted", bool)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -39,15 +42,15 @@ async def admit(request: web.Request) -> None:
 
 @web.middleware
 async def body_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Hold the body back until a handler calls ``admit``; close the connection of a request that
-    is answered without having been admitted while its body is still unread."""
-    if _body_pending(request):
-        request.protocol.pause_reading()
+    """Close the connection of a request answered without having been admitted while its body is
+    still unread (the connection paused reading it when the request was parsed)."""
     response = await handler(request)
     if not request.get(ADMITTED) and _body_pending(request):
-        # The connection closes after the answer. aiohttp first reads and drops what the client
-        # keeps sending, for at most its lingering time (app.py): closing a socket with unread
-        # bytes sends a reset, and a client still sending would lose the answer.
+        # The connection closes after the answer, once aiohttp's lingering time (app.py) is
+        # over; until then what the client keeps sending is dropped unparsed (connection.py):
+        # closing a socket with unread bytes sends a reset, and the client would lose the answer.
         response.force_close()
-        request.protocol.resume_reading()
+        protocol = request.protocol
+        if isinstance(protocol, GuardedHandler):
+            protocol.drop_input()
     return response

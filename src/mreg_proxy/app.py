@@ -21,8 +21,9 @@ from . import errors
 from .admission import admit, body_gate, no_early_continue
 from .authn import Authenticator, parse_basic
 from .authz import Decision, decide
-from .connection import HEADER_BUDGET, MAX_HEADERS, MAX_LINE_BYTES
+from .connection import HEADER_BUDGET, LINGER_SECONDS, MAX_HEADERS, MAX_LINE_BYTES
 from .config import ConfigError, Settings, configure_logging, load_settings
+from .memory import cap_arenas, trimmer
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .proxy import BODY_BYTES, CHUNK_SIZE, UPSTREAM_ERROR, forward, make_session
 from .routes import Endpoint, Route, classify
@@ -43,7 +44,6 @@ TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
 USER = web.RequestKey("user", str)  # who made the request, for the access log
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
-LINGERING_SECONDS = 2.0
 
 
 async def _authenticate(request: web.Request) -> User | None:
@@ -254,13 +254,13 @@ def create_app(settings: Settings) -> web.Application:
     # on its disk writes, finds a deeper buffer in front of it; at most 2 MiB per upload.
     # keepalive_timeout: aiohttp closes a connection that has no request in progress this long
     # after it opened or after its last response: idle keep-alive, and slow or unfinished headers.
-    # lingering_time: a body nobody will use (a refused upload, admission.py) is read and dropped
-    # for at most this long before the connection closes (nginx's lingering close), never kept.
+    # lingering_time: a connection whose request body nobody will use (a refused upload,
+    # admission.py) closes this long after its answer; what arrives meanwhile is dropped unread.
     app = web.Application(
         handler_args={
             "max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES,
             "max_headers": MAX_HEADERS, "keepalive_timeout": settings.idle_timeout,
-            "lingering_time": LINGERING_SECONDS, "auto_decompress": False, "read_bufsize": CHUNK_SIZE,
+            "lingering_time": LINGER_SECONDS, "auto_decompress": False, "read_bufsize": CHUNK_SIZE,
         },
         middlewares=[metrics_middleware, guard_middleware, body_gate],
     )
@@ -278,6 +278,7 @@ def create_app(settings: Settings) -> web.Application:
     app[TAG_LOCKS] = RepositoryLocks()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
+    app.cleanup_ctx.append(trimmer)
     routes = app.router
     routes.add_get("/healthz", handle_healthz, expect_handler=no_early_continue)
     routes.add_get("/readyz", handle_readyz, expect_handler=no_early_continue)
@@ -364,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         sys.exit(f"mreg-proxy: error: {exc}")
     configure_logging(settings.log_level)
+    cap_arenas()
     try:
         with asyncio.Runner(loop_factory=loop_factory(settings)) as runner:
             runner.run(_run_until_signalled(settings))

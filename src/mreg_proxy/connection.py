@@ -1,11 +1,18 @@
 """One client connection: aiohttp's request handler with the budgets a stranger must not exceed.
 
+A request body is not read until the request is authorized: reading pauses as soon as a request
+with a body has been parsed (admission.py resumes it, or drops the body).
+
 aiohttp bounds each header line (``max_field_size``) and the number of fields (``max_headers``),
 but not the bytes of one request's header block as a whole, and it answers malformed requests with
 a traceback in the log. This handler adds a total header budget, nginx's way: bytes that arrive
 while no request body is being read and no request has been completed count against it; past it
 the client gets a 431 and the connection is closed. Malformed requests get a 400 in the registry's
 JSON envelope and one log line.
+
+An upload refused before its body was read (admission.py) drops what keeps arriving, without
+parsing or buffering it, for a short lingering time before its connection closes: closing a
+socket with unread bytes sends a reset, and a client still sending its body would lose the answer.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any, Callable
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.streams import StreamReader
+from aiohttp.http import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 
 from . import errors
@@ -26,6 +34,7 @@ log = logging.getLogger("mreg.connection")
 MAX_LINE_BYTES = 8190
 MAX_HEADERS = 64
 HEADER_BUDGET = 32 * 1024
+LINGER_SECONDS = 2.0
 
 
 class GuardedHandler(RequestHandler):
@@ -43,22 +52,46 @@ class GuardedHandler(RequestHandler):
         self._header_budget = header_budget
         self._header_bytes = 0
         self._payload: StreamReader | None = None  # body of the last request parsed
+        self._dropping = False  # refused: what arrives is dropped until the connection closes
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
         self._on_close()
 
+    def drop_input(self) -> None:
+        """From now on, drop what the client sends (the body of a refused request)."""
+        self._dropping = True
+        self._resume_reading_for_buffer()
+        self.resume_reading(resume_parser=False)
+
     def data_received(self, data: bytes) -> None:
+        if self._dropping:
+            return
         reading_body = self._payload is not None and not self._payload.is_eof()
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed:  # a request was completed: a new header block starts
             self._payload = self._messages[-1][1] if self._messages else None
             self._header_bytes = 0
+            if self._messages and not isinstance(self._messages[-1][0], RawRequestMessage):
+                self._after_parse_error(self._messages[-1][0].exc)  # type: ignore[union-attr]
+            elif self._payload is not None and not self._payload.is_eof():
+                # the body waits for the authorization decision (admission.py): only what came
+                # with the headers is held, not what arrives while a password is checked
+                self.pause_reading()
         elif not reading_body and not self._force_close:
             self._header_bytes += len(data)
             if self._header_bytes > self._header_budget:
                 self._refuse_headers()
+
+    def _after_parse_error(self, exc: BaseException) -> None:
+        """The request could not be parsed: its error answer is queued and the connection closes
+        after it. Everything after it is dropped, and the error lets go of its traceback, whose
+        frames hold the data chunk it was raised on: without that, every chunk a client kept
+        sending became one more error holding one more chunk, until the garbage collector's next
+        full pass (hundreds of MiB under a header flood on uvloop)."""
+        exc.__traceback__ = None
+        self._dropping = True
 
     def _refuse_headers(self) -> None:
         peer = self.peername[0] if isinstance(self.peername, tuple) else self.peername
@@ -66,13 +99,14 @@ class GuardedHandler(RequestHandler):
             "request headers from %s exceed %d bytes: answered 431, connection closed",
             peer, self._header_budget,
         )
-        if self.transport is not None:
-            message = f"the request headers exceed {self._header_budget} bytes"
-            self.transport.write(errors.raw_response(
-                431, "Request Header Fields Too Large",
-                errors.envelope("HEADERS_TOO_LARGE", message), "application/json",
-            ))
-        self.force_close()  # the transport sends what it holds, then closes
+        if self.transport is None:
+            return
+        message = f"the request headers exceed {self._header_budget} bytes"
+        self.transport.write(errors.raw_response(
+            431, "Request Header Fields Too Large",
+            errors.envelope("HEADERS_TOO_LARGE", message), "application/json",
+        ))
+        self.force_close()  # the transport sends the answer, then closes
 
     def handle_error(
         self,
