@@ -23,6 +23,7 @@ from ..files import exclusive_lock
 from ..users import ROLES, User, UsersFileError, name_problem, read_users_file, write_users_file
 from . import OneLineParser, Refusal, stdin_is_absent
 from .command import run
+from .user_import import add_import_command
 
 PROG = "manage-user"
 RANDOM_PASSWORD_BYTES = 24  # 192 bits, 32 URL-safe characters: well under bcrypt's 72 bytes
@@ -178,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove = commands.add_parser("rm", aliases=["d", "del", "r"], help="remove a user")
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(run=cmd_remove)
+
+    add_import_command(commands)
     return parser
 
 
