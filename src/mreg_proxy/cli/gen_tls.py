@@ -2,7 +2,7 @@
 
 Runs on the operator's host (``bin/mreg-gen-tls`` works from a checkout with only the
 ``cryptography`` package installed), so it imports nothing beyond the standard library,
-``cryptography`` and ``files``. The certificate is its own CA (basicConstraints CA:TRUE), so
+``cryptography``, ``files`` and ``pod`` (the container names). The certificate is its own CA (basicConstraints CA:TRUE), so
 clients can trust it directly as ``ca.crt``.
 """
 
@@ -22,13 +22,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..files import atomic_write
 from . import OneLineParser, Refusal, one_line_errors
+from .pod import pod_names
 
 PROG = "mreg-gen-tls"
 DEFAULT_DAYS = 365
 MAX_DAYS = 3650
 MREG_PORT = 5000
 # what `podman kube play mreg.yml` names the auth container: podman 4.4 and later, podman 4.3
-AUTH_CONTAINERS = ("mreg-pod-auth", "mreg-pod-0-auth")
+AUTH_CONTAINERS = tuple(f"{pod}-auth" for pod in pod_names("mreg"))
 # backdated so that a client whose clock is a little behind still accepts it
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 MAX_COMMON_NAME = 64  # X.509 upper bound for CN; the SAN is what clients check anyway
