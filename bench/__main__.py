@@ -149,7 +149,9 @@ def abuse(quick: bool, registry_binary: str, workdir: Path) -> str:
         proxy_service = start_proxy(registry.url, workdir, {USER: User(USER, "admin", hashed)})
         # idle connections are held past the proxy's idle timeout (60 s), to see them closed
         idle_hold = 2.0 if quick else 70.0
-        idle, rows = run_abuse(plan, proxy_service.url, proxy_service.process.pid, (USER, PASSWORD), REPO, idle_hold)
+        idle, rows = run_abuse(
+            plan, proxy_service.url, proxy_service.process.pid, registry.process.pid, (USER, PASSWORD), REPO, idle_hold
+        )
         return abuse_markdown(idle, rows, plan.settle)
     finally:
         if proxy_service is not None:

@@ -54,6 +54,7 @@ class AbuseRow:
     workload: str
     peak_mib: float
     after_mib: float
+    registry_peak_mib: float  # the registry's own RSS, to size its container's limit
     note: str
 
 
@@ -210,7 +211,8 @@ def _raise_file_limit(wanted: int) -> None:
 
 
 def run_abuse(
-    plan: AbusePlan, base: str, pid: int, admin: tuple[str, str], repo: str, idle_hold: float
+    plan: AbusePlan, base: str, pid: int, registry_pid: int, admin: tuple[str, str], repo: str,
+    idle_hold: float,
 ) -> tuple[float, list[AbuseRow]]:
     """(idle RSS in MiB, one row per workload)."""
     _raise_file_limit(plan.idle_connections + 256)
@@ -230,18 +232,22 @@ def run_abuse(
     rows = []
     for label, workload in workloads:
         print(f"abuse: {label} ...", file=sys.stderr)
-        with RssSampler(pid) as rss:
+        with RssSampler(pid) as rss, RssSampler(registry_pid) as registry_rss:
             note = asyncio.run(asyncio.wait_for(workload(), ATTACK_TIMEOUT))
         time.sleep(plan.settle)
-        rows.append(AbuseRow(label, rss.peak / 1024, memory_kib(pid, "VmRSS") / 1024, note))
+        after = memory_kib(pid, "VmRSS") / 1024
+        rows.append(AbuseRow(label, rss.peak / 1024, after, registry_rss.peak / 1024, note))
     return idle, rows
 
 
 def abuse_markdown(idle: float, rows: list[AbuseRow], settle: float) -> str:
     lines = [
-        f"| workload (proxy idle RSS {idle:.0f} MiB) | peak RSS (MiB) | RSS {settle:.0f} s after (MiB) | answers |",
-        "|---|---:|---:|---|",
+        f"| workload (proxy idle RSS {idle:.0f} MiB) | proxy peak RSS (MiB) | proxy RSS {settle:.0f} s after (MiB) "
+        "| registry peak RSS (MiB) | answers |",
+        "|---|---:|---:|---:|---|",
     ]
     for row in rows:
-        lines.append(f"| {row.workload} | {row.peak_mib:.0f} | {row.after_mib:.0f} | {row.note} |")
+        lines.append(
+            f"| {row.workload} | {row.peak_mib:.0f} | {row.after_mib:.0f} | {row.registry_peak_mib:.0f} | {row.note} |"
+        )
     return "\n".join(lines)

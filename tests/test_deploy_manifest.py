@@ -148,7 +148,7 @@ def test_writable_paths_are_only_the_volumes() -> None:
     volumes = {v["name"]: v for v in POD["volumes"]}
     mounts = {c: {m["mountPath"]: m["name"] for m in CONTAINERS[c]["volumeMounts"]} for c in CONTAINERS}
     assert set(mounts["auth"]) == {"/auth", "/tmp"}
-    assert set(mounts["registry"]) == {"/var/lib/registry", "/tmp"}
+    assert set(mounts["registry"]) == {"/var/lib/mreg-registry", "/tmp"}
     claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes.values() if "persistentVolumeClaim" in v}
     assert claims == {d["metadata"]["name"] for d in DOCS if d["kind"] == "PersistentVolumeClaim"}
     for container in CONTAINERS.values():
@@ -196,3 +196,83 @@ def test_no_service_links_in_the_environment_and_no_api_token() -> None:
     # A Service named mreg would inject MREG_PORT, MREG_SERVICE_HOST, ...: mreg-proxy's namespace.
     assert POD["enableServiceLinks"] is False
     assert POD["automountServiceAccountToken"] is False
+
+
+# --- Pod Security "restricted" (kubernetes.io/docs/concepts/security/pod-security-standards) ----
+
+RESTRICTED_VOLUME_TYPES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+}
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """Every control of the baseline and restricted profiles that the pod spec breaks, in words."""
+    found = []
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(flag):
+            found.append(flag)
+    pod_sc = pod.get("securityContext", {})
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUME_TYPES:
+            found.append(f"volume {volume['name']}: {sorted(kinds)}")
+    if pod_sc.get("sysctls"):
+        found.append("sysctls")
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        name, sc = container["name"], container.get("securityContext", {})
+        for port in container.get("ports", []):
+            if port.get("hostPort"):
+                found.append(f"{name}: hostPort {port['hostPort']}")
+        if sc.get("privileged"):
+            found.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation not false")
+        capabilities = sc.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []):
+            found.append(f"{name}: capabilities not dropped")
+        if set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: capabilities added")
+        if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+            found.append(f"{name}: runAsNonRoot not true")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            found.append(f"{name}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{name}: seccompProfile {seccomp}")
+        if sc.get("procMount", "Default") != "Default":
+            found.append(f"{name}: procMount")
+        if sc.get("seLinuxOptions", {}).get("type") not in (None, "", "container_t", "container_init_t", "container_kvm_t"):
+            found.append(f"{name}: seLinuxOptions type")
+    return found
+
+
+def test_the_pod_meets_pod_security_restricted_but_for_the_published_port() -> None:
+    """hostPort is how podman kube play publishes the port; on Kubernetes the Service does, and
+    a cluster that enforces "restricted" needs it removed. Nothing else may break the profile."""
+    assert restricted_violations(POD) == ["auth: hostPort 5000"]
+
+
+def test_the_restricted_check_finds_what_it_looks_for() -> None:
+    root = {"name": "x", "securityContext": {"runAsUser": 0, "privileged": True}, "ports": [{"hostPort": 1}]}
+    found = restricted_violations({"containers": [root], "volumes": [{"name": "h", "hostPath": {"path": "/"}}]})
+    assert len(found) == 8, found
+
+
+def test_the_registry_runs_as_a_user_of_the_pod_group_on_a_path_the_image_does_not_own() -> None:
+    sc = CONTAINERS["registry"]["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] not in (0, CONTAINERS["auth"]["securityContext"]["runAsUser"])
+    assert sc["runAsGroup"] == POD["securityContext"]["fsGroup"]
+    root = _env("registry")["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"]
+    assert root != "/var/lib/registry", "the stock image's folder is root's: podman gives its owner to a new volume"
+    assert {m["mountPath"] for m in CONTAINERS["registry"]["volumeMounts"]} >= {root}
+
+
+@pytest.mark.parametrize("container", ["registry", "auth"])
+def test_both_containers_have_a_memory_limit_above_their_request(container: str) -> None:
+    resources = CONTAINERS[container]["resources"]
+    mib = {"Mi": 1, "Gi": 1024}
+
+    def parse(quantity: str) -> int:
+        return int(quantity[:-2]) * mib[quantity[-2:]]
+
+    assert parse(resources["limits"]["memory"]) > parse(resources["requests"]["memory"])

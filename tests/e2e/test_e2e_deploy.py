@@ -188,6 +188,20 @@ def test_03_auth_runs_as_non_root_on_a_read_only_root(pod: Pod) -> None:
     assert pod.exec("python3", "-m", "mreg_proxy.probe", "/readyz", check=False).returncode == 0
 
 
+def test_03a_registry_runs_as_non_root_and_writes_its_volume(pod: Pod) -> None:
+    """The stock registry image would run as root; the manifest runs it as 10002 (group 10001),
+    and podman gives the new volume to that user (its mount path is not a folder of the image)."""
+    ids = pod.exec("id", "-u", container=pod.registry).stdout.strip(), pod.exec("id", "-g", container=pod.registry).stdout.strip()
+    assert ids == ("10002", "10001")
+    pod.exec("sh", "-c", "touch /var/lib/mreg-registry/.w && rm /var/lib/mreg-registry/.w", container=pod.registry)
+
+
+def test_03c_both_containers_run_under_their_memory_limit(pod: Pod, cmd: Cmd) -> None:
+    for container in (pod.registry, pod.auth):
+        limit = cmd.podman("inspect", container, "--format", "{{.HostConfig.Memory}}").stdout.strip()
+        assert int(limit) > 0, container
+
+
 def test_03b_podman_health_checks_from_the_liveness_probes_pass(pod: Pod, cmd: Cmd) -> None:
     """podman turns exec liveness probes into health checks (joining the words with spaces)."""
     for container in (pod.registry, pod.auth):
