@@ -39,6 +39,8 @@ def test_flags_win_over_environment() -> None:
         ({"MREG_USERS_FILE": ""}, "empty path"),
         ({"MREG_METRICS": "public"}, "MREG_METRICS"),
         ({"MREG_EVENT_LOOP": "tokio"}, "MREG_EVENT_LOOP"),
+        ({"MREG_MAX_CONNECTIONS": "0"}, "MREG_MAX_CONNECTIONS"),
+        ({"MREG_IDLE_TIMEOUT": "0.1"}, "MREG_IDLE_TIMEOUT"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
@@ -74,3 +76,9 @@ def test_uvloop_is_used_only_when_wanted_and_installed() -> None:
         assert loop_factory(Settings()) is None
     else:
         assert loop_factory(Settings()) is uvloop.new_event_loop
+
+
+def test_connection_budget_settings() -> None:
+    assert (Settings().max_connections, Settings().idle_timeout) == (1000, 60.0)
+    s = load_settings(["--max-connections", "50"], {"MREG_IDLE_TIMEOUT": "15"})
+    assert (s.max_connections, s.idle_timeout) == (50, 15.0)
