@@ -148,7 +148,8 @@ class SwitchingSite(web.BaseSite):
             if first is None:
                 return  # silent or gone: nothing to answer
             if context is None and first[0] == TLS_RECORD_HANDSHAKE:
-                log.debug("TLS handshake from %s on the plain-HTTP port (TLS is off): closed", peer)
+                state = "its TLS pair is unusable" if self._tls.refused else "TLS is off"
+                log.debug("TLS handshake from %s on the plain-HTTP port (%s): closed", peer, state)
                 return
             if context is not None and first[0] != TLS_RECORD_HANDSHAKE:
                 log.info("plain HTTP from %s on the HTTPS port: answered 400", peer)
