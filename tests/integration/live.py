@@ -8,6 +8,7 @@ import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -38,16 +39,18 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 class Mreg:
     host: str  # HOST:PORT as clients write it
     url: str
+    log: Path  # the proxy's output
 
 
 @pytest.fixture(scope="session")
 def mreg(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mreg]:
     """mreg-proxy started as operators start it: its own process, settings from the environment."""
     users = {u.name: u for u in (make_user(*ADMIN, role="admin"), make_user(*READER))}
-    service = start_proxy(registry.url, tmp_path_factory.mktemp("mreg"), users)
+    workdir = tmp_path_factory.mktemp("mreg")
+    service = start_proxy(registry.url, workdir, users)
     try:
         host = service.url.removeprefix("http://")
-        yield Mreg(host, service.url)
+        yield Mreg(host, service.url, workdir / "proxy.log")
     finally:
         stop(service.process)
 
