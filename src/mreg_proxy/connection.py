@@ -38,7 +38,8 @@ LINGER_SECONDS = 2.0
 
 
 class GuardedHandler(RequestHandler):
-    """aiohttp's RequestHandler, plus a budget for the bytes of a request's header block."""
+    """aiohttp's RequestHandler, plus a budget for a request's header block, a body held until
+    the request is authorized, and input dropped once the connection is refused."""
 
     def __init__(
         self,
@@ -95,7 +96,7 @@ class GuardedHandler(RequestHandler):
 
     def _refuse_headers(self) -> None:
         peer = self.peername[0] if isinstance(self.peername, tuple) else self.peername
-        log.warning(
+        log.info(
             "request headers from %s exceed %d bytes: answered 431, connection closed",
             peer, self._header_budget,
         )
