@@ -49,3 +49,21 @@ def test_quick_benchmark_runs_correctly(tmp_path: Path) -> None:
     assert set(data["memory_mib"]) == {"rss_idle_mib", "rss_peak_pulls_mib", "rss_peak_pushes_mib", "rss_hwm_mib"}
     for label in ROWS:
         assert f"| {label} (" in result.stdout  # the Markdown table has every row
+
+
+def test_quick_abuse_benchmark_runs_every_memory_workload() -> None:
+    """``python -m bench --abuse --quick``: every workload runs, and each is answered as it must
+    be (refused uploads 401, admin uploads 201); the memory figures themselves are not asserted."""
+    registry = require_tool("docker-registry", "registry")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--abuse", "--quick", "--registry", registry],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| 50 clients x 7.7 MB of headers", "| 100 wrong-password 16 MiB uploads",
+        "| 500 idle connections", "| 20 parallel 4 MiB admin uploads",
+    ]
+    assert rows[1].endswith("| 100 x 401 |") and rows[3].endswith("| 20 x 201 |")
