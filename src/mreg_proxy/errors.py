@@ -9,15 +9,35 @@ from aiohttp import web
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
 
+def _body(code: str, message: str) -> str:
+    return json.dumps({"errors": [{"code": code, "message": message, "detail": None}]})
+
+
 def error_response(
     status: int, code: str, message: str, *, headers: dict[str, str] | None = None
 ) -> web.Response:
-    body = json.dumps({"errors": [{"code": code, "message": message, "detail": None}]})
-    response = web.Response(status=status, text=body, content_type="application/json")
+    response = web.Response(status=status, text=_body(code, message), content_type="application/json")
     response.headers[API_VERSION[0]] = API_VERSION[1]
     if headers:
         response.headers.update(headers)
     return response
+
+
+_RAISABLE: dict[int, type[web.HTTPError]] = {
+    400: web.HTTPBadRequest,
+    429: web.HTTPTooManyRequests,
+    503: web.HTTPServiceUnavailable,
+}
+
+
+def error_exception(
+    status: int, code: str, message: str, *, retry_after: int | None = None
+) -> web.HTTPError:
+    """The same envelope, to raise from deep inside a handler (aiohttp answers it as is)."""
+    headers = {API_VERSION[0]: API_VERSION[1]}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return _RAISABLE[status](text=_body(code, message), content_type="application/json", headers=headers)
 
 
 def unauthorized(realm: str) -> web.Response:

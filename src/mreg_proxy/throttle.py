@@ -16,10 +16,15 @@ out, and a record is forgotten ``forget_after`` seconds after its delay ran out.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Sequence
+
+from .escape import escaped
+
+log = logging.getLogger("mreg.auth")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -84,9 +89,11 @@ class _Table:
         self._records[key] = record
         return record
 
-    def charge(self, record: _Record, start: float) -> None:
+    def charge(self, record: _Record, start: float) -> bool:
+        """Count one more failure; True when it is the one that starts the delays."""
         record.failures += 1
         record.not_before = start + delay_after(self.policy, record.failures)
+        return record.failures == self.policy.free
 
     def forget(self, key: Hashable) -> None:
         self._records.pop(key, None)
@@ -117,8 +124,11 @@ class Throttle:
         start = max(now, pair.not_before, host.not_before)
         if start - now > self._hold:
             return Verdict(self._hold, True, max(1, math.ceil(start - now - self._hold)))
-        self._pairs.charge(pair, start)
-        self._addresses.charge(host, start)
+        if self._pairs.charge(pair, start):
+            log.warning("%d failed logins from %s as %s: further attempts are delayed",
+                        pair.failures, where, escaped(name, 64))
+        if self._addresses.charge(host, start):
+            log.warning("%d failed logins from %s: further attempts are delayed", host.failures, where)
         return Verdict(start - now, False)
 
     def succeeded(self, address: str, name: str) -> None:
@@ -127,9 +137,6 @@ class Throttle:
         self._pairs.forget((where, name))
         host = self._addresses.peek(where, self._clock())
         host.failures = max(0, host.failures - 1)
-
-    def failures(self, address: str, name: str) -> int:
-        return self._pairs.peek((address_key(address), name), self._clock()).failures
 
     def priority(self, address: str) -> int:
         """Failures on record for ``address``: the lower, the sooner its checks run."""
