@@ -63,7 +63,9 @@ async def _authenticate(request: web.Request) -> User | None:
     client = client_address(request.remote, request.headers.getall("X-Forwarded-For", []), settings.trusted_proxies)
     request[USER] = f"!{credentials[0]}"  # a failed attempt, shown as such in the log
     try:
-        user = await request.app[AUTHENTICATOR].authenticate(*credentials, client)
+        user = await request.app[AUTHENTICATOR].authenticate(
+            *credentials, client, lambda: request.transport is not None and not request.transport.is_closing()
+        )
     except LoginRefused as refusal:
         raise errors.error_exception(refusal.status, refusal.code, str(refusal), retry_after=refusal.retry_after) from None
     if user is not None:

@@ -20,6 +20,7 @@ from .throttle import Throttle
 from .users import User, UserStore
 
 BCRYPT_MAX_BYTES = 72
+GONE_POLL = 0.2  # seconds between looks at a waiting client's connection
 DEFAULT_QUEUE = 32  # password checks waiting at most (Settings.bcrypt_queue)
 
 
@@ -109,7 +110,11 @@ class Authenticator:
         self.cache_hits = 0
         self.throttled = 0
 
-    async def authenticate(self, name: str, password: str, client: str = "unknown") -> User | None:
+    async def authenticate(
+        self, name: str, password: str, client: str = "unknown", connected: Callable[[], bool] = lambda: True
+    ) -> User | None:
+        """``client`` is the address the throttle counts; ``connected`` tells whether the client
+        still waits (aiohttp 3 does not cancel a handler whose client hung up)."""
         users = await self._store.fresh()
         user = users.get(name)
         digest = hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
@@ -122,7 +127,7 @@ class Authenticator:
         if len(secret) > BCRYPT_MAX_BYTES:
             return None  # bcrypt cannot represent it; no stored hash can match
         stored = self._hash_to_check(user, users)
-        ok = await self._verify(digest, secret, stored, client, name)
+        ok = await self._verify(digest, secret, stored, client, name, connected)
         if not ok or user is None:
             return None
         if self._throttle is not None:
@@ -148,7 +153,9 @@ class Authenticator:
             self._costliest = (users, costliest.password_hash.encode() if costliest else self._dummy_hash)
         return self._costliest[1]
 
-    async def _verify(self, digest: bytes, secret: bytes, stored: bytes, client: str, name: str) -> bool:
+    async def _verify(
+        self, digest: bytes, secret: bytes, stored: bytes, client: str, name: str, connected: Callable[[], bool]
+    ) -> bool:
         key = (digest, stored)
         check = self._inflight.get(key)
         if check is None:
@@ -157,8 +164,12 @@ class Authenticator:
             check.task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         check.waiters += 1
         try:
-            # shielded: one client hanging up must not cancel a check others are waiting on ...
-            return await asyncio.shield(check.task)
+            # not cancelled by one client hanging up: others may be waiting on the same check ...
+            while not check.task.done():
+                await asyncio.wait({check.task}, timeout=GONE_POLL)
+                if not connected():
+                    return False  # the answer goes nowhere
+            return check.task.result()
         finally:
             check.waiters -= 1
             if check.waiters == 0 and not check.task.done():

@@ -74,8 +74,9 @@ class CheckPool:
         return future
 
     def waiting(self) -> int:
+        """Checks waiting for a thread that someone still waits for."""
         with self._lock:
-            return len(self._queue)
+            return sum(not job.future.cancelled() for job in self._queue)
 
     def close(self) -> None:
         with self._lock:

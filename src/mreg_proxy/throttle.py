@@ -105,14 +105,14 @@ class Throttle:
         pair: Policy,
         address: Policy,
         *,
-        hold: float = HOLD,
+        hold: float | None = None,
         max_entries: int = MAX_ENTRIES,
         forget_after: float = FORGET_AFTER,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pairs = _Table(pair, max_entries, forget_after)
         self._addresses = _Table(address, max_entries, forget_after)
-        self._hold = hold
+        self._hold = HOLD if hold is None else hold
         self._clock = clock
 
     def attempt(self, address: str, name: str) -> Verdict:
