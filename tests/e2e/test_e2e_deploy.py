@@ -572,7 +572,8 @@ def test_32_mreg_pod_up_refuses_an_image_not_built_and_cleans_up_after_a_failed_
                  if cmd.podman("pod", "exists", name, check=False).returncode == 0]
     refused = pod.mreg_pod("up", manifest=unbuilt, check=False)
     assert refused.returncode == 1
-    assert f"the image {TEST_IMAGES}never-built:{run_id} is not built yet: run 'podman build -t" in refused.stderr
+    assert f"the image {TEST_IMAGES}never-built:{run_id} is not built yet" in refused.stderr
+    assert "run 'podman build --layers=false -t" in refused.stderr
     # A play that fails on the way (port 5000 taken) is cleaned up, the leftover of the first with it.
     with socket.socket() as taken:
         taken.bind((HOST, 5000))
