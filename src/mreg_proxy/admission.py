@@ -1,8 +1,7 @@
 """A request body is read only once the request is authorized.
 
 Until then the connection's reading is paused (connection.py: only what arrived with the headers
-is buffered),
-``Expect: 100-continue`` is not granted, and a refused request is answered with
+is buffered), ``Expect: 100-continue`` is not granted, and a refused request is answered with
 ``Connection: close``; whatever body the client still sends is dropped, never buffered or
 forwarded: a stranger cannot make the proxy hold megabytes per connection while a password is
 being checked, nor upload anything through it.
@@ -44,7 +43,12 @@ async def admit(request: web.Request) -> None:
 async def body_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Close the connection of a request answered without having been admitted while its body is
     still unread (the connection paused reading it when the request was parsed)."""
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # a refusal raised before authorization (e.g. a 429)
+        if request.get(ADMITTED) or not _body_pending(request):
+            raise
+        response = web.Response(status=exc.status, reason=exc.reason, body=exc.body, headers=exc.headers)
     if not request.get(ADMITTED) and _body_pending(request):
         # The connection closes after the answer, once aiohttp's lingering time (app.py) is
         # over; until then what the client keeps sending is dropped unparsed (connection.py):

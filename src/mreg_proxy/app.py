@@ -19,17 +19,21 @@ from aiohttp.typedefs import Handler
 
 from . import errors
 from .admission import admit, body_gate, no_early_continue
-from .authn import Authenticator, parse_basic
+from .authn import Authenticator, LoginRefused, parse_basic
+from .checkpool import CheckPool
 from .authz import Decision, decide
 from .connection import HEADER_BUDGET, LINGER_SECONDS, MAX_HEADERS, MAX_LINE_BYTES
 from .config import ConfigError, Settings, configure_logging, load_settings
+from .escape import escaped
 from .memory import cap_arenas, trimmer
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .proxy import BODY_BYTES, UPSTREAM_ERROR, forward, make_session
+from .readiness import Readiness
 from .routes import Endpoint, Route, classify
 from .server import SwitchingSite
 from .tagdelete import RepositoryLocks, delete_tag
 from .taglist import list_tags
+from .throttle import Policy, Throttle, client_address
 from .tls import TlsState
 from .users import User, UserStore
 
@@ -42,6 +46,7 @@ TLS = web.AppKey("tls", TlsState)
 USERS = web.AppKey("users", UserStore)
 METRICS = web.AppKey("metrics", Metrics)
 TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
+READINESS = web.AppKey("readiness", Readiness)
 USER = web.RequestKey("user", str)  # who made the request, for the access log
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
@@ -49,13 +54,28 @@ UPLOAD_BUFFER = 64 * 1024
 
 
 async def _authenticate(request: web.Request) -> User | None:
-    """The user behind the request's Basic credentials, recorded for the access log."""
-    credentials = parse_basic(request.headers.get("Authorization"))
-    user = await request.app[AUTHENTICATOR].authenticate(*credentials) if credentials else None
+    """The user behind the request's Basic credentials, recorded for the access log.
+
+    Raises a 400 for two Authorization headers (which one would the client mean?), and a 429 or
+    503 when the password could not be checked now (throttled, or too many checks waiting).
+    """
+    headers = request.headers.getall("Authorization", [])
+    if len(headers) > 1:
+        raise errors.error_exception(400, "UNSUPPORTED", "more than one Authorization header")
+    credentials = parse_basic(headers[0] if headers else None)
+    if credentials is None:
+        return None
+    settings = request.app[SETTINGS]
+    client = client_address(request.remote, request.headers.getall("X-Forwarded-For", []), settings.trusted_proxies)
+    request[USER] = f"!{credentials[0]}"  # a failed attempt, shown as such in the log
+    try:
+        user = await request.app[AUTHENTICATOR].authenticate(
+            *credentials, client, lambda: request.transport is not None and not request.transport.is_closing()
+        )
+    except LoginRefused as refusal:
+        raise errors.error_exception(refusal.status, refusal.code, str(refusal), retry_after=refusal.retry_after) from None
     if user is not None:
         request[USER] = user.name
-    elif credentials:
-        request[USER] = f"!{credentials[0]}"  # failed attempt, shown as such in the log
     return user
 
 
@@ -117,19 +137,26 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 
 async def handle_readyz(request: web.Request) -> web.Response:
-    """Ready when the registry answers its API root (any status below 500) and TLS, if wanted,
-    can be served."""
+    """Ready when TLS, if wanted, can be served and the registry answers its API root (any
+    status below 500; asked at most once a second, see Readiness)."""
     if request.app[TLS].refused:
         return web.Response(status=503, text="not ready: the TLS certificate and key are unusable\n")
-    url = request.app[SETTINGS].upstream / "v2/"
+    problem = await request.app[READINESS].problem()
+    if problem is None:
+        return web.Response(text="ok\n")
+    return web.Response(status=503, text=f"not ready: {problem}\n")
+
+
+async def _registry_problem(app: web.Application) -> str | None:
+    """None when the registry answers its API root (any status below 500), else why not."""
+    url = app[SETTINGS].upstream / "v2/"
     try:
-        async with request.app[SESSION].get(url, timeout=READY_TIMEOUT) as response:
+        async with app[SESSION].get(url, timeout=READY_TIMEOUT) as response:
             if response.status < 500:
-                return web.Response(text="ok\n")
-            reason = f"registry answered {response.status}"
+                return None
+            return f"registry answered {response.status}"
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        reason = f"registry unreachable: {exc.__class__.__name__}"
-    return web.Response(status=503, text=f"not ready: {reason}\n")
+        return f"registry unreachable: {exc.__class__.__name__}"
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -204,14 +231,15 @@ class AccessLogger(AbstractAccessLogger):
 
     The query string is left out (upload state tokens are long and useless in a log); no header is
     ever logged, so neither is a password. The path is logged as sent (percent-encoded) and a
-    failed user name escaped, so that no client can write a line break, or a fake line, into the log.
+    failed user name escaped (spaces too), so that no client can write a line break, a fake line
+    or an extra field into the log.
     """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             "%s %s %s %s %d %d %.3fs",
             request.remote,
-            request.get(USER, "-").encode("unicode_escape").decode("ascii"),
+            escaped(request.get(USER, "-"), 80),
             request.method,
             request.rel_url.raw_path,
             response.status,
@@ -231,6 +259,10 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     async with make_session() as session:
         app[SESSION] = session
         yield
+
+
+async def _stop_password_checks(app: web.Application) -> None:
+    app[AUTHENTICATOR].close()
 
 
 async def _tls_watcher(app: web.Application) -> AsyncIterator[None]:
@@ -273,8 +305,16 @@ def create_app(settings: Settings) -> web.Application:
     store.refresh()
     app[USERS] = store
     app[AUTHENTICATOR] = Authenticator(
-        store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost
+        store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost,
+        pool=CheckPool(settings.bcrypt_workers, settings.bcrypt_queue),
+        throttle=Throttle(
+            Policy(settings.login_free_failures, settings.login_max_delay),
+            Policy(settings.login_address_free_failures, settings.login_max_delay),
+        ),
     )
+    # before the server waits for its handlers: queued and held password checks end at once
+    app.on_shutdown.append(_stop_password_checks)
+    app[READINESS] = Readiness(lambda: _registry_problem(app))
     app[METRICS] = Metrics(app[AUTHENTICATOR])
     tls = TlsState(settings.tls_cert, settings.tls_key)
     tls.refresh()

@@ -41,6 +41,9 @@ def test_flags_win_over_environment() -> None:
         ({"MREG_EVENT_LOOP": "tokio"}, "MREG_EVENT_LOOP"),
         ({"MREG_MAX_CONNECTIONS": "0"}, "MREG_MAX_CONNECTIONS"),
         ({"MREG_IDLE_TIMEOUT": "0.1"}, "MREG_IDLE_TIMEOUT"),
+        ({"MREG_BCRYPT_QUEUE": "0"}, "between"),
+        ({"MREG_LOGIN_MAX_DELAY": "forever"}, "not a number"),
+        ({"MREG_TRUSTED_PROXIES": "10.0.0.1, proxy.example"}, "proxy.example"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
@@ -82,3 +85,14 @@ def test_connection_budget_settings() -> None:
     assert (Settings().max_connections, Settings().idle_timeout) == (1000, 60.0)
     s = load_settings(["--max-connections", "50"], {"MREG_IDLE_TIMEOUT": "15"})
     assert (s.max_connections, s.idle_timeout) == (50, 15.0)
+
+
+def test_login_limits_have_defaults() -> None:
+    s = load_settings([], {})
+    assert (s.bcrypt_queue, s.login_free_failures, s.login_address_free_failures, s.login_max_delay) == (32, 5, 20, 300)
+    assert s.bcrypt_workers >= 1 and s.trusted_proxies == ()
+
+
+def test_trusted_proxies_are_networks() -> None:
+    s = load_settings([], {"MREG_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16,fd00::/8"})
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.1/32", "192.168.0.0/16", "fd00::/8"]
