@@ -176,8 +176,12 @@ async def test_full_queue_answers_503_at_once(upstream: TestServer, users_file: 
     try:
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{port}/v2/"
-            waiting = [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in range(3)]
-            while runner.app[AUTHENTICATOR]._pool.waiting() < 2:  # one running, two queued
+            authenticator = runner.app[AUTHENTICATOR]
+            waiting = [asyncio.ensure_future(session.get(url, headers=basic("amy", "w0")))]
+            while authenticator._pool.waiting() or not authenticator._inflight:  # running, at the gate
+                await asyncio.sleep(0.01)
+            waiting += [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in (1, 2)]
+            while authenticator._pool.waiting() < 2:
                 await asyncio.sleep(0.01)
             refused = await session.get(url, headers=basic("amy", "one-too-many"))
             assert refused.status == 503 and refused.headers["Retry-After"] == "1"
@@ -221,7 +225,7 @@ async def test_stopping_refuses_queued_checks_at_once(upstream: TestServer, user
     async with aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{port}/v2/"
         waiting = [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in range(30)]
-        while runner.app[AUTHENTICATOR]._pool.waiting() < 29:
+        while runner.app[AUTHENTICATOR]._pool.waiting() != 29:  # one running at the gate, 29 queued
             await asyncio.sleep(0.01)
         stopping = asyncio.ensure_future(runner.cleanup())  # the gate stays shut: one check is running
         while sum(w.done() for w in waiting) < 29:  # the queued ones are answered without it
