@@ -247,3 +247,11 @@ async def test_unknown_users_cost_what_the_costliest_user_costs(tmp_path: Path) 
     authenticator = Authenticator(UserStore(path), ttl=60, dummy_cost=4)
     store = await UserStore(path).fresh()
     assert authenticator._hash_to_check(None, store) == costly.password_hash.encode()
+
+
+async def test_a_throttled_upload_is_answered_and_its_body_never_read(strict: ProxyClient, upstream: TestServer) -> None:
+    await _fail_until_throttled(strict, "198.51.100.7")
+    response = await strict.put("/v2/echo/x", headers=_from("198.51.100.7", basic(*ADMIN)), data=b"x" * (4 << 20))
+    assert response.status == 429
+    assert response.headers.get("Connection", "").lower() == "close"
+    assert upstream.app[REQUESTS] == []
