@@ -1,4 +1,7 @@
-"""``python -m bench [--quick] [--json FILE]``: the registry direct vs through mreg, one run.
+"""``python -m bench [--quick] [--json FILE] [--abuse]``: the registry direct vs through mreg, one run.
+
+``--abuse`` runs the abuse section instead: what strangers on the network can do to mreg, and
+what the team still gets meanwhile (bench/abuse_*.py).
 
 Every figure is the median over repetitions that alternate direct and proxied runs (the order
 flips each repetition), so slow drifts of a shared machine hit both sides alike.
@@ -20,6 +23,7 @@ import bcrypt
 
 from mreg_proxy.users import User
 
+from . import abuse_login
 from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
     MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_chunked,
@@ -158,7 +162,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (well under a minute)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--registry", default="docker-registry", help="registry binary (default docker-registry)")
+    parser.add_argument("--abuse", action="store_true", help="the abuse section instead (password floods, ...)")
     return parser.parse_args(argv)
+
+
+def run_abuse(registry_binary: str, quick: bool) -> dict[str, object]:
+    """Each abuse workload against its own registry and proxy; prints its table, returns its figures."""
+    with tempfile.TemporaryDirectory(prefix="mreg-bench-abuse-") as work:
+        phases, rates = abuse_login.run(registry_binary, work, quick)
+    schedule = abuse_login.schedule_figures()
+    print("## Password guessing\n")
+    print(abuse_login.markdown(phases, rates, schedule))
+    return {"login": {"phases": [vars(p) | {"flood": vars(p.flood) if p.flood else None} for p in phases],
+                      "rates": rates, "schedule": schedule}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"bench: {tool} not found (Debian packages: docker-registry, curl)")
     registry_binary = shutil.which(args.registry)
     assert registry_binary is not None
+    if args.abuse:
+        try:
+            figures = run_abuse(registry_binary, args.quick)
+        except BenchError as exc:
+            sys.exit(f"bench: FAILED: {exc}")
+        if args.json:
+            args.json.write_text(json.dumps({"abuse": figures, "quick": args.quick}, indent=2) + "\n")
+        return 0
     with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
         try:
             rows, memory = run(QUICK if args.quick else FULL, registry_binary, Path(work))

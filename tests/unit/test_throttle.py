@@ -79,7 +79,21 @@ def test_success_forgets_the_pair_and_refunds_the_address() -> None:
         throttle.attempt("10.0.0.1", "bob")
     throttle.succeeded("10.0.0.1", "bob")
     assert throttle.attempt("10.0.0.1", "bob").wait == 0
-    assert throttle.priority("10.0.0.1") == 3  # 3 failures, one success refunded, this attempt charged
+    assert throttle._addresses.peek("10.0.0.1", clock.now).failures == 3  # one refunded, one charged
+
+
+def test_an_address_with_a_right_password_goes_first_for_a_while() -> None:
+    clock = Clock()
+    throttle = _throttle(clock, forget_after=600)
+    throttle.attempt("10.0.0.1", "bob")
+    throttle.succeeded("10.0.0.1", "bob")
+    assert throttle.priority("10.0.0.1") == -1 < throttle.priority("10.0.0.2") == 0
+    for i in range(10):
+        throttle.attempt("10.0.0.1", f"user{i}")  # many failures since: no longer ahead
+    assert throttle.priority("10.0.0.1") == 10
+    throttle.succeeded("10.0.0.1", "bob")
+    clock.now += 601
+    assert throttle.priority("10.0.0.1") >= 0
 
 
 def test_records_expire() -> None:
