@@ -45,17 +45,14 @@ async def body_gate(request: web.Request, handler: Handler) -> web.StreamRespons
         request.protocol.pause_reading()
     try:
         response = await handler(request)
-    except web.HTTPException as refusal:  # raised refusals (429, 503, 400) are answers too
-        _close_unadmitted(request, refusal)
-        raise
-    _close_unadmitted(request, response)
-    return response
-
-
-def _close_unadmitted(request: web.Request, response: web.StreamResponse) -> None:
+    except web.HTTPException as exc:  # a refusal raised before authorization (e.g. a 429)
+        if request.get(ADMITTED) or not _body_pending(request):
+            raise
+        response = web.Response(status=exc.status, reason=exc.reason, body=exc.body, headers=exc.headers)
     if not request.get(ADMITTED) and _body_pending(request):
         # The connection closes after the answer. aiohttp first reads and drops what the client
         # keeps sending, for at most its lingering time (app.py): closing a socket with unread
         # bytes sends a reset, and a client still sending would lose the answer.
         response.force_close()
         request.protocol.resume_reading()
+    return response

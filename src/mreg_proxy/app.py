@@ -136,8 +136,8 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 
 async def handle_readyz(request: web.Request) -> web.Response:
-    """Ready when the registry answers its API root (any status below 500) and TLS, if wanted,
-    can be served."""
+    """Ready when TLS, if wanted, can be served and the registry answers its API root (any
+    status below 500; asked at most once a second, see Readiness)."""
     if request.app[TLS].refused:
         return web.Response(status=503, text="not ready: the TLS certificate and key are unusable\n")
     problem = await request.app[READINESS].problem()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -139,6 +140,27 @@ def test_registry_auth_file_comes_first(mreg: Mreg, home: Path, tmp_path: Path) 
     push_tiny(mreg, "manage/creds", ["1"])
     env = base_env(home, REGISTRY_AUTH_FILE=str(auth))
     assert manage("--plain-http", "ls", f"{mreg.host}/manage/creds", env=env).returncode == 0
+
+
+def test_rootful_podman_login_without_xdg_runtime_dir(mreg: Mreg, home: Path, tmp_path: Path) -> None:
+    """`sudo podman login` writes /run/containers/0/auth.json. The test puts its own /run in
+    front of mreg-manage in a private mount namespace: the machine's real file is never touched."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("a private mount namespace needs root: CI runs as root")
+        pytest.skip("a private mount namespace needs root")
+    unshare = require_tool("unshare")
+    run = tmp_path / "run"
+    auth_json(run / "containers" / "0" / "auth.json", mreg.host, *READER)
+    push_tiny(mreg, "manage/creds", ["1"])
+    env = {k: v for k, v in base_env(home).items() if k != "XDG_RUNTIME_DIR"}
+    done = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "sh", "-c", 'mount --bind "$1" /run && shift && exec "$@"',
+         "sh", str(run), sys.executable, str(MANAGE), "--plain-http", "ls", f"{mreg.host}/manage/creds"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "1"
 
 
 @pytest.mark.parametrize(

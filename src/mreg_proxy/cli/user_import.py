@@ -139,10 +139,11 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
             users[entry.name] = User(entry.name, role, entry.password_hash)
         if added:
             write_users_file(path, users)
-    for entry in added:
-        print(f"added {entry.name} ({users[entry.name].role})")
+    added_names = {entry.name for entry in added}
     for entry in entries:
-        if entry not in added:
+        if entry.name in added_names:
+            print(f"added {entry.name} ({users[entry.name].role})")
+        else:
             print(f"kept {entry.name} ({users[entry.name].role}): already in {path}")
     for name, kind in skipped.items():
         warn(PROG, f"left out {name}: the hash is {kind}, which mreg cannot check; "
