@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import logging
 import multiprocessing
 import os
 import selectors
@@ -229,11 +230,19 @@ def schedule_figures() -> dict[str, float]:
     defaults = Settings()
     pair = Policy(defaults.login_free_failures, defaults.login_max_delay)
     address = Policy(defaults.login_address_free_failures, defaults.login_max_delay)
-    day = guess_times(pair, address, hold=HOLD, seconds=86400)
+    auth_log = logging.getLogger("mreg.auth")
+    auth_log.disabled = True  # the simulated attacker's "delayed" lines are not news
+    try:
+        day = guess_times(pair, address, hold=HOLD, seconds=86400)
+        rotating = guess_times(pair, address, hold=HOLD, seconds=86400, rotate_names=True)
+    finally:
+        auth_log.disabled = False
     first_minute = [t for t in day if t < 60]
     later = [t for t in day if t >= 60]
     gaps = [b - a for a, b in zip(later, later[1:])]
     return {
+        "address_first_minute": len([t for t in rotating if t < 60]),
+        "address_per_day": len(rotating),
         "first_minute": len(first_minute),
         "min_gap_after_first_minute_s": min(gaps),
         "per_day": len(day),
@@ -266,5 +275,7 @@ def markdown(phases: list[Phase], rates: dict[str, float], schedule: dict[str, f
         f"moment it may): {schedule['first_20s']} guesses in the first 20 s, {schedule['first_minute']} in the "
         f"first minute, then at least {schedule['min_gap_after_first_minute_s']:.0f} s apart; "
         f"{schedule['per_day']} a day",
+        f"- the same for one address guessing a new user name each time: {schedule['address_first_minute']} "
+        f"in the first minute, {schedule['address_per_day']} a day",
     ]
     return "\n".join(lines)

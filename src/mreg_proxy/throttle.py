@@ -198,14 +198,17 @@ def _trusted(address: str, trusted: Iterable[Network]) -> bool:
     return any(ip in network for network in trusted)
 
 
-def guess_times(pair: Policy, address: Policy, *, hold: float = HOLD, seconds: float) -> list[float]:
+def guess_times(
+    pair: Policy, address: Policy, *, hold: float = HOLD, seconds: float, rotate_names: bool = False
+) -> list[float]:
     """When an attacker who retries as soon as allowed gets a password checked, over ``seconds``,
-    guessing one user's password from one address (checks taken as instantaneous)."""
+    from one address, guessing one user's password (or a new user name each time); checks taken
+    as instantaneous."""
     now = 0.0
     throttle = Throttle(pair, address, hold=hold, clock=lambda: now)
     times: list[float] = []
     while now < seconds:
-        verdict = throttle.attempt("192.0.2.1", "victim")
+        verdict = throttle.attempt("192.0.2.1", f"name{len(times)}" if rotate_names else "victim")
         now += verdict.wait + verdict.retry_after
         if not verdict.refused and now < seconds:
             times.append(now)

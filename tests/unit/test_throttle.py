@@ -162,3 +162,9 @@ def test_guess_schedule_falls_below_one_a_minute() -> None:
     after_first_minute = [t for t in times if t >= 60]
     gaps = [b - a for a, b in zip(after_first_minute, after_first_minute[1:])]
     assert min(gaps) > 60
+
+
+def test_rotating_names_follow_the_address_schedule() -> None:
+    times = guess_times(Policy(free=5, max_delay=300), Policy(free=20, max_delay=300), hold=2.0, seconds=3600,
+                        rotate_names=True)
+    assert len([t for t in times if t == 0]) == 20 and len(times) < 40
