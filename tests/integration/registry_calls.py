@@ -26,15 +26,25 @@ def retag(mreg: Mreg, repo: str, source: str, target: str) -> None:
     assert status == 201, (status, body)
 
 
-def push_tiny(mreg: Mreg, repo: str, tags: list[str], seed: str = "") -> str:
-    """A config-only OCI manifest under every tag in ``tags``, through the HTTP API; its digest."""
-    config = json.dumps({"seed": seed or repo}).encode()
-    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def upload_blob(mreg: Mreg, repo: str, data: bytes) -> str:
+    """One blob, uploaded in one PUT through the HTTP API; its digest."""
+    digest = sha256(data)
     status, headers, _ = http("POST", f"{mreg.url}/v2/{repo}/blobs/uploads/", auth=ADMIN)
     assert status == 202
     # a Content-Type of its own: urllib's default (a form) makes the registry read the body as one
-    status, _, _ = http("PUT", f"{headers['Location']}&digest={config_digest}", auth=ADMIN, data=config, headers={"Content-Type": "application/octet-stream"})
+    status, _, _ = http("PUT", f"{headers['Location']}&digest={digest}", auth=ADMIN, data=data, headers={"Content-Type": "application/octet-stream"})
     assert status == 201
+    return digest
+
+
+def push_tiny(mreg: Mreg, repo: str, tags: list[str], seed: str = "") -> str:
+    """A config-only OCI manifest under every tag in ``tags``, through the HTTP API; its digest."""
+    config = json.dumps({"seed": seed or repo}).encode()
+    config_digest = upload_blob(mreg, repo, config)
     manifest = json.dumps(
         {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
          "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)}}
@@ -42,7 +52,7 @@ def push_tiny(mreg: Mreg, repo: str, tags: list[str], seed: str = "") -> str:
     for tag in tags:
         status, _, _ = http("PUT", manifest_url(mreg, repo, tag), auth=ADMIN, data=manifest, headers={"Content-Type": OCI_MANIFEST})
         assert status == 201
-    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+    return sha256(manifest)
 
 
 
