@@ -8,6 +8,10 @@ import json
 from live import ADMIN, READER, Mreg, http
 from mreg_proxy.refs import ACCEPT_ALL, OCI_MANIFEST
 
+EMPTY = b"{}"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
+SIGNATURE = "application/vnd.example.signature.v1"
+
 
 def manifest_url(mreg: Mreg, repo: str, reference: str) -> str:
     return f"{mreg.url}/v2/{repo}/manifests/{reference}"
@@ -60,3 +64,30 @@ def tag_list(mreg: Mreg, repo: str) -> list[str]:
     status, _, body = http("GET", f"{mreg.url}/v2/{repo}/tags/list", auth=READER)
     assert status == 200
     return json.loads(body)["tags"]
+
+
+def put_manifest(mreg: Mreg, repo: str, reference: str, doc: dict, media_type: str = OCI_MANIFEST) -> tuple[int, dict[str, str], str]:
+    body = json.dumps(doc).encode()
+    status, headers, answer = http("PUT", manifest_url(mreg, repo, reference), auth=ADMIN, data=body, headers={"Content-Type": media_type})
+    assert status == 201, answer
+    return status, headers, sha256(body)
+
+
+def artifact(mreg: Mreg, repo: str, subject: str, subject_type: str = OCI_MANIFEST, *, kind: str = SIGNATURE, note: str = "") -> tuple[dict, str]:
+    """A signature-style artifact (artifactType, empty config, one layer) pushed by digest, as oras
+    attach does; returns (manifest, response headers' OCI-Subject) and keeps its digest in the doc."""
+    empty = upload_blob(mreg, repo, EMPTY)
+    payload = f"signed {subject} {note}".encode()
+    layer = upload_blob(mreg, repo, payload)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": kind,
+        "config": {"mediaType": EMPTY_TYPE, "digest": empty, "size": len(EMPTY)},
+        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": len(payload)}],
+        "subject": {"mediaType": subject_type, "digest": subject, "size": 1},
+        "annotations": {"org.opencontainers.image.created": "2026-12-02T00:00:00Z", "note": note},
+    }
+    digest = sha256(json.dumps(doc).encode())
+    _, headers, _ = put_manifest(mreg, repo, digest, doc)
+    return {**doc, "_digest": digest}, headers.get("OCI-Subject", "")

@@ -15,13 +15,10 @@ from helpers import make_user, require_tool
 from live import ADMIN, READER, Mreg, Registry, error_code, http
 from mreg_proxy.referrers import INDEX
 from mreg_proxy.refs import ACCEPT_ALL, OCI_MANIFEST
-from registry_calls import manifest_url, push_tiny, sha256, tag_list, upload_blob
+from registry_calls import SIGNATURE, artifact, manifest_url, push_tiny, put_manifest, sha256, tag_list
 
 pytestmark = pytest.mark.integration
 
-EMPTY = b"{}"
-EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
-SIGNATURE = "application/vnd.example.signature.v1"
 SBOM = "application/vnd.example.sbom.v1"
 
 
@@ -42,33 +39,6 @@ def patch(base: str, target: str, data: bytes, content_range: str | None, auth: 
     if content_range is not None:
         headers["Content-Range"] = content_range
     return http("PATCH", base + target, auth=auth, headers=headers, data=data)
-
-
-def put_manifest(mreg: Mreg, repo: str, reference: str, doc: dict, media_type: str = OCI_MANIFEST) -> tuple[int, dict[str, str], str]:
-    body = json.dumps(doc).encode()
-    status, headers, answer = http("PUT", manifest_url(mreg, repo, reference), auth=ADMIN, data=body, headers={"Content-Type": media_type})
-    assert status == 201, answer
-    return status, headers, sha256(body)
-
-
-def artifact(mreg: Mreg, repo: str, subject: str, subject_type: str = OCI_MANIFEST, *, kind: str = SIGNATURE, note: str = "") -> tuple[dict, str]:
-    """A signature-style artifact (artifactType, empty config, one layer) pushed by digest, as oras
-    attach does; returns (manifest, response headers' OCI-Subject) and keeps its digest in the doc."""
-    empty = upload_blob(mreg, repo, EMPTY)
-    payload = f"signed {subject} {note}".encode()
-    layer = upload_blob(mreg, repo, payload)
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": kind,
-        "config": {"mediaType": EMPTY_TYPE, "digest": empty, "size": len(EMPTY)},
-        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": len(payload)}],
-        "subject": {"mediaType": subject_type, "digest": subject, "size": 1},
-        "annotations": {"org.opencontainers.image.created": "2026-12-02T00:00:00Z", "note": note},
-    }
-    digest = sha256(json.dumps(doc).encode())
-    _, headers, _ = put_manifest(mreg, repo, digest, doc)
-    return {**doc, "_digest": digest}, headers.get("OCI-Subject", "")
 
 
 def referrers(mreg: Mreg, repo: str, digest: str, query: str = "", auth: tuple[str, str] = READER) -> tuple[int, dict[str, str], dict]:
@@ -372,3 +342,15 @@ def test_restart_keeps_the_index(own_pair: tuple[Path, list]) -> None:
     services.clear()
     second = start()
     assert digests(referrers(second, "oci/restart", subject)[2]) == [signature["_digest"]]
+
+
+def test_a_manifest_beyond_4_mib_is_refused_by_the_proxy(mreg: Mreg) -> None:
+    big = json.dumps({"schemaVersion": 2, "padding": "x" * (4 << 20)}).encode()
+    status, _, body = http("PUT", manifest_url(mreg, "oci/big", "v1"), auth=ADMIN, data=big, headers={"Content-Type": OCI_MANIFEST})
+    assert (status, error_code(body)) == (413, "MANIFEST_INVALID")
+
+
+def test_head_on_referrers_has_the_headers_and_no_body(signed: tuple[str, str, dict, dict, str], mreg: Mreg) -> None:
+    repo, subject, _, _, _ = signed
+    status, headers, body = http("HEAD", f"{mreg.url}/v2/{repo}/referrers/{subject}", auth=READER)
+    assert (status, headers["Content-Type"], body) == (200, INDEX, b"")

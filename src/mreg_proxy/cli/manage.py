@@ -2,6 +2,8 @@
 
     mreg-manage ls HOST[:PORT]                      every repository:tag, sorted
     mreg-manage ls HOST[:PORT]/REPO                 that repository's tags with their digests
+                                                    (and how many referrers each image has)
+    mreg-manage ls --all ...                        referrers index tags (sha256-<hex>) too
     mreg-manage rm HOST[:PORT]/REPO:TAG             only that tag
     mreg-manage rm HOST[:PORT]/REPO@sha256:...      the manifest, and every tag pointing at it
 
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit
 
+from ..referrers import is_fallback_tag
 from ..refs import ACCEPT_ALL, is_digest, is_name, is_tag
 from . import OneLineParser, one_line_errors
 
@@ -303,10 +306,28 @@ def repository_tags(registry: Registry, repo: str) -> list[str]:
         raise _unexpected(registry, failed.answer, f"listing the tags of {repo}") from None
 
 
-def tag_digests(registry: Registry, repo: str) -> list[tuple[str, str]]:
-    """(tag, digest) for every tag; a tag deleted meanwhile is left out."""
+def shown(tags: list[str], show_all: bool) -> list[str]:
+    """The tags ``ls`` prints: referrers index tags (``sha256-<hex>``, the referrers of the image
+    with that digest, kept by mreg or a client) only with --all; they are no images of their own."""
+    return tags if show_all else [tag for tag in tags if not is_fallback_tag(tag)]
+
+
+def referrer_counts(registry: Registry, repo: str, tags: list[str]) -> dict[str, int]:
+    """digest -> number of referrers, for each digest that has a referrers index tag."""
+    counts = {}
+    for tag in tags:
+        if is_fallback_tag(tag):
+            digest = tag.replace("-", ":", 1)
+            answer = registry.request("GET", f"/v2/{repo}/referrers/{digest}")
+            if answer.status == 200:
+                counts[digest] = len(json.loads(answer.body).get("manifests") or [])
+    return counts
+
+
+def tag_digests(registry: Registry, repo: str, tags: list[str] | None = None) -> list[tuple[str, str]]:
+    """(tag, digest) for every tag (or those given); a tag deleted meanwhile is left out."""
     found = []
-    for tag in repository_tags(registry, repo):
+    for tag in repository_tags(registry, repo) if tags is None else tags:
         answer = registry.request("HEAD", f"/v2/{repo}/manifests/{tag}", accept=ACCEPT_ALL)
         if answer.status == 200:
             found.append((tag, answer.headers["Docker-Content-Digest"]))
@@ -315,7 +336,7 @@ def tag_digests(registry: Registry, repo: str) -> list[tuple[str, str]]:
     return found
 
 
-def list_all(registry: Registry, out: TextIO) -> None:
+def list_all(registry: Registry, out: TextIO, show_all: bool = False) -> None:
     try:
         repos = registry.pages(f"/v2/_catalog?n={PAGE_SIZE}", "repositories")
     except _Status as failed:
@@ -323,18 +344,22 @@ def list_all(registry: Registry, out: TextIO) -> None:
     images = []
     for repo in repos:
         try:
-            images.extend(f"{repo}:{tag}" for tag in repository_tags(registry, repo))
+            images.extend(f"{repo}:{tag}" for tag in shown(repository_tags(registry, repo), show_all))
         except UnknownRepository:
             continue  # removed since the catalog was read
     for image in sorted(images):
         print(image, file=out)
 
 
-def list_repository(registry: Registry, repo: str, out: TextIO) -> None:
-    rows = tag_digests(registry, repo)
+def list_repository(registry: Registry, repo: str, out: TextIO, show_all: bool = False) -> None:
+    tags = repository_tags(registry, repo)
+    counts = referrer_counts(registry, repo, tags)
+    rows = tag_digests(registry, repo, shown(tags, show_all))
     width = max((len(tag) for tag, _ in rows), default=0)
     for tag, digest in rows:
-        print(f"{tag:<{width}}  {digest}", file=out)
+        count = counts.get(digest, 0)
+        note = f"  {count} referrer{'s' if count != 1 else ''}" if count else ""
+        print(f"{tag:<{width}}  {digest}{note}", file=out)
 
 
 def remove(registry: Registry, target: Target, out: TextIO) -> None:
@@ -372,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plain-http", action="store_true", help="talk plain HTTP, no TLS at all")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ls = commands.add_parser("ls", help="HOST[:PORT]: every repository:tag; HOST[:PORT]/REPO: its tags and digests")
+    ls.add_argument("--all", action="store_true", help="also the referrers index tags (sha256-<hex>: signatures, SBOMs, ...)")
     ls.add_argument("target", metavar="HOST[:PORT][/REPO]")
     rm = commands.add_parser("rm", help="HOST[:PORT]/REPO:TAG removes that tag; HOST[:PORT]/REPO@DIGEST the manifest and its tags")
     rm.add_argument("target", metavar="HOST[:PORT]/REPO(:TAG|@DIGEST)")
@@ -389,9 +415,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str], home: Path, stdin: Tex
     if args.command == "rm":
         remove(registry, target, out)
     elif target.repo is None:
-        list_all(registry, out)
+        list_all(registry, out, args.all)
     else:
-        list_repository(registry, target.repo, out)
+        list_repository(registry, target.repo, out, args.all)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
