@@ -85,7 +85,10 @@ def entries_of(index: Document | None) -> list[Document]:
     """The descriptors of a referrers index (none when there is no index yet)."""
     if index is None:
         return []
-    manifests = index.get("manifests", [])
+    media_type = index.get("mediaType", INDEX)  # the spec lets an index leave it out
+    if media_type != INDEX:
+        raise NotAnIndex(f"it is a {str(media_type)[:80]}, not an OCI image index")
+    manifests = index.get("manifests")
     if not isinstance(manifests, list) or not all(
         isinstance(entry, dict) and isinstance(entry.get("digest"), str) for entry in manifests
     ):

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from typing import AsyncIterable
+from typing import AsyncIterable, Awaitable
 
 import aiohttp
 from aiohttp import web
@@ -85,21 +85,28 @@ async def put_manifest(
     doc = json_object(body)
     subject = subject_of(doc) if doc is not None else None
     async with lock:
+        # The subject's index is read while the registry stores the manifest: under the lock
+        # nothing else writes it, and a referrer then costs one more registry write, no more.
+        reading = _start_reading(session, upstream, name, subject) if subject is not None else None
         try:
-            answer = await send(request, session, upstream, body=body)
-        except UPSTREAM_ERRORS as exc:
-            return upstream_failure(request, exc)
-        try:
-            added = {}
-            if doc is not None and subject is not None and answer.status == 201:
-                stored = answer.headers.get("Docker-Content-Digest", "")
-                digest = stored if is_known_digest(stored) else "sha256:" + hashlib.sha256(body).hexdigest()
-                entry = descriptor(doc, media_type=request.headers.get("Content-Type", ""), digest=digest, size=len(body))
-                if await _update_index(session, upstream, name, subject, entry=entry):
-                    added["OCI-Subject"] = subject
-            return await relay(request, answer, upstream, extra_headers=added)
+            try:
+                answer = await send(request, session, upstream, body=body)
+            except UPSTREAM_ERRORS as exc:
+                return upstream_failure(request, exc)
+            try:
+                added = {}
+                if reading is not None and doc is not None and subject is not None and answer.status == 201:
+                    stored = answer.headers.get("Docker-Content-Digest", "")
+                    digest = stored if is_known_digest(stored) else "sha256:" + hashlib.sha256(body).hexdigest()
+                    entry = descriptor(doc, media_type=request.headers.get("Content-Type", ""), digest=digest, size=len(body))
+                    if await _update_index(session, upstream, name, subject, reading, entry=entry):
+                        added["OCI-Subject"] = subject
+                return await relay(request, answer, upstream, extra_headers=added)
+            finally:
+                answer.close()
         finally:
-            answer.close()
+            if reading is not None:
+                reading.cancel()  # unused (the registry refused the manifest), or done: no effect
 
 
 async def delete_manifest(
@@ -118,7 +125,9 @@ async def delete_manifest(
             return upstream_failure(request, exc)
         try:
             if subject is not None and answer.status == 202:
-                await _update_index(session, upstream, name, subject, gone={digest})
+                await _update_index(
+                    session, upstream, name, subject, _start_reading(session, upstream, name, subject), gone={digest}
+                )
             return await relay(request, answer, upstream)
         finally:
             answer.close()
@@ -130,9 +139,8 @@ async def list_referrers(
     refusal = digest_refusal(digest)
     if refusal is not None:
         return errors.error_response(refusal.status, refusal.code, refusal.message)
-    url = upstream_url(upstream, f"/v2/{name}/manifests/{fallback_tag(digest)}")
     try:
-        async with session.get(url, headers={"Accept": ACCEPT_ALL}) as found:
+        async with session.get(_index_url(upstream, name, digest), headers={"Accept": ACCEPT_ALL}) as found:
             if found.status == 404:  # no referrers yet (or no such repository): the empty index
                 entries: list[Document] = []
             elif found.status != 200:
@@ -166,19 +174,33 @@ async def _subject_of_stored(
     return subject_of(doc) if doc is not None else None
 
 
+def _index_url(upstream: URL, name: str, subject: str) -> URL:
+    return upstream_url(upstream, f"/v2/{name}/manifests/{fallback_tag(subject)}")
+
+
+def _start_reading(
+    session: aiohttp.ClientSession, upstream: URL, name: str, subject: str
+) -> asyncio.Task[Document | None]:
+    task = asyncio.ensure_future(_read_index(session, _index_url(upstream, name, subject)))
+    # a reading nobody awaits (cancelled, or the manifest was refused) must not log its failure
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
+
+
 async def _update_index(
     session: aiohttp.ClientSession,
     upstream: URL,
     name: str,
     subject: str,
+    reading: Awaitable[Document | None],
     *,
     entry: Document | None = None,
     gone: frozenset[str] | set[str] = frozenset(),
 ) -> bool:
-    """Add ``entry`` to, and drop the digests ``gone`` from, the referrers index of ``subject``.
-    False (and one log line) when the index could not be written."""
+    """Add ``entry`` to, and drop the digests ``gone`` from, the referrers index of ``subject``
+    (``reading`` gives the stored one). False (and one log line) when it could not be written."""
     try:
-        await _rewrite_index(session, upstream, name, subject, entry, set(gone))
+        await _rewrite_index(session, upstream, name, _index_url(upstream, name, subject), await reading, entry, set(gone))
     except (IndexUnavailable, *UPSTREAM_ERRORS) as exc:
         log.warning("referrers index of %s@%s not updated: %s", name, subject, exc)
         return False
@@ -189,12 +211,11 @@ async def _rewrite_index(
     session: aiohttp.ClientSession,
     upstream: URL,
     name: str,
-    subject: str,
+    url: URL,
+    previous: Document | None,
     entry: Document | None,
     gone: set[str],
 ) -> None:
-    url = upstream_url(upstream, f"/v2/{name}/manifests/{fallback_tag(subject)}")
-    previous = await _read_index(session, url)
     before = entries_of(previous) if previous is not None else []
     entries = without(before, gone)
     if entry is not None:

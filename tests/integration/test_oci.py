@@ -354,3 +354,16 @@ def test_head_on_referrers_has_the_headers_and_no_body(signed: tuple[str, str, d
     repo, subject, _, _, _ = signed
     status, headers, body = http("HEAD", f"{mreg.url}/v2/{repo}/referrers/{subject}", auth=READER)
     assert (status, headers["Content-Type"], body) == (200, INDEX, b"")
+
+
+def test_a_fallback_tag_holding_something_else_is_left_alone(mreg: Mreg) -> None:
+    """The index is not written over a tag that holds no index: the push succeeds without
+    OCI-Subject, which tells the client to keep its referrers itself."""
+    repo = "oci/occupied"
+    subject = push_tiny(mreg, repo, ["v1"])
+    occupant = push_tiny(mreg, repo, ["sha256-" + subject.removeprefix("sha256:")], seed="an image, not an index")
+    _, oci_subject = artifact(mreg, repo, subject)
+    assert oci_subject == ""
+    status, _, body = http("GET", manifest_url(mreg, repo, "sha256-" + subject.removeprefix("sha256:")), auth=READER, headers={"Accept": ACCEPT_ALL})
+    assert (status, sha256(body)) == (200, occupant)
+    assert referrers(mreg, repo, subject)[:1] == (200,)

@@ -108,10 +108,15 @@ def test_without_drops_entries() -> None:
 
 def test_entries_of_a_missing_index_are_none() -> None:
     assert entries_of(None) == []
-    assert entries_of({"schemaVersion": 2}) == []
+    assert entries_of({"schemaVersion": 2, "manifests": []}) == []
 
 
-@pytest.mark.parametrize("doc", [{"manifests": "x"}, {"manifests": [1]}, {"manifests": [{"size": 1}]}])
+@pytest.mark.parametrize("doc", [
+    {"manifests": "x"}, {"manifests": [1]}, {"manifests": [{"size": 1}]},
+    {"schemaVersion": 2},  # no manifests at all: an image manifest, say
+    {"mediaType": OCI_MANIFEST, "manifests": []},
+    {"mediaType": "application/vnd.docker.distribution.manifest.list.v2+json", "manifests": []},
+])
 def test_entries_of_something_else_refuse(doc: dict) -> None:
     with pytest.raises(NotAnIndex):
         entries_of(doc)
