@@ -8,6 +8,10 @@ tests/conftest.py.
 from __future__ import annotations
 
 import asyncio
+import os
+import pty
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -139,3 +143,47 @@ def echo_registry() -> web.Application:
     app.router.add_get("/v2/slow", _slow)
     app.router.add_route("*", "/v2/{tail:.*}", _echo)
     return app
+
+
+def run_on_terminal(
+    cli: Cli, module: str, args: list[str], answers: list[bytes], prompt: bytes = b": "
+) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as its controlling terminal and type ``answers``,
+    each after the next ``prompt`` appears. Returns (exit code, everything it printed)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: become the CLI
+        os.execve(sys.executable, [sys.executable, *cli.command(module, *args)[1:]], cli.env)
+    output = b""
+    sent = 0
+    deadline = time.monotonic() + CLI_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            # answer each prompt once: getpass flushes what was typed before it asked
+            if sent < len(answers) and output.endswith(prompt) and output.count(prompt) > sent:
+                os.write(fd, answers[sent])
+                sent += 1
+    finally:
+        os.close(fd)
+    return reap(pid), output.decode(errors="replace")
+
+
+def reap(pid: int) -> int:
+    """The child's exit code; a child still running after CLI_TIMEOUT is killed."""
+    deadline = time.monotonic() + CLI_TIMEOUT
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])

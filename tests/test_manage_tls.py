@@ -10,7 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from cli_helpers import CLI_TIMEOUT, AuthFiles, Cli, Result, assert_refused, encrypted, fingerprint, tls_pair
+from cli_helpers import (
+    CLI_TIMEOUT, AuthFiles, Cli, Result, assert_refused, encrypted, fingerprint, run_on_terminal, tls_pair,
+)
 
 PROG = "manage-tls"
 
@@ -134,6 +136,19 @@ def test_no_stdin_at_all_is_refused_and_keeps_the_file(cli: Cli, auth_files: Aut
     assert_refused(result, "manage-tls")
     assert "exec -i" in result.err
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("command, what", [("cert", "certificate (chain)"), ("key", "private key")])
+def test_on_a_terminal_it_says_what_to_paste_and_how_to_end(
+    cli: Cli, auth_files: AuthFiles, command: str, what: str
+) -> None:
+    cert, key = tls_pair()
+    pem = cert if command == "cert" else key
+    hint = f"paste the PEM {what}, then press Ctrl-D on an empty line"
+    code, output = run_on_terminal(cli, "manage_tls", [command], [pem + b"\x04"], prompt=b"empty line\r\n")
+    assert code == 0, output
+    assert hint in output
+    assert (auth_files.cert if command == "cert" else auth_files.key).is_file()
 
 
 def test_empty_input_without_a_file_is_fine(cli: Cli) -> None:

@@ -39,6 +39,7 @@ SETTINGS = web.AppKey("settings", Settings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 TLS = web.AppKey("tls", TlsState)
+USERS = web.AppKey("users", UserStore)
 METRICS = web.AppKey("metrics", Metrics)
 TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
 UPLOADS = web.AppKey("uploads", UploadMemory)
@@ -271,6 +272,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     store = UserStore(settings.users_file)
     store.refresh()
+    app[USERS] = store
     app[AUTHENTICATOR] = Authenticator(
         store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost
     )
@@ -288,6 +290,23 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_route("*", r"/v2{tail:(/.*)?}", handle_v2)
     app.router.add_route("*", r"/{tail:.*}", handle_not_found)
     return app
+
+
+def startup_notes(settings: Settings, *, users: int, tls_on: bool) -> list[str]:
+    """What a newcomer reading the first log lines must know: nobody can log in yet, or the
+    password crosses the network in clear."""
+    notes = []
+    if not users:
+        notes.append(
+            f"no users yet in {settings.users_file}: every request is refused until you add one "
+            "(manage-user add NAME, then manage-user toggle NAME for an admin)"
+        )
+    if not tls_on:
+        notes.append(
+            f"serving plain HTTP: no usable TLS pair at {settings.tls_cert} and {settings.tls_key} "
+            "(install one with manage-tls cert and manage-tls key; HTTPS starts without a restart)"
+        )
+    return notes
 
 
 class ListenError(OSError):
@@ -311,6 +330,9 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
             "mreg-proxy listening on %s, registry at %s, event loop %s",
             site.name, settings.upstream, type(asyncio.get_running_loop()).__module__,
         )
+        tls_on = app[TLS].context is not None
+        for note in startup_notes(settings, users=len(app[USERS].current()), tls_on=tls_on):
+            log.info("%s", note)
         if started is not None:
             started.set()
         await asyncio.Event().wait()

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import stat
 import sys
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar, Union, get_args
@@ -24,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from ..config import Settings
 from ..files import atomic_write, remove
-from . import OneLineParser, Refusal, warn
+from . import OneLineParser, Refusal, stdin_is_absent, warn
 from .command import run
 
 PROG = "manage-tls"
@@ -207,20 +205,22 @@ def uninstall(path: Path, what: str) -> None:
         print(f"no {what} at {path}: nothing to remove (the proxy serves plain HTTP)")
 
 
-def read_input() -> bytes:
-    """All of stdin. A character device that is not a terminal is /dev/null: what
-    ``podman exec`` / ``kubectl exec`` give without ``-i``. Reading it as empty input would
-    delete the file and turn TLS off, so it is refused; deleting takes a pipe or a file."""
-    if stat.S_ISCHR(os.fstat(sys.stdin.fileno()).st_mode) and not sys.stdin.isatty():
+def read_input(what: str) -> bytes:
+    """All of stdin. No stdin at all (``podman exec`` without ``-i``) would read as empty input,
+    delete the file and turn TLS off, so it is refused; deleting takes a pipe or a file. On a
+    terminal, say what to paste and how to end it: a silent wait looks like a hang."""
+    if stdin_is_absent():
         raise Refusal(
             "no input on stdin (forgot 'podman exec -i' / 'kubectl exec -i'?); "
             "to remove the file, pipe empty input: 'podman exec -i ... < /dev/null'"
         )
+    if sys.stdin.isatty():
+        print(f"paste the PEM {what}, then press Ctrl-D on an empty line", file=sys.stderr, flush=True)
     return sys.stdin.buffer.read()
 
 
 def cmd_cert(settings: Settings, args: argparse.Namespace) -> None:
-    data = read_input()
+    data = read_input("certificate (chain)")
     if not data.strip():
         uninstall(settings.tls_cert, "certificate")
         return
@@ -235,7 +235,7 @@ def cmd_cert(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_key(settings: Settings, args: argparse.Namespace) -> None:
-    data = read_input()
+    data = read_input("private key")
     if not data.strip():
         uninstall(settings.tls_key, "key")
         return
