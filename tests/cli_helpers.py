@@ -8,6 +8,7 @@ tests/conftest.py.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 import pty
 import select
@@ -23,6 +24,8 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from mreg_proxy.cli.gen_tls import self_signed
 from mreg_proxy.config import Settings
@@ -80,6 +83,22 @@ def assert_refused(result: Result, prog: str) -> None:
 def tls_pair(address: str = "127.0.0.1") -> tuple[bytes, bytes]:
     """A fresh self-signed (certificate PEM, key PEM), made the way mreg-gen-tls makes them."""
     return self_signed(address, days=30)
+
+
+def rsa_1024_pair() -> tuple[bytes, bytes]:
+    """A matching pair OpenSSL refuses to serve (its key is under 2048 bits)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def fingerprint(cert_pem: bytes) -> str:
