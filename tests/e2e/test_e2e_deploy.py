@@ -427,8 +427,9 @@ def test_14_manage_tls_installs_the_certificate_from_mreg_gen_tls(pod: Pod, stat
 
 
 def test_15_plain_http_is_no_longer_served(pod: Pod) -> None:
-    with pytest.raises(OSError):
-        http(f"http://{REGISTRY}/v2/", timeout=5)
+    # the HTTPS port answers plain HTTP with a 400 that says to use https:// (server.py)
+    status, _, body = http(f"http://{REGISTRY}/v2/", timeout=5)
+    assert (status, body) == (400, b"this port speaks HTTPS: use https:// (plain HTTP is refused)\n")
 
 
 def test_16_a_client_that_does_not_trust_the_certificate_is_refused(pod: Pod, cmd: Cmd, client_dir: Path) -> None:
