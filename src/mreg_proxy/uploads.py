@@ -30,7 +30,8 @@ from urllib.parse import parse_qs, urlsplit
 HMAC_SIZE = 32  # sha256 HMAC in front of the JSON
 MAX_STATE = 4096  # characters of _state decoded at most; the registry's are about 200
 MAX_UPLOADS = 10_000  # uploads remembered at once (a few hundred bytes each), oldest forgotten first
-_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d{1,18})-(\d{1,18})")
+# The spec's "<first>-<last>"; the RFC 9110 form some HTTP libraries write ("bytes 0-19/20") too.
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d{1,18})-(\d{1,18})(?:/(?:\d{1,18}|\*))?")
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,7 +102,9 @@ def test_state_of_an_upload_url() -> None:
         ("19-0", None),  # backwards
         ("0-", None),
         ("-19", None),
-        ("0-19/20", None),
+        ("bytes 0-19/20", (0, 19)),  # RFC 9110's form, total size and all
+        ("0-19/*", (0, 19)),
+        ("0-19/x", None),
         ("a-b", None),
         ("1" * 19 + "-" + "1" * 19, None),  # beyond any real size
         ("", None),
