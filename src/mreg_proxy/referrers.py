@@ -97,8 +97,11 @@ def entries_of(index: Document | None) -> list[Document]:
 
 
 def with_referrer(entries: list[Document], entry: Document) -> list[Document]:
-    """``entries`` with ``entry`` in place of any older entry of the same digest."""
-    return [e for e in entries if e["digest"] != entry["digest"]] + [entry]
+    """``entries`` with ``entry`` in place of an entry of the same digest, else appended (so that
+    pushing a referrer again leaves the index as it is)."""
+    if any(e["digest"] == entry["digest"] for e in entries):
+        return [entry if e["digest"] == entry["digest"] else e for e in entries]
+    return [*entries, entry]
 
 
 def without(entries: list[Document], digests: set[str]) -> list[Document]:

@@ -220,8 +220,8 @@ async def _rewrite_index(
     entries = without(before, gone)
     if entry is not None:
         entries = with_referrer(entries, entry)
-    elif entries == before:
-        return  # nothing to drop
+    if entries == before:
+        return  # a referrer pushed again, or nothing to drop: the stored index (or none) is right
     missing = await _put_index(session, url, index_document(previous, entries))
     if missing is None:
         return

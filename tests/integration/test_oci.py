@@ -367,3 +367,16 @@ def test_a_fallback_tag_holding_something_else_is_left_alone(mreg: Mreg) -> None
     status, _, body = http("GET", manifest_url(mreg, repo, "sha256-" + subject.removeprefix("sha256:")), auth=READER, headers={"Accept": ACCEPT_ALL})
     assert (status, sha256(body)) == (200, occupant)
     assert referrers(mreg, repo, subject)[:1] == (200,)
+
+
+def test_pushing_a_referrer_again_leaves_the_index_as_it_is(mreg: Mreg) -> None:
+    repo = "oci/again"
+    subject = push_tiny(mreg, repo, ["v1"])
+    first, _ = artifact(mreg, repo, subject, note="first")
+    second, _ = artifact(mreg, repo, subject, note="second")
+    tag = "sha256-" + subject.removeprefix("sha256:")
+    before = http("HEAD", manifest_url(mreg, repo, tag), auth=READER, headers={"Accept": INDEX})[1]["Docker-Content-Digest"]
+    _, oci_subject = artifact(mreg, repo, subject, note="first")  # the same manifest once more
+    after = http("HEAD", manifest_url(mreg, repo, tag), auth=READER, headers={"Accept": INDEX})[1]["Docker-Content-Digest"]
+    assert (oci_subject, after) == (subject, before)
+    assert digests(referrers(mreg, repo, subject)[2]) == [first["_digest"], second["_digest"]]

@@ -97,9 +97,11 @@ def test_descriptor_of_an_artifact_index_uses_the_content_type_when_it_names_non
     assert (entry["mediaType"], entry["artifactType"]) == (INDEX, "application/x")
 
 
-def test_with_referrer_replaces_an_entry_of_the_same_digest() -> None:
+def test_with_referrer_replaces_an_entry_of_the_same_digest_in_place() -> None:
     entries = [{"digest": "a", "size": 1}, {"digest": "b", "size": 2}]
-    assert with_referrer(entries, {"digest": "a", "size": 3}) == [{"digest": "b", "size": 2}, {"digest": "a", "size": 3}]
+    assert with_referrer(entries, {"digest": "a", "size": 3}) == [{"digest": "a", "size": 3}, {"digest": "b", "size": 2}]
+    assert with_referrer(entries, entries[0]) == entries  # pushed again: nothing changes
+    assert with_referrer(entries, {"digest": "c"}) == [*entries, {"digest": "c"}]
 
 
 def test_without_drops_entries() -> None:
