@@ -22,8 +22,8 @@ from mreg_proxy.users import User
 
 from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
-    MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_chunked,
-    push_monolithic, seed_blob, seed_manifest, timed_push, verify_pull,
+    MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_and_sign, push_chunked,
+    push_monolithic, seed_blob, seed_manifest, sha256_digest, timed_push, verify_pull,
 )
 
 USER, PASSWORD = "bench", "bench-Secret-1"
@@ -40,10 +40,11 @@ class Plan:
     transfer_reps: int
     head_seconds: float
     head_reps: int
+    signed_images: int  # image manifests pushed and signed per repetition
 
 
-FULL = Plan(1024 * MiB, 8, 128 * MiB, 256 * MiB, 16 * MiB, transfer_reps=5, head_seconds=5, head_reps=3)
-QUICK = Plan(64 * MiB, 8, 8 * MiB, 32 * MiB, 16 * MiB, transfer_reps=1, head_seconds=1, head_reps=1)
+FULL = Plan(1024 * MiB, 8, 128 * MiB, 256 * MiB, 16 * MiB, transfer_reps=5, head_seconds=5, head_reps=3, signed_images=100)
+QUICK = Plan(64 * MiB, 8, 8 * MiB, 32 * MiB, 16 * MiB, transfer_reps=1, head_seconds=1, head_reps=1, signed_images=10)
 
 
 @dataclass
@@ -119,6 +120,9 @@ def measure_all(plan: Plan, direct: Endpoint, proxy: Endpoint, proxy_pid: int) -
         rows.append(Row(f"push {plan.push_size // MiB} MiB, {plan.patch_size // MiB} MiB PATCHes", "MB/s", d, p))
         memory["rss_peak_pushes_mib"] = rss.peak / 1024
 
+    print("manifests and referrers ...", file=sys.stderr)
+    rows += sign_rows(plan, direct, proxy)
+
     print("HEAD ...", file=sys.stderr)
     for connections in (1, 32):
         samples: dict[str, list[HeadResult]] = {direct.name: [], proxy.name: []}
@@ -137,6 +141,29 @@ def measure_all(plan: Plan, direct: Endpoint, proxy: Endpoint, proxy_pid: int) -
     return rows, memory
 
 
+def sign_rows(plan: Plan, direct: Endpoint, proxy: Endpoint) -> list[Row]:
+    """Mean PUT time of an image manifest (by tag) and of a referrer (a signature of it, by
+    digest), alternating sides.
+
+    Through mreg a referrer costs a second registry write: its subject's referrers index (read
+    while the referrer is stored) is written back under its tag.
+    """
+    config = b"{}"
+    push_monolithic(direct, REPO, config)
+    results: dict[str, list[tuple[float, float]]] = {direct.name: [], proxy.name: []}
+    for rep in range(plan.transfer_reps):
+        for endpoint in (direct, proxy) if rep % 2 == 0 else (proxy, direct):
+            salt = f"{endpoint.name}-{rep}"
+            results[endpoint.name].append(push_and_sign(endpoint, REPO, sha256_digest(config), plan.signed_images, salt))
+    (d_image, d_referrer), (p_image, p_referrer) = (
+        tuple(statistics.median(r[i] for r in results[e.name]) for i in (0, 1)) for e in (direct, proxy)
+    )
+    return [
+        Row("PUT image manifest by tag", "ms", d_image, p_image, False),
+        Row("PUT referrer manifest by digest", "ms", d_referrer, p_referrer, False),
+    ]
+
+
 def markdown(rows: list[Row], memory: dict[str, float]) -> str:
     lines = ["| measure | registry direct | through mreg | mreg / direct |", "|---|---:|---:|---:|"]
     for row in rows:
@@ -145,6 +172,10 @@ def markdown(rows: list[Row], memory: dict[str, float]) -> str:
         else:  # latency: the difference is what matters
             ratio = f"{row.proxy - row.direct:+.2f} ms"
         lines.append(f"| {row.label} ({row.unit}) | {row.direct:.1f} | {row.proxy:.1f} | {ratio} |")
+    by_label = {row.label: row for row in rows}
+    image, referrer = by_label["PUT image manifest by tag"], by_label["PUT referrer manifest by digest"]
+    lines.append(f"| PUT referrer / PUT image manifest | {referrer.direct / image.direct:.2f}x | "
+                 f"{referrer.proxy / image.proxy:.2f}x | - |")
     lines.append(
         f"| mreg-proxy RSS (MiB): idle / peak in pulls / peak in pushes / high-water mark | - | "
         f"{memory['rss_idle_mib']:.0f} / {memory['rss_peak_pulls_mib']:.0f} / "

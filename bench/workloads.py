@@ -310,3 +310,39 @@ def check_head(endpoint: Endpoint, url: str, digest: str, length: int) -> None:
     got = (response.getheader("Docker-Content-Digest"), response.getheader("Content-Length"))
     if got != (digest, str(length)):
         raise BenchError(f"{endpoint.name}: HEAD manifest gave {got}, expected {(digest, str(length))}")
+
+
+def push_and_sign(endpoint: Endpoint, repo: str, config: str, count: int, salt: str) -> tuple[float, float]:
+    """Push ``count`` small image manifests by tag (as ``podman push`` does), each followed by a
+    signature-style referrer (``artifactType``, ``subject`` = that image) pushed by digest (as
+    ``oras attach`` does); returns the mean milliseconds of an image PUT and of a referrer PUT.
+
+    Every manifest and tag is new (``salt``, a tag-safe word, and the counter make them unique),
+    so the registry stores each one; ``config`` is a blob of the repository (``{}``), used as
+    the image config and as the empty artifact config.
+    """
+    image_seconds = referrer_seconds = 0.0
+    conn = _connect(endpoint.url)
+    try:
+        for n in range(count):
+            image = json.dumps({
+                "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "layers": [],
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+                "annotations": {"bench": f"{salt}-{n}"},
+            }).encode()
+            referrer = json.dumps({
+                "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": "application/vnd.bench.signature",
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+                "layers": [], "subject": {"mediaType": MANIFEST_TYPE, "digest": sha256_digest(image), "size": len(image)},
+            }).encode()
+            started = time.perf_counter()
+            _request(conn, "PUT", f"{endpoint.url}/v2/{repo}/manifests/{salt}-{n}", endpoint,
+                     body=image, headers={"Content-Type": MANIFEST_TYPE}, expect=201)
+            signed = time.perf_counter()
+            _request(conn, "PUT", f"{endpoint.url}/v2/{repo}/manifests/{sha256_digest(referrer)}", endpoint,
+                     body=referrer, headers={"Content-Type": MANIFEST_TYPE}, expect=201)
+            image_seconds += signed - started
+            referrer_seconds += time.perf_counter() - signed
+    finally:
+        conn.close()
+    return image_seconds / count * 1000, referrer_seconds / count * 1000

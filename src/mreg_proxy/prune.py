@@ -22,7 +22,8 @@ running:
 
 In each repository, a manifest is kept when a tag points at it, or when a kept manifest refers to
 it (an index's ``manifests``, at any depth), or when its ``subject`` is kept (an OCI 1.1 referrer,
-such as a signature). Every other manifest revision is removed from the repository, as the
+such as a signature). A referrers index tag (``sha256-<hex>``) counts only while the image with
+that digest is kept: the referrers of a forgotten image are forgotten with their index and its tag. Every other manifest revision is removed from the repository, as the
 registry's own delete by digest would do; the next ``garbage-collect`` then removes the blobs that
 nothing kept uses. Manifests shared with another repository are unaffected there: each repository
 is judged on its own links. Anything unexpected (a manifest that cannot be read or parsed, a broken
@@ -41,6 +42,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
+
+from .referrers import is_fallback_tag
 
 log = logging.getLogger("mreg.prune")
 
@@ -101,11 +104,12 @@ def _revisions(manifests: Path) -> set[str]:
     return {_read_link(entry / "link") for entry in folder.iterdir() if (entry / "link").exists()}
 
 
-def _tagged(manifests: Path) -> set[str]:
+def _tags(manifests: Path) -> dict[str, str]:
+    """tag -> the digest it points at."""
     folder = manifests / "tags"
     if not folder.is_dir():
-        return set()
-    return {_read_link(tag / "current" / "link") for tag in folder.iterdir()
+        return {}
+    return {tag.name: _read_link(tag / "current" / "link") for tag in folder.iterdir()
             if (tag / "current" / "link").exists()}
 
 
@@ -133,15 +137,22 @@ def _subject(doc: dict) -> str | None:
 
 
 def untagged(v2: Path, manifests: Path) -> set[str]:
-    """The revisions of one repository that nothing tagged needs."""
+    """The revisions of one repository that nothing tagged needs.
+
+    A referrers index tag (``sha256-<hex>``, see referrers.py) is no image of its own: it keeps
+    its index only while the image with that digest is kept, else the index goes with it.
+    """
     revisions = _revisions(manifests)
     docs = {digest: _blob_json(v2, digest) for digest in revisions}
-    keep = _tagged(manifests) & revisions
+    tags = _tags(manifests)
+    indexes = {digest: tag.replace("-", ":", 1) for tag, digest in tags.items() if is_fallback_tag(tag)}
+    keep = {digest for tag, digest in tags.items() if not is_fallback_tag(tag)} & revisions
     while True:
         more = set()
         for digest in keep:
             more |= _children(docs[digest]) & revisions
         more |= {d for d in revisions if _subject(docs[d]) in keep}
+        more |= {index for index, subject in indexes.items() if subject in keep} & revisions
         if more <= keep:
             return revisions - keep
         keep |= more
@@ -149,9 +160,13 @@ def untagged(v2: Path, manifests: Path) -> set[str]:
 
 def _forget(manifests: Path, digest: str) -> None:
     """What the registry's delete by digest does to the repository: the revision link goes, and so
-    does the digest in every tag's history."""
+    does the digest in every tag's history; a referrers index tag pointing at it goes too (the only
+    kind of tag that can point at a forgotten manifest)."""
     hexa = digest.split(":", 1)[1]
     shutil.rmtree(manifests / "revisions" / "sha256" / hexa)
+    for tag, current in _tags(manifests).items():
+        if current == digest and is_fallback_tag(tag):
+            shutil.rmtree(manifests / "tags" / tag)
     tags = manifests / "tags"
     if tags.is_dir():
         for tag in tags.iterdir():

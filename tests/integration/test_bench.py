@@ -23,6 +23,8 @@ ROWS = [
     "pull 8 x 8 MiB in parallel",
     "push 32 MiB, monolithic",
     "push 32 MiB, 16 MiB PATCHes",
+    "PUT image manifest by tag",
+    "PUT referrer manifest by digest",
     "HEAD manifest, 1 conn",
     "HEAD manifest, 1 conn, p50",
     "HEAD manifest, 1 conn, p99",

@@ -176,8 +176,14 @@ async def test_full_queue_answers_503_at_once(upstream: TestServer, users_file: 
     try:
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{port}/v2/"
-            waiting = [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in range(3)]
-            while runner.app[AUTHENTICATOR]._pool.waiting() < 2:  # one running, two queued
+            pool = runner.app[AUTHENTICATOR]._pool
+            # one running (held by the gate), then two queued: in that order, or a loaded machine
+            # may queue all three before a worker takes the first, and refuse the third
+            waiting = [asyncio.ensure_future(session.get(url, headers=basic("amy", "w0")))]
+            while not runner.app[AUTHENTICATOR]._inflight or pool.waiting():
+                await asyncio.sleep(0.01)
+            waiting += [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in (1, 2)]
+            while pool.waiting() < 2:
                 await asyncio.sleep(0.01)
             refused = await session.get(url, headers=basic("amy", "one-too-many"))
             assert refused.status == 503 and refused.headers["Retry-After"] == "1"

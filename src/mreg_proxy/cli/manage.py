@@ -2,6 +2,8 @@
 
     mreg-manage ls HOST[:PORT]                      every repository:tag, sorted
     mreg-manage ls HOST[:PORT]/REPO                 that repository's tags with their digests
+                                                    (and how many referrers each image has)
+    mreg-manage ls --all ...                        referrers index tags (sha256-<hex>) too
     mreg-manage rm HOST[:PORT]/REPO:TAG             only that tag
     mreg-manage rm HOST[:PORT]/REPO@sha256:...      the manifest, and every tag pointing at it
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit
 
+from ..referrers import is_fallback_tag
 from ..refs import ACCEPT_ALL, is_digest, is_name, is_tag
 from . import OneLineParser, one_line_errors
 from .logins import AuthFile, Login, LoginError, auth_files, certs_dir, run_helper, stored_login, trusted_cas
@@ -294,10 +297,28 @@ def repository_tags(registry: Registry, repo: str) -> list[str]:
         raise _unexpected(registry, failed.answer, f"listing the tags of {repo}") from None
 
 
-def tag_digests(registry: Registry, repo: str) -> list[tuple[str, str]]:
-    """(tag, digest) for every tag; a tag deleted meanwhile is left out."""
+def shown(tags: list[str], show_all: bool) -> list[str]:
+    """The tags ``ls`` prints: referrers index tags (``sha256-<hex>``, the referrers of the image
+    with that digest, kept by mreg or a client) only with --all; they are no images of their own."""
+    return tags if show_all else [tag for tag in tags if not is_fallback_tag(tag)]
+
+
+def referrer_counts(registry: Registry, repo: str, tags: list[str]) -> dict[str, int]:
+    """digest -> number of referrers, for each digest that has a referrers index tag."""
+    counts = {}
+    for tag in tags:
+        if is_fallback_tag(tag):
+            digest = tag.replace("-", ":", 1)
+            answer = registry.request("GET", f"/v2/{repo}/referrers/{digest}")
+            if answer.status == 200:
+                counts[digest] = len(json.loads(answer.body).get("manifests") or [])
+    return counts
+
+
+def tag_digests(registry: Registry, repo: str, tags: list[str] | None = None) -> list[tuple[str, str]]:
+    """(tag, digest) for every tag (or those given); a tag deleted meanwhile is left out."""
     found = []
-    for tag in repository_tags(registry, repo):
+    for tag in repository_tags(registry, repo) if tags is None else tags:
         answer = registry.request("HEAD", f"/v2/{repo}/manifests/{tag}", accept=ACCEPT_ALL)
         if answer.status == 200:
             found.append((tag, answer.headers["Docker-Content-Digest"]))
@@ -306,7 +327,7 @@ def tag_digests(registry: Registry, repo: str) -> list[tuple[str, str]]:
     return found
 
 
-def list_all(registry: Registry, out: TextIO) -> None:
+def list_all(registry: Registry, out: TextIO, show_all: bool = False) -> None:
     try:
         repos = registry.pages(f"/v2/_catalog?n={PAGE_SIZE}", "repositories")
     except _Status as failed:
@@ -314,7 +335,7 @@ def list_all(registry: Registry, out: TextIO) -> None:
     images = []
     for repo in repos:
         try:
-            images.extend(f"{repo}:{tag}" for tag in repository_tags(registry, repo))
+            images.extend(f"{repo}:{tag}" for tag in shown(repository_tags(registry, repo), show_all))
         except UnknownRepository:
             continue  # removed since the catalog was read
     for image in sorted(images):
@@ -323,13 +344,17 @@ def list_all(registry: Registry, out: TextIO) -> None:
         print(f"{PROG}: no tagged images in {registry.host}", file=sys.stderr)
 
 
-def list_repository(registry: Registry, repo: str, out: TextIO) -> None:
-    rows = tag_digests(registry, repo)
+def list_repository(registry: Registry, repo: str, out: TextIO, show_all: bool = False) -> None:
+    tags = repository_tags(registry, repo)
+    counts = referrer_counts(registry, repo, tags)
+    rows = tag_digests(registry, repo, shown(tags, show_all))
     if not rows:  # every tag deleted: the repository stays in the catalog
         print(f"{PROG}: {registry.host}/{repo} has no tags", file=sys.stderr)
     width = max((len(tag) for tag, _ in rows), default=0)
     for tag, digest in rows:
-        print(f"{tag:<{width}}  {digest}", file=out)
+        count = counts.get(digest, 0)
+        note = f"  {count} referrer{'s' if count != 1 else ''}" if count else ""
+        print(f"{tag:<{width}}  {digest}{note}", file=out)
 
 
 def remove(registry: Registry, target: Target, out: TextIO) -> None:
@@ -355,7 +380,8 @@ def remove(registry: Registry, target: Target, out: TextIO) -> None:
 COMMANDS = """\
 commands:
   ls HOST[:PORT]                 every repository:tag, sorted
-  ls HOST[:PORT]/REPO            the tags of REPO with their digests
+  ls HOST[:PORT]/REPO            the tags of REPO with their digests (and their referrers' count)
+  ls --all ...                   referrers index tags (sha256-<hex>) too
   rm HOST[:PORT]/REPO:TAG        only that tag; other tags of the image stay
   rm HOST[:PORT]/REPO@DIGEST     the manifest and every tag pointing at it
 HOST may carry http:// (plain HTTP) or https://; options may come anywhere."""
@@ -381,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ca-cert", type=Path, metavar="FILE", help="trust this CA (e.g. the registry's self-signed certificate)")
     parser.add_argument("--insecure", action="store_true", help="skip TLS verification; allow plain HTTP when the server has no TLS")
     parser.add_argument("--plain-http", action="store_true", help="talk plain HTTP, no TLS at all")
+    parser.add_argument("--all", action="store_true",
+                        help="ls: also the referrers index tags (sha256-<hex>: signatures, SBOMs, ... of that image)")
     return parser
 
 
@@ -396,6 +424,8 @@ def checked_args(args: argparse.Namespace) -> tuple[Target, bool]:
         raise ManageError(f"ls takes one HOST[:PORT][/REPO], not {args.target!r} and {args.extra!r}")
     if args.password_stdin and args.user is None:
         raise ManageError("--password-stdin needs --user")
+    if args.all and args.command != "ls":
+        raise ManageError("--all goes with ls")
     scheme, text = split_scheme(args.target)
     if scheme == "https" and args.plain_http:
         raise ManageError(f"{args.target!r} says https:// but --plain-http says plain HTTP")
@@ -419,9 +449,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str], home: Path, uid: int, 
     if args.command == "rm":
         remove(registry, target, out)
     elif target.repo is None:
-        list_all(registry, out)
+        list_all(registry, out, args.all)
     else:
-        list_repository(registry, target.repo, out)
+        list_repository(registry, target.repo, out, args.all)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
