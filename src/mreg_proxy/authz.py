@@ -1,30 +1,29 @@
-"""Who may do what: a pure function of (role, method), tested as a table.
+"""Who may do what: a pure function of (role, route), tested as a table.
 
-Rights are global in this design (no per-repository rules yet).
+Rights are global in this design (no per-repository rules yet): readers pull, admins do everything.
 """
 
 from __future__ import annotations
 
 from enum import Enum
 
-READ_METHODS = frozenset({"GET", "HEAD"})
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-ROLE_METHODS: dict[str, frozenset[str]] = {
-    "reader": READ_METHODS,
-    "admin": READ_METHODS | WRITE_METHODS,
+from .routes import Action, Route
+
+ROLE_ACTIONS: dict[str, frozenset[Action]] = {
+    "reader": frozenset({Action.PULL}),
+    "admin": frozenset(Action),
 }
-KNOWN_METHODS = READ_METHODS | WRITE_METHODS
 
 
 class Decision(Enum):
     ALLOW = "allow"
     DENY = "deny"  # the role lacks the right: 403 DENIED
-    UNSUPPORTED = "unsupported"  # nobody may use this method: 405
+    UNSUPPORTED = "unsupported"  # nobody may use this method here: 405
 
 
-def decide(role: str, method: str) -> Decision:
-    if method not in KNOWN_METHODS:
+def decide(role: str, route: Route) -> Decision:
+    if route.action is None:
         return Decision.UNSUPPORTED
-    if method in ROLE_METHODS.get(role, frozenset()):
+    if route.action in ROLE_ACTIONS.get(role, frozenset()):
         return Decision.ALLOW
     return Decision.DENY
