@@ -22,12 +22,13 @@ from .authz import Decision, decide
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .proxy import BODY_BYTES, CHUNK_SIZE, UPSTREAM_ERROR, forward, make_session
-from .routes import Endpoint, Route, classify
+from .routes import Action, Endpoint, Route, classify
 from .server import SwitchingSite
 from .tagdelete import RepositoryLocks, delete_tag
 from .taglist import list_tags
 from .tls import TlsState
 from .users import User, UserStore
+from .writepause import CONTROL_REPOSITORY, WritePause, control, refused, reserved
 
 log = logging.getLogger("mreg")
 
@@ -37,6 +38,7 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 TLS = web.AppKey("tls", TlsState)
 METRICS = web.AppKey("metrics", Metrics)
 TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
+WRITE_PAUSE = web.AppKey("write_pause", WritePause)
 USER = web.RequestKey("user", str)  # who made the request, for the access log
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
@@ -102,6 +104,11 @@ async def handle_v2(request: web.Request) -> web.StreamResponse:
         return errors.unsupported(request.method)
     if decision is Decision.DENY:
         return errors.denied(user.name, request.method)
+    if route.action is not Action.PULL:
+        if route.name == CONTROL_REPOSITORY:
+            return reserved(request.method)
+        if remaining := await app[WRITE_PAUSE].remaining(app[SESSION]):
+            return refused(remaining)
     return await HANDLERS.get((route.endpoint, route.method), _forward)(request, route)
 
 
@@ -120,6 +127,16 @@ async def handle_readyz(request: web.Request) -> web.Response:
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         reason = f"registry unreachable: {exc.__class__.__name__}"
     return web.Response(status=503, text=f"not ready: {reason}\n")
+
+
+async def handle_write_pause(request: web.Request) -> web.Response:
+    """The shared write pause (writepause.py), for admins."""
+    user = await _authenticate(request)
+    if user is None:
+        return errors.unauthorized(request.app[SETTINGS].realm)
+    if user.role != "admin":
+        return errors.error_response(403, "DENIED", f"user {user.name!r} may not pause writes")
+    return await control(request, request.app[SESSION], request.app[WRITE_PAUSE], user.name)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -233,11 +250,13 @@ def create_app(settings: Settings) -> web.Application:
     tls.refresh()
     app[TLS] = tls
     app[TAG_LOCKS] = RepositoryLocks()
+    app[WRITE_PAUSE] = WritePause(settings.upstream, settings.pause_poll_interval)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)
+    app.router.add_route("*", "/mreg/write-pause", handle_write_pause)
     app.router.add_route("*", r"/v2{tail:(/.*)?}", handle_v2)
     app.router.add_route("*", r"/{tail:.*}", handle_not_found)
     return app
