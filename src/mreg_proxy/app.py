@@ -20,6 +20,7 @@ from . import errors
 from .authn import Authenticator, parse_basic
 from .authz import Decision, decide
 from .config import ConfigError, Settings, configure_logging, load_settings
+from .manifestguard import put_manifest
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .proxy import BODY_BYTES, CHUNK_SIZE, UPSTREAM_ERROR, forward, make_session
 from .routes import Action, Endpoint, Route, classify
@@ -65,6 +66,11 @@ async def _write_manifest(request: web.Request, route: Route) -> web.StreamRespo
     and with tag deletions. Manifests are small; blob uploads are not held up."""
     assert route.name is not None
     async with request.app[TAG_LOCKS](route.name):
+        if route.method == "PUT" and route.is_tag:
+            # across replicas the lock orders nothing: each push by tag is verified (manifestguard.py)
+            app = request.app
+            assert route.reference is not None
+            return await put_manifest(request, app[SESSION], app[SETTINGS].upstream, route.name, route.reference)
         return await _forward(request, route)
 
 

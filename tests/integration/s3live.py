@@ -68,11 +68,12 @@ class Replicas:
         """What ``kubectl apply`` of the users Secret does on every node: one symlink swap."""
         write_secret(self.auth, {"users.yml": dump_users({u.name: u for u in users}).encode()})
 
-    def start(self, index: int) -> Replica:
-        """A registry and its proxy on this bucket (replica ``index``'s own folder)."""
+    def start(self, index: int, s3: S3 | None = None) -> Replica:
+        """A registry and its proxy on this bucket (replica ``index``'s own folder); ``s3`` is the
+        bucket as this replica reaches it, when not directly."""
         workdir = self.workdir / f"replica-{index}"
         workdir.mkdir(exist_ok=True)
-        registry = start_registry(registry_binary(), workdir, self.s3, self.secret)
+        registry = start_registry(registry_binary(), workdir, s3 or self.s3, self.secret)
         try:
             proxy = start_proxy(registry.url, workdir, self.auth / "users.yml", {"MREG_PAUSE_POLL_INTERVAL": PAUSE_POLL})
         except BaseException:
