@@ -6,6 +6,7 @@ The operator's sequence (docs/s3.md): pause writes on every replica through any 
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
@@ -20,6 +21,7 @@ from imagegen import layout_blobs, layout_digest, make_oci_index_layout, make_oc
 from live import ADMIN, READER, error_code, http, run
 from registry_calls import digest_of, push_tiny
 from s3live import Replica, replicas_on
+from test_manage import manage
 from test_s3_replicas import WAIT, skopeo_pull, skopeo_push
 
 pytestmark = pytest.mark.integration
@@ -47,6 +49,14 @@ def wait_for_upload_status(replica: Replica, status: int) -> tuple[int, dict[str
         time.sleep(0.05)
 
 
+def operator_env(tmp_path: Path, *replicas: Replica) -> dict[str, str]:
+    """mreg-manage's environment: the admin's login for every replica, as podman stores it."""
+    token = base64.b64encode(":".join(ADMIN).encode()).decode()
+    auth = tmp_path / "auth.json"
+    auth.write_text(json.dumps({"auths": {r.host: {"auth": token} for r in replicas}}))
+    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "REGISTRY_AUTH_FILE": str(auth)}
+
+
 def blob_status(replica: Replica, repo: str, digest: str) -> int:
     return http("HEAD", f"{replica.url}/v2/{repo}/blobs/{digest}", auth=READER)[0]
 
@@ -72,8 +82,10 @@ def test_pause_refuses_writes_on_both_replicas_and_gc_keeps_every_tagged_image(c
         gone_blobs = {f"sha256:{hex}" for hex in layout_blobs(gone) - layout_blobs(kept)} - {layout_digest(gone)}
         assert all(blob_status(a, "team/gone", d) == 200 for d in gone_blobs)
 
-        state = pause(a, 600)
-        assert state["paused"] is True
+        env = operator_env(tmp_path, a, b)
+        paused = manage("--plain-http", "pause", a.host, "600", env=env)
+        assert paused.returncode == 0, paused.stderr
+        assert "paused on every replica" in paused.stdout
         for replica in (a, b):  # b sees the pause through the bucket, within its poll interval
             status, headers, body = wait_for_upload_status(replica, 503)
             assert status == 503, body
@@ -89,7 +101,8 @@ def test_pause_refuses_writes_on_both_replicas_and_gc_keeps_every_tagged_image(c
                             capture_output=True, text=True, timeout=300, env=registry_env())
         assert gc.returncode == 0, gc.stdout + gc.stderr
 
-        assert pause(b, 0)["paused"] is False
+        resumed = manage("--plain-http", "resume", b.host, env=env)
+        assert resumed.returncode == 0, resumed.stderr
         for replica in (a, b):
             status, _, body = wait_for_upload_status(replica, 202)
             assert status == 202, body

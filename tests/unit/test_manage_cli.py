@@ -106,3 +106,16 @@ def test_usage_errors_are_one_line() -> None:
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1
     assert done.stderr.startswith("mreg-manage: error: ")
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [(["pause", "reg:5000", "0"], "SECONDS must be 1-86400"), (["pause", "reg:5000", "86401"], "SECONDS must be"),
+     (["pause", "reg:5000/team/app", "60"], "HOST[:PORT] only"), (["resume", "reg:5000/app"], "HOST[:PORT] only")],
+)
+def test_pause_and_resume_take_a_host_and_a_bounded_duration(args: list[str], fragment: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mreg_proxy.cli.manage", *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert fragment in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -4,6 +4,8 @@
     mreg-manage ls HOST[:PORT]/REPO                 that repository's tags with their digests
     mreg-manage rm HOST[:PORT]/REPO:TAG             only that tag
     mreg-manage rm HOST[:PORT]/REPO@sha256:...      the manifest, and every tag pointing at it
+    mreg-manage pause HOST[:PORT] SECONDS           refuse writes on every replica (before GC)
+    mreg-manage resume HOST[:PORT]                  lift that pause
 
 It speaks the registry API through the proxy, with the credentials ``podman login`` or
 ``docker login`` stored. Only the standard library: it runs wherever Python 3.11 does.
@@ -22,6 +24,7 @@ import os
 import re
 import ssl
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
@@ -188,18 +191,18 @@ class Registry:
         self._scheme = "http" if plain_http else "https"
         self._context = _tls_context(insecure, ca_cert)
 
-    def request(self, method: str, path: str, accept: str = "application/json") -> Answer:
+    def request(self, method: str, path: str, accept: str = "application/json", body: bytes | None = None) -> Answer:
         """One request; 401 and 403 end the command (nothing else can work without rights)."""
-        answer = self._send(method, path, accept)
+        answer = self._send(method, path, accept, body)
         if answer.status == 401:
             raise ManageError(f"{self.host}: authentication failed for user {self.user!r} (401); check the login")
         if answer.status == 403:
             raise ManageError(f"{self.host}: user {self.user!r} may not do this (403): {answer.error_message()}")
         return answer
 
-    def _send(self, method: str, path: str, accept: str) -> Answer:
+    def _send(self, method: str, path: str, accept: str, body: bytes | None) -> Answer:
         try:
-            return self._exchange(method, path, accept)
+            return self._exchange(method, path, accept, body)
         except ssl.SSLCertVerificationError as exc:
             raise ManageError(
                 f"TLS failure with {self.host}: {exc.verify_message or exc.reason}; "
@@ -215,7 +218,7 @@ class Registry:
                     "continuing over plain HTTP (--insecure): the password crosses the network in clear",
                     file=sys.stderr,
                 )
-                return self._send(method, path, accept)
+                return self._send(method, path, accept, body)
             raise ManageError(
                 f"TLS failure with {self.host}: {getattr(exc, 'reason', None) or exc}; "
                 "if it serves plain HTTP, pass --plain-http"
@@ -224,7 +227,7 @@ class Registry:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             raise ManageError(f"cannot connect to {self.host}: {reason}") from None
 
-    def _exchange(self, method: str, path: str, accept: str) -> Answer:
+    def _exchange(self, method: str, path: str, accept: str, body: bytes | None) -> Answer:
         if self._scheme == "https":
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(
                 self.host, timeout=TIMEOUT, context=self._context
@@ -232,7 +235,10 @@ class Registry:
         else:
             connection = http.client.HTTPConnection(self.host, timeout=TIMEOUT)
         try:
-            connection.request(method, path, headers={"Authorization": self._authorization, "Accept": accept})
+            headers = {"Authorization": self._authorization, "Accept": accept}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
             return Answer(response.status, response.headers, response.read())
         finally:
@@ -355,6 +361,27 @@ def remove(registry: Registry, target: Target, out: TextIO) -> None:
         print(f"deleted {target} (tags: {', '.join(going) if going else 'none'})", file=out)
 
 
+WRITE_PAUSE_PATH = "/mreg/write-pause"
+# after every replica has seen the pause: time for writes already past the check to finish
+SETTLE_SECONDS = 5.0
+
+
+def write_pause(registry: Registry, seconds: int, out: TextIO, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Pause writes on every replica (``seconds`` > 0) or lift the pause (0). A pause returns once
+    every replica refuses writes: the proxy says how stale a replica's view may be."""
+    answer = registry.request("POST", WRITE_PAUSE_PATH, body=json.dumps({"seconds": seconds}).encode())
+    if answer.status == 404:
+        raise ManageError(f"{registry.host}: this mreg has no write pause (an older mreg-proxy?)")
+    if answer.status != 200:
+        raise _unexpected(registry, answer, "setting the write pause")
+    if not seconds:
+        print(f"{registry.host}: writes allowed again", file=out)
+        return
+    sleep(float(json.loads(answer.body)["propagation_seconds"]) + SETTLE_SECONDS)
+    print(f"{registry.host}: writes paused on every replica for {seconds} s (pulls keep working); "
+          f"lift with: {PROG} resume {registry.host}", file=out)
+
+
 # --- the edge ---
 
 
@@ -375,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("target", metavar="HOST[:PORT][/REPO]")
     rm = commands.add_parser("rm", help="HOST[:PORT]/REPO:TAG removes that tag; HOST[:PORT]/REPO@DIGEST the manifest and its tags")
     rm.add_argument("target", metavar="HOST[:PORT]/REPO(:TAG|@DIGEST)")
+    pause = commands.add_parser(
+        "pause", help="HOST[:PORT] SECONDS: refuse pushes and deletes on every replica for SECONDS "
+        "(at most 86400), e.g. during garbage collection; returns once all replicas refuse them")
+    pause.add_argument("target", metavar="HOST[:PORT]")
+    pause.add_argument("seconds", type=int, metavar="SECONDS")
+    resume = commands.add_parser("resume", help="HOST[:PORT]: lift the write pause")
+    resume.add_argument("target", metavar="HOST[:PORT]")
     return parser
 
 
@@ -382,12 +416,18 @@ def run(args: argparse.Namespace, env: Mapping[str, str], home: Path, stdin: Tex
     if args.password_stdin and args.user is None:
         raise ManageError("--password-stdin needs --user")
     target = parse_target(args.target, reference=args.command == "rm")
+    if args.command in ("pause", "resume") and target.repo is not None:
+        raise ManageError(f"{args.target!r}: {args.command} takes HOST[:PORT] only")
+    if args.command == "pause" and not 1 <= args.seconds <= 86400:
+        raise ManageError(f"pause {args.seconds}: SECONDS must be 1-86400")
     auth = credentials(
         target.host, args.user, args.password_stdin, auth_files(env, home), stdin, input, getpass.getpass
     )
     registry = Registry(target.host, auth, insecure=args.insecure, plain_http=args.plain_http, ca_cert=args.ca_cert)
     if args.command == "rm":
         remove(registry, target, out)
+    elif args.command in ("pause", "resume"):
+        write_pause(registry, args.seconds if args.command == "pause" else 0, out)
     elif target.repo is None:
         list_all(registry, out)
     else:
