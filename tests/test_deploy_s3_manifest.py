@@ -106,3 +106,28 @@ def test_images_are_the_ones_of_the_single_pod_manifest() -> None:
     single = [d for d in yaml.safe_load_all((MANIFEST.parents[2] / "mreg.yml").read_text()) if d and d["kind"] == "Deployment"][0]
     images = {c["name"]: c["image"] for c in single["spec"]["template"]["spec"]["containers"]}
     assert {c["name"]: c["image"] for c in POD["containers"]} == images
+
+
+PODMAN = MANIFEST.parents[1] / "podman" / "mreg-s3.yml"
+PODMAN_DOCS = [d for d in yaml.safe_load_all(PODMAN.read_text()) if d]
+PODMAN_CONTAINERS = {
+    c["name"]: c for d in PODMAN_DOCS if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"]
+}
+
+
+@pytest.mark.parametrize("doc", PODMAN_DOCS, ids=[f"podman-{d['kind']}/{d['metadata']['name']}" for d in PODMAN_DOCS])
+def test_podman_variant_validates(doc: dict) -> None:
+    kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_podman_variant_runs_the_registry_as_the_kubernetes_variant_does() -> None:
+    registry = PODMAN_CONTAINERS["registry"]
+    assert env_of(registry) == env_of(CONTAINERS["registry"])
+    assert registry["command"] == CONTAINERS["registry"]["command"]
+    assert registry["envFrom"] == [{"configMapRef": {"name": "mreg-s3"}}]  # podman kube play --configmap
+
+
+def test_podman_variant_keeps_the_auth_volume_of_the_single_pod_setup() -> None:
+    mounts = {m["mountPath"]: m for m in PODMAN_CONTAINERS["auth"]["volumeMounts"]}
+    assert not mounts["/auth"].get("readOnly"), "manage-user edits it through podman exec"
+    assert PODMAN_CONTAINERS["auth"]["ports"][0]["hostPort"] == 5000
