@@ -40,6 +40,12 @@ class Settings:
     metrics: str = "admin"
     # "auto": uvloop when it is installed (the "fast" extra), asyncio's own loop otherwise
     event_loop: str = "auto"
+    # connections open at once; past it new ones are closed at accept (lowered to what the
+    # process's file limit holds)
+    max_connections: int = 1000
+    # seconds a connection may go without a request in progress (idle keep-alive, a silent new
+    # connection, headers that never finish); a transfer under way is never cut
+    idle_timeout: float = 60.0
 
 
 # (flag, environment variable, Settings field, help)
@@ -60,6 +66,10 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "who may read /metrics: admin (Basic auth, an admin user), open (no auth) or off (default admin)"),
     ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
      "auto (uvloop if installed) or asyncio (default auto)"),
+    ("--max-connections", "MREG_MAX_CONNECTIONS", "max_connections",
+     "client connections open at once; more are closed at accept (default 1000)"),
+    ("--idle-timeout", "MREG_IDLE_TIMEOUT", "idle_timeout",
+     "seconds a connection may wait without a request in progress (default 60)"),
 )
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -124,6 +134,10 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _number(env_name, raw, float, 0, 86400)}
     if field == "pause_poll_interval":
         return {field: _number(env_name, raw, float, 0.1, 60)}
+    if field == "max_connections":
+        return {field: _number(env_name, raw, int, 1, 1_000_000)}
+    if field == "idle_timeout":
+        return {field: _number(env_name, raw, float, 1, 3600)}
     if field == "bcrypt_cost":
         return {field: _number(env_name, raw, int, 4, 16)}
     if field == "metrics":

@@ -40,7 +40,7 @@ async def put_manifest(
     if length is None or length > MAX_MANIFEST_BYTES:
         return await forward(request, session, upstream)
     try:
-        body = await request.content.readexactly(length)
+        body = await request.content.readexactly(length) if length else b""
     except asyncio.IncompleteReadError:
         return errors.error_response(400, "MANIFEST_INVALID", "the manifest ended before its Content-Length")
     url = upstream_url(upstream, request.raw_path)

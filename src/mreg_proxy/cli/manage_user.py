@@ -21,8 +21,9 @@ from ..authn import BCRYPT_MAX_BYTES
 from ..config import Settings
 from ..files import exclusive_lock
 from ..users import ROLES, User, UsersFileError, name_problem, read_users_file, write_users_file
-from . import OneLineParser, Refusal
+from . import OneLineParser, Refusal, stdin_is_absent
 from .command import run
+from .user_import import add_import_command
 
 PROG = "manage-user"
 RANDOM_PASSWORD_BYTES = 24  # 192 bits, 32 URL-safe characters: well under bcrypt's 72 bytes
@@ -88,6 +89,12 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> None:
         password = secrets.token_urlsafe(RANDOM_PASSWORD_BYTES)
     elif sys.stdin.isatty():
         password = prompt_password(name)
+    elif stdin_is_absent():
+        raise Refusal(
+            f"no password on stdin ('podman exec' without -i gives none): use 'podman exec -it ... "
+            f"{PROG} add {name}' to be asked, or pipe it: printf '%s\\n' PASSWORD | podman exec -i ... "
+            f"{PROG} add {name}"
+        )
     else:
         password = first_line_of_stdin()
     # bcrypt is slow by design: hash before taking the lock so concurrent adds do not queue on it
@@ -172,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove = commands.add_parser("rm", aliases=["d", "del", "r"], help="remove a user")
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(run=cmd_remove)
+
+    add_import_command(commands)
     return parser
 
 
