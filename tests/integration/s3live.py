@@ -7,7 +7,9 @@ Kubernetes Secret (tests/secretmount.py): what one replica's users are, all repl
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +82,14 @@ class Replicas:
             stop(registry.process)
             raise
         return Replica(proxy.url.removeprefix("http://"), proxy.url, registry, proxy, workdir)
+
+
+def operator_env(tmp_path: Path, *replicas: Replica) -> dict[str, str]:
+    """mreg-manage's environment: the admin's login for every replica, as podman stores it."""
+    token = base64.b64encode(":".join(ADMIN).encode()).decode()
+    auth = tmp_path / "auth.json"
+    auth.write_text(json.dumps({"auths": {r.host: {"auth": token} for r in replicas}}))
+    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "REGISTRY_AUTH_FILE": str(auth)}
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ The operator's sequence (docs/s3.md): pause writes on every replica through any 
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import time
@@ -20,7 +19,7 @@ from helpers import require_tool
 from imagegen import layout_blobs, layout_digest, make_oci_index_layout, make_oci_layout
 from live import ADMIN, READER, error_code, http, run
 from registry_calls import digest_of, push_tiny
-from s3live import Replica, replicas_on
+from s3live import Replica, operator_env, replicas_on
 from test_manage import manage
 from test_s3_replicas import WAIT, skopeo_pull, skopeo_push
 
@@ -47,14 +46,6 @@ def wait_for_upload_status(replica: Replica, status: int) -> tuple[int, dict[str
         if answer[0] == status or time.monotonic() > deadline:
             return answer
         time.sleep(0.05)
-
-
-def operator_env(tmp_path: Path, *replicas: Replica) -> dict[str, str]:
-    """mreg-manage's environment: the admin's login for every replica, as podman stores it."""
-    token = base64.b64encode(":".join(ADMIN).encode()).decode()
-    auth = tmp_path / "auth.json"
-    auth.write_text(json.dumps({"auths": {r.host: {"auth": token} for r in replicas}}))
-    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "REGISTRY_AUTH_FILE": str(auth)}
 
 
 def blob_status(replica: Replica, repo: str, digest: str) -> int:

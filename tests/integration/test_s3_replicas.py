@@ -19,7 +19,8 @@ from helpers import make_user, require_tool
 from imagegen import layout_blobs, layout_digest, make_oci_layout
 from live import ADMIN, READER, http, run
 from registry_calls import digest_of, push_tiny, tag_list
-from s3live import USERS, Replica, Replicas, replicas_on
+from s3live import USERS, Replica, Replicas, operator_env, replicas_on
+from test_manage import manage
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +197,14 @@ def test_one_replica_killed_mid_push_while_the_other_serves(ceph: Ceph, tmp_path
         retried = skopeo_push(big, group.b, "team/big:1")
         assert retried.returncode == 0, retried.stderr
         assert digest_of(group.b, "team/big", "1") == layout_digest(big)
+
+
+def test_mreg_manage_lists_and_removes_across_replicas(replicas: Replicas, tmp_path: Path) -> None:
+    env = operator_env(tmp_path, replicas.a, replicas.b)
+    digest = push_tiny(replicas.a, "team/managed", ["keep", "drop"], seed="managed")
+    listed = manage("--plain-http", "ls", f"{replicas.b.host}/team/managed", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "keep" in listed.stdout and "drop" in listed.stdout and digest in listed.stdout
+    removed = manage("--plain-http", "rm", f"{replicas.b.host}/team/managed:drop", env=env)
+    assert removed.returncode == 0, removed.stderr
+    assert tag_list(replicas.a, "team/managed") == ["keep"]
