@@ -20,12 +20,14 @@ from mreg_proxy.users import User, write_users_file
 HOST = "127.0.0.1"
 SRC = Path(__file__).resolve().parent.parent / "src"
 
-REGISTRY_CONFIG = """\
+_REGISTRY_LOG = """\
 version: 0.1
 log:
   level: warn
   accesslog:
     disabled: true
+"""
+REGISTRY_CONFIG = _REGISTRY_LOG + """\
 storage:
   filesystem:
     rootdirectory: {root}
@@ -38,12 +40,7 @@ http:
 # Replicas on one bucket: the redirect is off so that every byte passes the proxy (a client would
 # otherwise be sent to a presigned S3 URL), and they share http.secret so that an upload started
 # on one can be finished on another.
-REGISTRY_S3_CONFIG = """\
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
+REGISTRY_S3_CONFIG = _REGISTRY_LOG + """\
 storage:
   s3:
     region: {s3.region}

@@ -15,34 +15,13 @@ import pytest
 
 from bench.ceph import Ceph
 from bench.services import free_port, registry_env, start_registry, stop, wait_http
+from e2e.harness import REGISTRY_CONFIG as IMAGE_CONFIG  # the registry image's own config file
 from live import Mreg, http
 from registry_calls import push_tiny
 from s3live import registry_binary
 from s3manifest import CONTAINERS, CRONJOB_POD, env_of
 
 pytestmark = pytest.mark.integration
-
-# the registry image's /etc/docker/registry/config.yml (registry:2.8.3)
-IMAGE_CONFIG = """\
-version: 0.1
-log:
-  fields:
-    service: registry
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: {root}
-http:
-  addr: :5000
-  headers:
-    X-Content-Type-Options: [nosniff]
-health:
-  storagedriver:
-    enabled: true
-    interval: 10s
-    threshold: 3
-"""
 
 
 def test_the_manifest_registry_settings_store_in_the_bucket_and_gc_runs(ceph: Ceph, tmp_path: Path) -> None:
@@ -55,7 +34,7 @@ def test_the_manifest_registry_settings_store_in_the_bucket_and_gc_runs(ceph: Ce
         "REGISTRY_STORAGE_S3_ROOTDIRECTORY": "/registry", "REGISTRY_HTTP_SECRET": "deploy-test-secret",
     }
     config = tmp_path / "config.yml"
-    config.write_text(IMAGE_CONFIG.format(root=tmp_path / "filesystem"))
+    config.write_text(IMAGE_CONFIG.replace("/var/lib/registry", str(tmp_path / "filesystem")))
     port = free_port()
     env = {**registry_env(), **env_of(CONTAINERS["registry"]), **secret, "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}"}
     with open(tmp_path / "registry.log", "wb") as log:
