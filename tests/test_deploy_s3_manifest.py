@@ -82,8 +82,10 @@ def test_every_container_has_requests_and_limits(container: dict) -> None:
     assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"])
 
 
-def test_gc_job_pauses_collects_then_always_resumes() -> None:
-    pause, collect = CRONJOB_POD["initContainers"]
+def test_gc_job_pauses_prunes_collects_then_always_resumes() -> None:
+    pause, prune, collect = CRONJOB_POD["initContainers"]
+    assert "python3 -m mreg_proxy.prune --s3 ||" in " ".join(prune["command"]), "a failed prune must not stop GC"
+    assert prune["envFrom"] == CONTAINERS["registry"]["envFrom"]
     (resume,) = CRONJOB_POD["containers"]
     assert pause["command"][0] == "mreg-manage" and "pause" in pause["command"]
     script = " ".join(collect["command"])
@@ -94,7 +96,7 @@ def test_gc_job_pauses_collects_then_always_resumes() -> None:
 
 
 def test_gc_job_collects_the_bucket_the_replicas_serve() -> None:
-    collect = CRONJOB_POD["initContainers"][1]
+    collect = CRONJOB_POD["initContainers"][2]
     registry = CONTAINERS["registry"]
     assert collect["image"] == registry["image"]
     assert collect["envFrom"] == registry["envFrom"]

@@ -56,7 +56,7 @@ def test_the_manifest_registry_settings_store_in_the_bucket_and_gc_runs(ceph: Ce
     finally:
         stop(other.process)
 
-    collect = CRONJOB_POD["initContainers"][1]
+    (collect,) = [c for c in CRONJOB_POD["initContainers"] if c["name"] == "collect"]
     gc_env = {**registry_env(), **env_of(collect), **secret}
     gc = subprocess.run([binary, "garbage-collect", str(config)], env=gc_env, capture_output=True, text=True, timeout=120)
     assert gc.returncode == 0, gc.stdout + gc.stderr

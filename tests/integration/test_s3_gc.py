@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bench.ceph import Ceph
-from bench.services import registry_env
+from bench.services import SRC, registry_env
 from helpers import require_tool
 from imagegen import layout_blobs, layout_digest, make_oci_index_layout, make_oci_layout
 from live import ADMIN, READER, error_code, http, run
@@ -48,12 +49,18 @@ def wait_for_upload_status(replica: Replica, status: int) -> tuple[int, dict[str
         time.sleep(0.05)
 
 
+def copy_all(source: str, destination: str, side: str, who: tuple[str, str]) -> None:
+    """skopeo copy --all: a multi-arch image with every platform; ``side`` is --src or --dest."""
+    skopeo = require_tool("skopeo")
+    copied = run([skopeo, "copy", "--all", f"{side}-tls-verify=false", f"{side}-creds", ":".join(who), source, destination])
+    assert copied.returncode == 0, copied.stderr
+
+
 def blob_status(replica: Replica, repo: str, digest: str) -> int:
     return http("HEAD", f"{replica.url}/v2/{repo}/blobs/{digest}", auth=READER)[0]
 
 
 def test_pause_refuses_writes_on_both_replicas_and_gc_keeps_every_tagged_image(ceph: Ceph, tmp_path: Path) -> None:
-    skopeo = require_tool("skopeo")
     registry = require_tool("docker-registry", "registry")
     with replicas_on(ceph, tmp_path, "collected") as group:
         a, b = group.a, group.b
@@ -63,9 +70,7 @@ def test_pause_refuses_writes_on_both_replicas_and_gc_keeps_every_tagged_image(c
         make_oci_index_layout(multi, ["linux/amd64", "linux/arm64"])
         assert skopeo_push(kept, a, "team/kept:1").returncode == 0
         assert skopeo_push(gone, a, "team/gone:1").returncode == 0
-        pushed = run([skopeo, "copy", "--all", "--dest-tls-verify=false", "--dest-creds", ":".join(ADMIN),
-                      f"oci:{multi}:latest", f"docker://{a.host}/team/multi:1"])
-        assert pushed.returncode == 0, pushed.stderr
+        copy_all(f"oci:{multi}:latest", f"docker://{a.host}/team/multi:1", "--dest", ADMIN)
         # the image to reclaim: deleted by digest through the other replica (its only tag goes too)
         status, _, body = http("DELETE", f"{b.url}/v2/team/gone/manifests/{layout_digest(gone)}", auth=ADMIN)
         assert status == 202, body
@@ -102,9 +107,7 @@ def test_pause_refuses_writes_on_both_replicas_and_gc_keeps_every_tagged_image(c
         out = tmp_path / "kept-out"
         assert skopeo_pull(b, "team/kept:1", out).returncode == 0
         assert layout_blobs(out) == layout_blobs(kept)
-        pulled = run([skopeo, "copy", "--all", "--src-tls-verify=false", "--src-creds", ":".join(READER),
-                      f"docker://{b.host}/team/multi:1", f"oci:{tmp_path / 'multi-out'}:latest"])
-        assert pulled.returncode == 0, pulled.stderr
+        copy_all(f"docker://{b.host}/team/multi:1", f"oci:{tmp_path / 'multi-out'}:latest", "--src", READER)
         assert layout_digest(tmp_path / "multi-out") == layout_digest(multi)
         assert layout_blobs(tmp_path / "multi-out") == layout_blobs(multi)
 
@@ -130,3 +133,42 @@ def test_only_admins_pause(replicas) -> None:  # noqa: ANN001
     assert status == 403
     status, _, _ = http("POST", f"{replicas.a.url}/mreg/write-pause", data=b'{"seconds": 5}')
     assert status == 401
+
+
+def test_prune_on_the_bucket_lets_gc_reclaim_an_overwritten_image(ceph: Ceph, tmp_path: Path) -> None:
+    """prune reads and edits the bucket as it does a folder: the image a newer push replaced goes,
+    the platform manifests of a multi-arch image (untagged themselves) stay."""
+    registry = require_tool("docker-registry", "registry")
+    with replicas_on(ceph, tmp_path, "pruned") as group:
+        a, b = group.a, group.b
+        old, new, multi = tmp_path / "old", tmp_path / "new", tmp_path / "multi"
+        make_oci_layout(old, [1 * MB, 1002], seed=70)
+        make_oci_layout(new, [1 * MB, 1003], seed=71)
+        make_oci_index_layout(multi, ["linux/amd64", "linux/arm64"])
+        assert skopeo_push(old, a, "team/app:1").returncode == 0
+        assert skopeo_push(new, b, "team/app:1").returncode == 0  # the old image is untagged now
+        copy_all(f"oci:{multi}:latest", f"docker://{a.host}/team/multi:1", "--dest", ADMIN)
+
+        env = operator_env(tmp_path, a, b)
+        assert manage("--plain-http", "pause", a.host, "600", env=env).returncode == 0
+        s3 = group.s3
+        s3_env = {**registry_env(), "PYTHONPATH": str(SRC), "REGISTRY_STORAGE_S3_REGION": s3.region,
+                  "REGISTRY_STORAGE_S3_REGIONENDPOINT": s3.endpoint, "REGISTRY_STORAGE_S3_BUCKET": s3.bucket,
+                  "REGISTRY_STORAGE_S3_ACCESSKEY": s3.access_key, "REGISTRY_STORAGE_S3_SECRETKEY": s3.secret_key,
+                  "REGISTRY_STORAGE_S3_ROOTDIRECTORY": "/registry"}
+        pruned = subprocess.run([sys.executable, "-m", "mreg_proxy.prune", "--s3", "--min-age", "0"],
+                                env=s3_env, capture_output=True, text=True, timeout=120)
+        assert pruned.returncode == 0, pruned.stderr
+        assert f"team/app@{layout_digest(old)}" in pruned.stderr
+        assert "1 untagged manifest(s) forgotten" in pruned.stderr, pruned.stderr
+        gc = subprocess.run([registry, "garbage-collect", str(a.workdir / "registry.yml")],
+                            capture_output=True, text=True, timeout=300, env=registry_env())
+        assert gc.returncode == 0, gc.stdout + gc.stderr
+        assert manage("--plain-http", "resume", b.host, env=env).returncode == 0
+
+        old_only = {f"sha256:{hex}" for hex in layout_blobs(old) - layout_blobs(new)} - {layout_digest(old)}
+        assert old_only and all(blob_status(b, "team/app", d) == 404 for d in old_only)
+        assert digest_of(a, "team/app", "1") == layout_digest(new)
+        out = tmp_path / "multi-out"
+        copy_all(f"docker://{b.host}/team/multi:1", f"oci:{out}:latest", "--src", READER)
+        assert layout_blobs(out) == layout_blobs(multi)
