@@ -19,6 +19,7 @@ import logging
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from . import errors
@@ -60,7 +61,7 @@ async def put_manifest(
 
 
 async def _stands(
-    session: aiohttp.ClientSession, upstream: URL, url: URL, headers: object, body: bytes, name: str, tag: str
+    session: aiohttp.ClientSession, upstream: URL, url: URL, headers: CIMultiDict[str], body: bytes, name: str, tag: str
 ) -> bool:
     """True once the tag resolves, repairing it up to REPAIRS times."""
     for attempt in range(REPAIRS + 1):
