@@ -1,4 +1,7 @@
-"""``python -m bench [--quick] [--json FILE]``: the registry direct vs through mreg, one run.
+"""``python -m bench [--quick] [--s3] [--json FILE]``: the registry direct vs through mreg, one run.
+
+``--s3`` adds the S3 section (bench/s3bench.py): the registry on a Ceph radosgw started for the
+run, direct, through one mreg replica and through two.
 
 Every figure is the median over repetitions that alternate direct and proxied runs (the order
 flips each repetition), so slow drifts of a shared machine hit both sides alike.
@@ -20,6 +23,7 @@ import bcrypt
 
 from mreg_proxy.users import User
 
+from .s3bench import S3_FULL, S3_QUICK, run_s3, s3_markdown
 from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
     MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_and_sign, push_chunked,
@@ -189,6 +193,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (well under a minute)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--registry", default="docker-registry", help="registry binary (default docker-registry)")
+    parser.add_argument("--s3", action="store_true",
+                        help="also measure on S3: a single-node Ceph cluster (Debian packages ceph-mon, ceph-osd, radosgw)")
     return parser.parse_args(argv)
 
 
@@ -199,14 +205,27 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"bench: {tool} not found (Debian packages: docker-registry, curl)")
     registry_binary = shutil.which(args.registry)
     assert registry_binary is not None
+    if args.s3:
+        for tool in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
+            if shutil.which(tool) is None:
+                sys.exit(f"bench: {tool} not found (Debian packages: ceph-mon, ceph-osd, radosgw, ceph-common)")
+    s3_rows = []
     with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
         try:
             rows, memory = run(QUICK if args.quick else FULL, registry_binary, Path(work))
+            if args.s3:
+                hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+                users = {USER: User(USER, "admin", hashed)}
+                s3_rows = run_s3(S3_QUICK if args.quick else S3_FULL, registry_binary, Path(work), users, (USER, PASSWORD))
         except BenchError as exc:
             sys.exit(f"bench: FAILED: {exc}")
     print(markdown(rows, memory))
+    if s3_rows:
+        print()
+        print(s3_markdown(s3_rows))
     if args.json:
-        payload = {"rows": [{**vars(r), "ratio": r.ratio} for r in rows], "memory_mib": memory, "quick": args.quick}
+        payload = {"rows": [{**vars(r), "ratio": r.ratio} for r in rows], "memory_mib": memory, "quick": args.quick,
+                   "s3_rows": [vars(r) for r in s3_rows]}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 

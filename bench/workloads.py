@@ -198,15 +198,22 @@ def pull(endpoint: Endpoint, repo: str, blobs: list[tuple[str, int]]) -> float:
     Bodies are discarded and only their sizes checked: hashing at line rate would take most of
     a core from the servers on a two-core machine (``verify_pull`` checks the contents).
     """
+    return pull_spread([endpoint], repo, blobs)
+
+
+def pull_spread(endpoints: list[Endpoint], repo: str, blobs: list[tuple[str, int]]) -> float:
+    """``pull``, the blobs dealt out over ``endpoints`` in turn (replicas behind one bucket)."""
     started = time.perf_counter()
     processes = [
-        subprocess.Popen(_curl_command(endpoint, repo, digest, "--output", os.devnull, "--write-out", "%{size_download}"),
+        subprocess.Popen(_curl_command(endpoints[i % len(endpoints)], repo, digest, "--output", os.devnull,
+                                       "--write-out", "%{size_download}"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for digest, _size in blobs
+        for i, (digest, _size) in enumerate(blobs)
     ]
     results = [p.communicate() for p in processes]
     elapsed = time.perf_counter() - started
-    for process, (out, err), (_digest, size) in zip(processes, results, blobs):
+    for index, (process, (out, err), (_digest, size)) in enumerate(zip(processes, results, blobs)):
+        endpoint = endpoints[index % len(endpoints)]
         if process.returncode != 0:
             raise BenchError(f"{endpoint.name}: curl failed: {err.decode().strip()}")
         if int(out) != size:

@@ -30,7 +30,7 @@ from .proxy import BODY_BYTES, CHUNK_SIZE, UPSTREAM_ERROR, forward, make_session
 from .readiness import Readiness
 from .references import manifest_refusal
 from .referrers_api import delete_manifest, list_referrers, put_manifest
-from .routes import Endpoint, Route, classify
+from .routes import Action, Endpoint, Route, classify
 from .server import SwitchingSite
 from .tagdelete import RepositoryLocks, delete_tag
 from .taglist import list_tags
@@ -39,6 +39,7 @@ from .tls import TlsState
 from .uploads import UploadMemory
 from .uploads_api import continue_upload, start_upload
 from .users import User, UserStore
+from .writepause import CONTROL_REPOSITORY, WritePause, control, refused, reserved
 
 log = logging.getLogger("mreg")
 
@@ -51,6 +52,7 @@ METRICS = web.AppKey("metrics", Metrics)
 TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
 READINESS = web.AppKey("readiness", Readiness)
 UPLOADS = web.AppKey("uploads", UploadMemory)
+WRITE_PAUSE = web.AppKey("write_pause", WritePause)
 USER = web.RequestKey("user", str)  # who made the request, for the access log
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
@@ -107,7 +109,11 @@ async def _write_manifest(request: web.Request, route: Route) -> web.StreamRespo
         return refused
     app = request.app
     assert route.name is not None
-    return await put_manifest(request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name)
+    # across replicas the lock orders nothing: each push by tag is also verified (manifestguard.py)
+    tag = route.reference if route.is_tag else None
+    return await put_manifest(
+        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, tag
+    )
 
 
 async def _delete_manifest(request: web.Request, route: Route) -> web.StreamResponse:
@@ -173,6 +179,11 @@ async def handle_v2(request: web.Request) -> web.StreamResponse:
         return errors.unsupported(request.method)
     if decision is Decision.DENY:
         return errors.denied(user.name, request.method)
+    if route.action is not Action.PULL:
+        if route.name == CONTROL_REPOSITORY:
+            return reserved(request.method)
+        if remaining := await app[WRITE_PAUSE].remaining(app[SESSION]):
+            return refused(remaining)  # before admit: the body is dropped, never forwarded
     await admit(request)
     return await HANDLERS.get((route.endpoint, route.method), _forward)(request, route)
 
@@ -202,6 +213,17 @@ async def _registry_problem(app: web.Application) -> str | None:
             return f"registry answered {response.status}"
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         return f"registry unreachable: {exc.__class__.__name__}"
+
+
+async def handle_write_pause(request: web.Request) -> web.Response:
+    """The shared write pause (writepause.py), for admins."""
+    user = await _authenticate(request)
+    if user is None:
+        return errors.unauthorized(request.app[SETTINGS].realm)
+    if user.role != "admin":
+        return errors.error_response(403, "DENIED", f"user {user.name!r} may not pause writes")
+    await admit(request)
+    return await control(request, request.app[SESSION], request.app[WRITE_PAUSE], user.name)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -365,12 +387,14 @@ def create_app(settings: Settings) -> web.Application:
     app[TLS] = tls
     app[TAG_LOCKS] = RepositoryLocks()
     app[UPLOADS] = UploadMemory()
+    app[WRITE_PAUSE] = WritePause(settings.upstream, settings.pause_poll_interval)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
     routes = app.router
     routes.add_get("/healthz", handle_healthz, expect_handler=no_early_continue)
     routes.add_get("/readyz", handle_readyz, expect_handler=no_early_continue)
     routes.add_get("/metrics", handle_metrics, expect_handler=no_early_continue)
+    routes.add_route("*", "/mreg/write-pause", handle_write_pause, expect_handler=no_early_continue)
     routes.add_route("*", r"/v2{tail:(/.*)?}", handle_v2, expect_handler=no_early_continue)
     routes.add_route("*", r"/{tail:.*}", handle_not_found, expect_handler=no_early_continue)
     return app

@@ -27,6 +27,7 @@ from aiohttp import web
 from yarl import URL
 
 from . import errors
+from .manifestguard import tag_stands
 from .proxy import UPSTREAM_ERRORS, relay, send, upstream_failure, upstream_url
 from .references import digest_refusal, is_known_digest
 from .referrers import (
@@ -74,8 +75,16 @@ def too_large() -> web.Response:
 
 
 async def put_manifest(
-    request: web.Request, session: aiohttp.ClientSession, upstream: URL, lock: asyncio.Lock, name: str
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    upstream: URL,
+    lock: asyncio.Lock,
+    name: str,
+    tag: str | None,
 ) -> web.StreamResponse:
+    """The manifest is read whole (capped), stored, then, after a 201: a push by ``tag`` is
+    verified against a delete on another replica (manifestguard.py), and a manifest with a
+    ``subject`` joins its subject's referrers index."""
     if (request.content_length or 0) > MAX_MANIFEST:
         return too_large()
     try:
@@ -94,6 +103,14 @@ async def put_manifest(
             except UPSTREAM_ERRORS as exc:
                 return upstream_failure(request, exc)
             try:
+                try:
+                    stands = answer.status != 201 or tag is None or await tag_stands(
+                        request, session, upstream, body, name, tag
+                    )
+                except UPSTREAM_ERRORS as exc:
+                    return upstream_failure(request, exc)
+                if not stands:
+                    return errors.unavailable(503, f"{name}:{tag} was deleted while it was pushed; push it again")
                 added = {}
                 if reading is not None and doc is not None and subject is not None and answer.status == 201:
                     stored = answer.headers.get("Docker-Content-Digest", "")

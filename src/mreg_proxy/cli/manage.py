@@ -6,6 +6,8 @@
     mreg-manage ls --all ...                        referrers index tags (sha256-<hex>) too
     mreg-manage rm HOST[:PORT]/REPO:TAG             only that tag
     mreg-manage rm HOST[:PORT]/REPO@sha256:...      the manifest, and every tag pointing at it
+    mreg-manage pause HOST[:PORT] SECONDS           refuse writes on every replica (before GC)
+    mreg-manage resume HOST[:PORT]                  lift that pause
 
 It speaks the registry API through the proxy, with the credentials ``podman login`` or
 ``docker login`` stored and the certificates podman trusts (logins.py says where it looks).
@@ -25,6 +27,7 @@ import os
 import re
 import ssl
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
@@ -171,9 +174,9 @@ class Registry:
         self._certs = certs
         self._context = _tls_context(insecure, ca_cert, trusted_cas(certs))
 
-    def request(self, method: str, path: str, accept: str = "application/json") -> Answer:
+    def request(self, method: str, path: str, accept: str = "application/json", body: bytes | None = None) -> Answer:
         """One request; 401 and 403 end the command (nothing else can work without rights)."""
-        answer = self._send(method, path, accept)
+        answer = self._send(method, path, accept, body)
         if answer.status == 401:
             raise ManageError(
                 f"{self.host}: authentication failed for user {self.user!r} (401) with the login from "
@@ -183,9 +186,9 @@ class Registry:
             raise ManageError(f"{self.host}: user {self.user!r} may not do this (403): {answer.error_message()}")
         return answer
 
-    def _send(self, method: str, path: str, accept: str) -> Answer:
+    def _send(self, method: str, path: str, accept: str, body: bytes | None) -> Answer:
         try:
-            return self._exchange(method, path, accept)
+            return self._exchange(method, path, accept, body)
         except ssl.SSLCertVerificationError as exc:
             trusted = f"the CAs of {self._certs} and the system" if self._certs else "the system CAs"
             raise ManageError(
@@ -203,7 +206,7 @@ class Registry:
                     "continuing over plain HTTP (--insecure): the password crosses the network in clear",
                     file=sys.stderr,
                 )
-                return self._send(method, path, accept)
+                return self._send(method, path, accept, body)
             raise ManageError(
                 f"TLS failure with {self.host}: {getattr(exc, 'reason', None) or exc}; "
                 "if it serves plain HTTP, pass --plain-http"
@@ -212,7 +215,7 @@ class Registry:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             raise ManageError(f"cannot connect to {self.host}: {reason}") from None
 
-    def _exchange(self, method: str, path: str, accept: str) -> Answer:
+    def _exchange(self, method: str, path: str, accept: str, body: bytes | None) -> Answer:
         if self._scheme == "https":
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(
                 self.host, timeout=TIMEOUT, context=self._context
@@ -220,7 +223,10 @@ class Registry:
         else:
             connection = http.client.HTTPConnection(self.host, timeout=TIMEOUT)
         try:
-            connection.request(method, path, headers={"Authorization": self._authorization, "Accept": accept})
+            headers = {"Authorization": self._authorization, "Accept": accept}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
             return Answer(response.status, response.headers, response.read())
         finally:
@@ -375,6 +381,28 @@ def remove(registry: Registry, target: Target, out: TextIO) -> None:
         print(f"deleted {target} (tags: {', '.join(going) if going else 'none'})", file=out)
 
 
+WRITE_PAUSE_PATH = "/mreg/write-pause"
+MAX_PAUSE_SECONDS = 86400  # as the proxy accepts
+# after every replica has seen the pause: time for writes already past the check to finish
+SETTLE_SECONDS = 5.0
+
+
+def write_pause(registry: Registry, seconds: int, out: TextIO, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Pause writes on every replica (``seconds`` > 0) or lift the pause (0). A pause returns once
+    every replica refuses writes: the proxy says how stale a replica's view may be."""
+    answer = registry.request("POST", WRITE_PAUSE_PATH, body=json.dumps({"seconds": seconds}).encode())
+    if answer.status == 404:
+        raise ManageError(f"{registry.host}: this mreg has no write pause (an older mreg-proxy?)")
+    if answer.status != 200:
+        raise _unexpected(registry, answer, "setting the write pause")
+    if not seconds:
+        print(f"{registry.host}: writes allowed again", file=out)
+        return
+    sleep(float(json.loads(answer.body)["propagation_seconds"]) + SETTLE_SECONDS)
+    print(f"{registry.host}: writes paused on every replica for {seconds} s (pulls keep working); "
+          f"lift with: {PROG} resume {registry.host}", file=out)
+
+
 # --- the edge ---
 
 COMMANDS = """\
@@ -384,6 +412,9 @@ commands:
   ls --all ...                   referrers index tags (sha256-<hex>) too
   rm HOST[:PORT]/REPO:TAG        only that tag; other tags of the image stay
   rm HOST[:PORT]/REPO@DIGEST     the manifest and every tag pointing at it
+  pause HOST[:PORT] SECONDS      refuse pushes and deletes on every replica for SECONDS (at most
+                                 86400), e.g. during garbage collection; returns once all refuse
+  resume HOST[:PORT]             lift that pause
 HOST may carry http:// (plain HTTP) or https://; options may come anywhere."""
 
 
@@ -392,16 +423,18 @@ def build_parser() -> argparse.ArgumentParser:
     (``mreg-manage ls HOST --ca-cert tls.crt``), as podman and docker allow."""
     parser = OneLineParser(
         prog=PROG,
-        usage=f"{PROG} (ls|rm) TARGET [options]",
+        usage=f"{PROG} (ls|rm|pause|resume) TARGET [SECONDS] [options]",
         description="List and remove images of an mreg registry, with the login of 'podman login' or "
         "'docker login' (the files of containers-auth.json(5), and docker credential helpers), else a "
         "prompt; certificates in certs.d/HOST:PORT folders are trusted as podman trusts them.",
         epilog=COMMANDS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["ls", "rm"], metavar="COMMAND", help="ls or rm")
+    parser.add_argument("command", choices=["ls", "rm", "pause", "resume"], metavar="COMMAND",
+                        help="ls, rm, pause or resume")
     parser.add_argument("target", metavar="TARGET", help="HOST[:PORT][/REPO][:TAG|@DIGEST]; http(s):// is allowed")
-    parser.add_argument("extra", nargs="?", help=argparse.SUPPRESS)  # the old 'rm HOST IMAGE:TAG'
+    # pause's SECONDS; for rm, the old 'rm HOST IMAGE:TAG'
+    parser.add_argument("extra", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("--user", help="log in as this user instead of a stored login")
     parser.add_argument("--password-stdin", action="store_true", help="read the password of --user from stdin")
     parser.add_argument("--ca-cert", type=Path, metavar="FILE", help="trust this CA (e.g. the registry's self-signed certificate)")
@@ -414,14 +447,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def checked_args(args: argparse.Namespace) -> tuple[Target, bool]:
     """(target, plain HTTP?) from what was typed; the old two-word rm form gets the new spelling."""
-    if args.extra is not None:
+    if args.command == "pause":
+        seconds = args.extra or ""
+        if not seconds.isdigit() or not 1 <= int(seconds) <= MAX_PAUSE_SECONDS:
+            raise ManageError(f"pause {seconds or '(missing)'}: SECONDS must be 1-{MAX_PAUSE_SECONDS}")
+    elif args.extra is not None:
         if args.command == "rm":
             host = split_scheme(args.target)[1].rstrip("/")
             raise ManageError(
                 f"'rm HOST IMAGE:TAG' is the old form; the image is one argument now: "
                 f"{PROG} rm {host}/{args.extra}"
             )
-        raise ManageError(f"ls takes one HOST[:PORT][/REPO], not {args.target!r} and {args.extra!r}")
+        raise ManageError(f"{args.command} takes one TARGET, not {args.target!r} and {args.extra!r}")
     if args.password_stdin and args.user is None:
         raise ManageError("--password-stdin needs --user")
     if args.all and args.command != "ls":
@@ -430,6 +467,8 @@ def checked_args(args: argparse.Namespace) -> tuple[Target, bool]:
     if scheme == "https" and args.plain_http:
         raise ManageError(f"{args.target!r} says https:// but --plain-http says plain HTTP")
     target = parse_target(text, reference=args.command == "rm")
+    if args.command in ("pause", "resume") and target.repo is not None:
+        raise ManageError(f"{args.target!r}: {args.command} takes HOST[:PORT] only")
     return target, args.plain_http or scheme == "http"
 
 
@@ -448,6 +487,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str], home: Path, uid: int, 
     )
     if args.command == "rm":
         remove(registry, target, out)
+    elif args.command in ("pause", "resume"):
+        write_pause(registry, int(args.extra) if args.command == "pause" else 0, out)
     elif target.repo is None:
         list_all(registry, out, args.all)
     else:
