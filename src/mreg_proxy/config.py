@@ -44,6 +44,8 @@ class Settings:
     auth_cache_ttl: float = 60.0
     bcrypt_cost: int = 12
     tls_poll_interval: float = 1.0
+    # how stale this replica's view of the shared write pause may be (writepause.py)
+    pause_poll_interval: float = 2.0
     # who may read /metrics: "admin" (an authenticated admin), "open" (anyone who can reach the
     # port, for a scraper inside the pod's network) or "off". Admins only by default: the
     # counters tell an outsider how busy the registry is and how often passwords fail.
@@ -82,6 +84,8 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--auth-cache-ttl", "MREG_AUTH_CACHE_TTL", "auth_cache_ttl",
      "seconds a verified password is remembered, 0 disables (default 60)"),
     ("--bcrypt-cost", "MREG_BCRYPT_COST", "bcrypt_cost", "bcrypt cost for new hashes, 4-16 (default 12)"),
+    ("--pause-poll-interval", "MREG_PAUSE_POLL_INTERVAL", "pause_poll_interval",
+     "seconds between looks at the shared write pause, 0.1-60 (default 2)"),
     ("--metrics", "MREG_METRICS", "metrics",
      "who may read /metrics: admin (Basic auth, an admin user), open (no auth) or off (default admin)"),
     ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
@@ -175,6 +179,8 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _choice(env_name, raw.upper(), raw, _LOG_LEVELS)}
     if field == "auth_cache_ttl":
         return {field: _number(env_name, raw, float, 0, 86400)}
+    if field == "pause_poll_interval":
+        return {field: _number(env_name, raw, float, 0.1, 60)}
     if field == "max_connections":
         return {field: _number(env_name, raw, int, 1, 1_000_000)}
     if field == "idle_timeout":
