@@ -1,5 +1,10 @@
-"""``python -m bench [--quick] [--json FILE]``: the registry direct vs through mreg, one run.
-``python -m bench --abuse [--quick]``: what strangers can make mreg-proxy spend (bench/abuse_*.py).
+"""``python -m bench [--quick] [--s3] [--json FILE] [--abuse]``: the registry direct vs through mreg, one run.
+
+``--s3`` adds the S3 section (bench/s3bench.py): the registry on a Ceph radosgw started for the
+run, direct, through one mreg replica and through two.
+
+``--abuse`` runs the abuse section instead: what strangers on the network can do to mreg, and
+what the team still gets meanwhile (bench/abuse_*.py).
 
 Every figure is the median over repetitions that alternate direct and proxied runs (the order
 flips each repetition), so slow drifts of a shared machine hit both sides alike.
@@ -21,11 +26,12 @@ import bcrypt
 
 from mreg_proxy.users import User
 
-from .abuse_memory import ABUSE_FULL, ABUSE_QUICK, abuse_markdown, run_abuse
+from . import abuse_login, abuse_memory
+from .s3bench import S3_FULL, S3_QUICK, run_s3, s3_markdown
 from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
-    MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_chunked,
-    push_monolithic, seed_blob, seed_manifest, timed_push, verify_pull,
+    MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_and_sign, push_chunked,
+    push_monolithic, seed_blob, seed_manifest, sha256_digest, timed_push, verify_pull,
 )
 
 USER, PASSWORD = "bench", "bench-Secret-1"
@@ -42,10 +48,11 @@ class Plan:
     transfer_reps: int
     head_seconds: float
     head_reps: int
+    signed_images: int  # image manifests pushed and signed per repetition
 
 
-FULL = Plan(1024 * MiB, 8, 128 * MiB, 256 * MiB, 16 * MiB, transfer_reps=5, head_seconds=5, head_reps=3)
-QUICK = Plan(64 * MiB, 8, 8 * MiB, 32 * MiB, 16 * MiB, transfer_reps=1, head_seconds=1, head_reps=1)
+FULL = Plan(1024 * MiB, 8, 128 * MiB, 256 * MiB, 16 * MiB, transfer_reps=5, head_seconds=5, head_reps=3, signed_images=100)
+QUICK = Plan(64 * MiB, 8, 8 * MiB, 32 * MiB, 16 * MiB, transfer_reps=1, head_seconds=1, head_reps=1, signed_images=10)
 
 
 @dataclass
@@ -121,6 +128,9 @@ def measure_all(plan: Plan, direct: Endpoint, proxy: Endpoint, proxy_pid: int) -
         rows.append(Row(f"push {plan.push_size // MiB} MiB, {plan.patch_size // MiB} MiB PATCHes", "MB/s", d, p))
         memory["rss_peak_pushes_mib"] = rss.peak / 1024
 
+    print("manifests and referrers ...", file=sys.stderr)
+    rows += sign_rows(plan, direct, proxy)
+
     print("HEAD ...", file=sys.stderr)
     for connections in (1, 32):
         samples: dict[str, list[HeadResult]] = {direct.name: [], proxy.name: []}
@@ -139,24 +149,27 @@ def measure_all(plan: Plan, direct: Endpoint, proxy: Endpoint, proxy_pid: int) -
     return rows, memory
 
 
-def abuse(quick: bool, registry_binary: str, workdir: Path) -> str:
-    """The abuse workloads against a fresh registry and proxy; their tables, in markdown."""
-    plan = ABUSE_QUICK if quick else ABUSE_FULL
-    registry = start_registry(registry_binary, workdir)
-    proxy_service: Service | None = None
-    try:
-        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
-        proxy_service = start_proxy(registry.url, workdir, {USER: User(USER, "admin", hashed)})
-        # idle connections are held past the proxy's idle timeout (60 s), to see them closed
-        idle_hold = 2.0 if quick else 70.0
-        idle, rows = run_abuse(
-            plan, proxy_service.url, proxy_service.process.pid, registry.process.pid, (USER, PASSWORD), REPO, idle_hold
-        )
-        return abuse_markdown(idle, rows, plan.settle)
-    finally:
-        if proxy_service is not None:
-            stop(proxy_service.process)
-        stop(registry.process)
+def sign_rows(plan: Plan, direct: Endpoint, proxy: Endpoint) -> list[Row]:
+    """Mean PUT time of an image manifest (by tag) and of a referrer (a signature of it, by
+    digest), alternating sides.
+
+    Through mreg a referrer costs a second registry write: its subject's referrers index (read
+    while the referrer is stored) is written back under its tag.
+    """
+    config = b"{}"
+    push_monolithic(direct, REPO, config)
+    results: dict[str, list[tuple[float, float]]] = {direct.name: [], proxy.name: []}
+    for rep in range(plan.transfer_reps):
+        for endpoint in (direct, proxy) if rep % 2 == 0 else (proxy, direct):
+            salt = f"{endpoint.name}-{rep}"
+            results[endpoint.name].append(push_and_sign(endpoint, REPO, sha256_digest(config), plan.signed_images, salt))
+    (d_image, d_referrer), (p_image, p_referrer) = (
+        tuple(statistics.median(r[i] for r in results[e.name]) for i in (0, 1)) for e in (direct, proxy)
+    )
+    return [
+        Row("PUT image manifest by tag", "ms", d_image, p_image, False),
+        Row("PUT referrer manifest by digest", "ms", d_referrer, p_referrer, False),
+    ]
 
 
 def markdown(rows: list[Row], memory: dict[str, float]) -> str:
@@ -167,6 +180,10 @@ def markdown(rows: list[Row], memory: dict[str, float]) -> str:
         else:  # latency: the difference is what matters
             ratio = f"{row.proxy - row.direct:+.2f} ms"
         lines.append(f"| {row.label} ({row.unit}) | {row.direct:.1f} | {row.proxy:.1f} | {ratio} |")
+    by_label = {row.label: row for row in rows}
+    image, referrer = by_label["PUT image manifest by tag"], by_label["PUT referrer manifest by digest"]
+    lines.append(f"| PUT referrer / PUT image manifest | {referrer.direct / image.direct:.2f}x | "
+                 f"{referrer.proxy / image.proxy:.2f}x | - |")
     lines.append(
         f"| mreg-proxy RSS (MiB): idle / peak in pulls / peak in pushes / high-water mark | - | "
         f"{memory['rss_idle_mib']:.0f} / {memory['rss_peak_pulls_mib']:.0f} / "
@@ -178,10 +195,28 @@ def markdown(rows: list[Row], memory: dict[str, float]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (well under a minute)")
-    parser.add_argument("--abuse", action="store_true", help="the abuse workloads instead (memory, ...)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--registry", default="docker-registry", help="registry binary (default docker-registry)")
+    parser.add_argument("--abuse", action="store_true", help="the abuse section instead (password floods, ...)")
+    parser.add_argument("--s3", action="store_true",
+                        help="also measure on S3: a single-node Ceph cluster (Debian packages ceph-mon, ceph-osd, radosgw)")
     return parser.parse_args(argv)
+
+
+def run_abuse(registry_binary: str, quick: bool) -> dict[str, object]:
+    """Each abuse workload against its own registry and proxy; prints its table, returns its figures."""
+    with tempfile.TemporaryDirectory(prefix="mreg-bench-abuse-") as work:
+        phases, rates = abuse_login.run(registry_binary, work, quick)
+    schedule = abuse_login.schedule_figures()
+    print("## Password guessing\n")
+    print(abuse_login.markdown(phases, rates, schedule))
+    with tempfile.TemporaryDirectory(prefix="mreg-bench-abuse-") as work:
+        idle, memory_rows, settle = abuse_memory.run(registry_binary, Path(work), quick)
+    print("\n## Memory\n")
+    print(abuse_memory.abuse_markdown(idle, memory_rows, settle))
+    return {"login": {"phases": [vars(p) | {"flood": vars(p.flood) if p.flood else None} for p in phases],
+                      "rates": rates, "schedule": schedule},
+            "memory": {"idle_mib": idle, "rows": [vars(r) for r in memory_rows]}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,20 +227,34 @@ def main(argv: list[str] | None = None) -> int:
     registry_binary = shutil.which(args.registry)
     assert registry_binary is not None
     if args.abuse:
-        with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
-            try:
-                print(abuse(args.quick, registry_binary, Path(work)))
-            except BenchError as exc:
-                sys.exit(f"bench: FAILED: {exc}")
+        try:
+            figures = run_abuse(registry_binary, args.quick)
+        except BenchError as exc:
+            sys.exit(f"bench: FAILED: {exc}")
+        if args.json:
+            args.json.write_text(json.dumps({"abuse": figures, "quick": args.quick}, indent=2) + "\n")
         return 0
+    if args.s3:
+        for tool in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
+            if shutil.which(tool) is None:
+                sys.exit(f"bench: {tool} not found (Debian packages: ceph-mon, ceph-osd, radosgw, ceph-common)")
+    s3_rows = []
     with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
         try:
             rows, memory = run(QUICK if args.quick else FULL, registry_binary, Path(work))
+            if args.s3:
+                hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+                users = {USER: User(USER, "admin", hashed)}
+                s3_rows = run_s3(S3_QUICK if args.quick else S3_FULL, registry_binary, Path(work), users, (USER, PASSWORD))
         except BenchError as exc:
             sys.exit(f"bench: FAILED: {exc}")
     print(markdown(rows, memory))
+    if s3_rows:
+        print()
+        print(s3_markdown(s3_rows))
     if args.json:
-        payload = {"rows": [{**vars(r), "ratio": r.ratio} for r in rows], "memory_mib": memory, "quick": args.quick}
+        payload = {"rows": [{**vars(r), "ratio": r.ratio} for r in rows], "memory_mib": memory, "quick": args.quick,
+                   "s3_rows": [vars(r) for r in s3_rows]}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 

@@ -23,14 +23,20 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+import bcrypt
 
-from .services import RssSampler, memory_kib
+from mreg_proxy.users import User
+
+from .services import RssSampler, Service, memory_kib, start_proxy, start_registry, stop
 
 MiB = 1 << 20
+ADMIN = ("bench", "bench-Secret-1")
+REPO = "bench/abuse"
 ATTACK_TIMEOUT = 120.0  # no workload may run longer than this; each finishes well before
 IO_TIMEOUT = 30.0
 WARM_SETTLE = 10.0  # after the warm-up: two of the proxy's 5 s memory trims
@@ -267,3 +273,21 @@ def abuse_markdown(idle: float, rows: list[AbuseRow], settle: float) -> str:
             f"| {row.workload} | {row.peak_mib:.0f} | {row.after_mib:.0f} | {row.registry_peak_mib:.0f} | {row.note} |"
         )
     return "\n".join(lines)
+
+
+def run(registry_binary: str, workdir: Path, quick: bool) -> tuple[float, list[AbuseRow], float]:
+    """The memory workloads against a fresh registry and proxy: (idle RSS, rows, settle seconds)."""
+    plan = ABUSE_QUICK if quick else ABUSE_FULL
+    registry = start_registry(registry_binary, workdir)
+    proxy: Service | None = None
+    try:
+        hashed = bcrypt.hashpw(ADMIN[1].encode(), bcrypt.gensalt(10)).decode()
+        proxy = start_proxy(registry.url, workdir, {ADMIN[0]: User(ADMIN[0], "admin", hashed)})
+        # idle connections are held past the proxy's idle timeout (60 s), to see them closed
+        idle_hold = 2.0 if quick else 70.0
+        idle, rows = run_abuse(plan, proxy.url, proxy.process.pid, registry.process.pid, ADMIN, REPO, idle_hold)
+        return idle, rows, plan.settle
+    finally:
+        if proxy is not None:
+            stop(proxy.process)
+        stop(registry.process)

@@ -29,13 +29,18 @@ from .memory import cap_arenas, trimmer
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .proxy import BODY_BYTES, UPSTREAM_ERROR, forward, make_session
 from .readiness import Readiness
-from .routes import Endpoint, Route, classify
+from .references import manifest_refusal
+from .referrers_api import delete_manifest, list_referrers, put_manifest
+from .routes import Action, Endpoint, Route, classify
 from .server import SwitchingSite
 from .tagdelete import RepositoryLocks, delete_tag
 from .taglist import list_tags
 from .throttle import Policy, Throttle, client_address
 from .tls import TlsState
+from .uploads import UploadMemory
+from .uploads_api import continue_upload, start_upload
 from .users import User, UserStore
+from .writepause import CONTROL_REPOSITORY, WritePause, control, refused, reserved
 
 log = logging.getLogger("mreg")
 
@@ -47,6 +52,8 @@ USERS = web.AppKey("users", UserStore)
 METRICS = web.AppKey("metrics", Metrics)
 TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
 READINESS = web.AppKey("readiness", Readiness)
+UPLOADS = web.AppKey("uploads", UploadMemory)
+WRITE_PAUSE = web.AppKey("write_pause", WritePause)
 USER = web.RequestKey("user", str)  # who made the request, for the access log
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
@@ -83,20 +90,42 @@ async def _forward(request: web.Request, route: Route) -> web.StreamResponse:
     return await forward(request, request.app[SESSION], request.app[SETTINGS].upstream)
 
 
+def _refused(route: Route) -> web.Response | None:
+    """The proxy's answer to a malformed manifest reference (registry 2.8 answers some with 500)."""
+    assert route.reference is not None
+    refusal = manifest_refusal(route.method, route.reference)
+    return None if refusal is None else errors.error_response(refusal.status, refusal.code, refusal.message)
+
+
+async def _read_manifest(request: web.Request, route: Route) -> web.StreamResponse:
+    return _refused(route) or await _forward(request, route)
+
+
 async def _write_manifest(request: web.Request, route: Route) -> web.StreamResponse:
     """registry 2.8 fails a delete by digest (500, a tag left dangling) while another tag link of
     the repository is being written: manifest writes of one repository take turns with each other
-    and with tag deletions. Manifests are small; blob uploads are not held up."""
+    and with tag deletions. Manifests are small; blob uploads are not held up. A manifest with a
+    ``subject`` is added to its subject's referrers index under the same lock."""
+    if refused := _refused(route):
+        return refused
+    app = request.app
     assert route.name is not None
-    async with request.app[TAG_LOCKS](route.name):
-        return await _forward(request, route)
+    # across replicas the lock orders nothing: each push by tag is also verified (manifestguard.py)
+    tag = route.reference if route.is_tag else None
+    return await put_manifest(
+        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, tag
+    )
 
 
 async def _delete_manifest(request: web.Request, route: Route) -> web.StreamResponse:
-    if not route.is_tag:  # by digest: the registry's own delete, under the lock
-        return await _write_manifest(request, route)
+    if refused := _refused(route):
+        return refused
     app = request.app
     assert route.name is not None and route.reference is not None
+    if not route.is_tag:  # by digest: the registry's own delete, then the referrers index
+        return await delete_manifest(
+            request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, route.reference
+        )
     return await delete_tag(
         request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS], route.name, route.reference
     )
@@ -107,13 +136,36 @@ async def _list_tags(request: web.Request, route: Route) -> web.StreamResponse:
     return await list_tags(request, request.app[SESSION], request.app[SETTINGS].upstream, route.name)
 
 
+async def _list_referrers(request: web.Request, route: Route) -> web.StreamResponse:
+    assert route.name is not None and route.reference is not None
+    return await list_referrers(request, request.app[SESSION], request.app[SETTINGS].upstream, route.name, route.reference)
+
+
+async def _start_upload(request: web.Request, route: Route) -> web.StreamResponse:
+    return await start_upload(request, request.app[SESSION], request.app[SETTINGS].upstream, request.app[UPLOADS])
+
+
+async def _continue_upload(request: web.Request, route: Route) -> web.StreamResponse:
+    app = request.app
+    assert route.name is not None and route.reference is not None
+    return await continue_upload(
+        request, app[SESSION], app[SETTINGS].upstream, app[UPLOADS], route.name, route.reference
+    )
+
+
 RouteHandler = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
 # The requests the proxy answers itself or wraps, by (endpoint, method); everything else is
 # forwarded as it is. What registry 2.8 gets wrong is mended here, one entry each.
 HANDLERS: dict[tuple[Endpoint, str], RouteHandler] = {
+    (Endpoint.MANIFEST, "GET"): _read_manifest,
+    (Endpoint.MANIFEST, "HEAD"): _read_manifest,
     (Endpoint.MANIFEST, "PUT"): _write_manifest,
     (Endpoint.MANIFEST, "DELETE"): _delete_manifest,
     (Endpoint.TAGS, "GET"): _list_tags,
+    (Endpoint.REFERRERS, "GET"): _list_referrers,
+    (Endpoint.REFERRERS, "HEAD"): _list_referrers,
+    (Endpoint.UPLOADS, "POST"): _start_upload,
+    **{(Endpoint.UPLOAD, method): _continue_upload for method in ("GET", "HEAD", "PATCH", "PUT", "DELETE")},
 }
 
 
@@ -128,6 +180,11 @@ async def handle_v2(request: web.Request) -> web.StreamResponse:
         return errors.unsupported(request.method)
     if decision is Decision.DENY:
         return errors.denied(user.name, request.method)
+    if route.action is not Action.PULL:
+        if route.name == CONTROL_REPOSITORY:
+            return reserved(request.method)
+        if remaining := await app[WRITE_PAUSE].remaining(app[SESSION]):
+            return refused(remaining)  # before admit: the body is dropped, never forwarded
     await admit(request)
     return await HANDLERS.get((route.endpoint, route.method), _forward)(request, route)
 
@@ -157,6 +214,17 @@ async def _registry_problem(app: web.Application) -> str | None:
             return f"registry answered {response.status}"
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         return f"registry unreachable: {exc.__class__.__name__}"
+
+
+async def handle_write_pause(request: web.Request) -> web.Response:
+    """The shared write pause (writepause.py), for admins."""
+    user = await _authenticate(request)
+    if user is None:
+        return errors.unauthorized(request.app[SETTINGS].realm)
+    if user.role != "admin":
+        return errors.error_response(403, "DENIED", f"user {user.name!r} may not pause writes")
+    await admit(request)
+    return await control(request, request.app[SESSION], request.app[WRITE_PAUSE], user.name)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -320,6 +388,8 @@ def create_app(settings: Settings) -> web.Application:
     tls.refresh()
     app[TLS] = tls
     app[TAG_LOCKS] = RepositoryLocks()
+    app[UPLOADS] = UploadMemory()
+    app[WRITE_PAUSE] = WritePause(settings.upstream, settings.pause_poll_interval)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
     app.cleanup_ctx.append(trimmer)
@@ -327,6 +397,7 @@ def create_app(settings: Settings) -> web.Application:
     routes.add_get("/healthz", handle_healthz, expect_handler=no_early_continue)
     routes.add_get("/readyz", handle_readyz, expect_handler=no_early_continue)
     routes.add_get("/metrics", handle_metrics, expect_handler=no_early_continue)
+    routes.add_route("*", "/mreg/write-pause", handle_write_pause, expect_handler=no_early_continue)
     routes.add_route("*", r"/v2{tail:(/.*)?}", handle_v2, expect_handler=no_early_continue)
     routes.add_route("*", r"/{tail:.*}", handle_not_found, expect_handler=no_early_continue)
     return app

@@ -23,6 +23,8 @@ ROWS = [
     "pull 8 x 8 MiB in parallel",
     "push 32 MiB, monolithic",
     "push 32 MiB, 16 MiB PATCHes",
+    "PUT image manifest by tag",
+    "PUT referrer manifest by digest",
     "HEAD manifest, 1 conn",
     "HEAD manifest, 1 conn, p50",
     "HEAD manifest, 1 conn, p99",
@@ -51,19 +53,44 @@ def test_quick_benchmark_runs_correctly(tmp_path: Path) -> None:
         assert f"| {label} (" in result.stdout  # the Markdown table has every row
 
 
-def test_quick_abuse_benchmark_runs_every_memory_workload() -> None:
-    """``python -m bench --abuse --quick``: every workload runs, and each is answered as it must
-    be (refused uploads 401, admin uploads 201); the memory figures themselves are not asserted."""
+def test_quick_abuse_benchmark_runs_every_memory_workload(tmp_path: Path) -> None:
+    """``python -m bench --abuse --quick``: every memory workload runs, and each is answered as it
+    must be (refused uploads 401, admin uploads 201); the memory figures themselves are not asserted."""
     registry = require_tool("docker-registry", "registry")
+    report = tmp_path / "abuse.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--abuse", "--quick", "--registry", registry],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "bench", "--abuse", "--quick", "--registry", registry, "--json", str(report)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [row.split(" | ")[0] for row in rows] == [
-        "| 50 clients x 7.7 MB of headers", "| 100 wrong-password 16 MiB uploads",
-        "| 500 idle connections", "| 20 parallel 4 MiB admin uploads",
+    rows = json.loads(report.read_text())["abuse"]["memory"]["rows"]
+    assert [row["workload"] for row in rows] == [
+        "50 clients x 7.7 MB of headers", "100 wrong-password 16 MiB uploads",
+        "500 idle connections", "20 parallel 4 MiB admin uploads",
     ]
-    assert rows[1].endswith("| 100 x 401 |") and rows[3].endswith("| 20 x 201 |")
+    assert "401" in rows[1]["note"] and rows[3]["note"] == "20 x 201"
+    assert all(row["peak_mib"] > 0 for row in rows)
+    assert "## Memory" in result.stdout
+
+
+S3_ROWS = ["pull 32 MiB, 1 stream", "pull 8 x 4 MiB in parallel", "push 16 MiB, monolithic", "2 pushes of 16 MiB in parallel"]
+
+
+def test_quick_benchmark_with_the_s3_section_runs_correctly(tmp_path: Path) -> None:
+    registry = require_tool("docker-registry", "registry")
+    for tool in ("curl", "ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
+        require_tool(tool)
+    report = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--s3", "--registry", registry, "--json", str(report)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(report.read_text())["s3_rows"]
+    assert [row["label"] for row in rows] == S3_ROWS
+    assert all(row["direct"] > 0 and row["one"] > 0 for row in rows)
+    assert [row["two"] is not None for row in rows] == [False, True, False, True]
+    for label in S3_ROWS:
+        assert f"| {label} |" in result.stdout
