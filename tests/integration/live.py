@@ -39,18 +39,22 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 class Mreg:
     host: str  # HOST:PORT as clients write it
     url: str
-    log: Path  # the proxy's output
 
 
 @pytest.fixture(scope="session")
-def mreg(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mreg]:
+def mreg_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's mreg-proxy keeps its files; its output is ``proxy.log`` there."""
+    return tmp_path_factory.mktemp("mreg")
+
+
+@pytest.fixture(scope="session")
+def mreg(registry: Registry, mreg_workdir: Path) -> Iterator[Mreg]:
     """mreg-proxy started as operators start it: its own process, settings from the environment."""
     users = {u.name: u for u in (make_user(*ADMIN, role="admin"), make_user(*READER))}
-    workdir = tmp_path_factory.mktemp("mreg")
-    service = start_proxy(registry.url, workdir, users)
+    service = start_proxy(registry.url, mreg_workdir, users)
     try:
         host = service.url.removeprefix("http://")
-        yield Mreg(host, service.url, workdir / "proxy.log")
+        yield Mreg(host, service.url)
     finally:
         stop(service.process)
 
