@@ -112,7 +112,8 @@ async def _write_manifest(request: web.Request, route: Route) -> web.StreamRespo
     # across replicas the lock orders nothing: each push by tag is also verified (manifestguard.py)
     tag = route.reference if route.is_tag else None
     return await put_manifest(
-        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, tag
+        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, tag,
+        shared=app[SETTINGS].shared_storage,
     )
 
 
@@ -123,7 +124,8 @@ async def _delete_manifest(request: web.Request, route: Route) -> web.StreamResp
     assert route.name is not None and route.reference is not None
     if not route.is_tag:  # by digest: the registry's own delete, then the referrers index
         return await delete_manifest(
-            request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, route.reference
+            request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, route.reference,
+            shared=app[SETTINGS].shared_storage,
         )
     return await delete_tag(
         request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS], route.name, route.reference

@@ -46,6 +46,10 @@ class Settings:
     tls_poll_interval: float = 1.0
     # how stale this replica's view of the shared write pause may be (writepause.py)
     pause_poll_interval: float = 2.0
+    # replicas share the registry storage (S3): each referrers-index write is read back after a
+    # wait and merged again when another replica wrote over it (referrers_api.py). Off for one
+    # proxy, where the repository lock orders every write and the wait would only cost time.
+    shared_storage: bool = False
     # who may read /metrics: "admin" (an authenticated admin), "open" (anyone who can reach the
     # port, for a scraper inside the pod's network) or "off". Admins only by default: the
     # counters tell an outsider how busy the registry is and how often passwords fail.
@@ -86,6 +90,8 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--bcrypt-cost", "MREG_BCRYPT_COST", "bcrypt_cost", "bcrypt cost for new hashes, 4-16 (default 12)"),
     ("--pause-poll-interval", "MREG_PAUSE_POLL_INTERVAL", "pause_poll_interval",
      "seconds between looks at the shared write pause, 0.1-60 (default 2)"),
+    ("--shared-storage", "MREG_SHARED_STORAGE", "shared_storage",
+     "true when several replicas share the registry storage (S3) (default false)"),
     ("--metrics", "MREG_METRICS", "metrics",
      "who may read /metrics: admin (Basic auth, an admin user), open (no auth) or off (default admin)"),
     ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
@@ -111,6 +117,7 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 METRICS_MODES = ("admin", "open", "off")
 EVENT_LOOPS = ("auto", "asyncio")
+BOOLEANS = ("true", "false")
 
 
 def parse_listen(value: str, name: str) -> tuple[str, int]:
@@ -179,6 +186,8 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _choice(env_name, raw.upper(), raw, _LOG_LEVELS)}
     if field == "auth_cache_ttl":
         return {field: _number(env_name, raw, float, 0, 86400)}
+    if field == "shared_storage":
+        return {field: _choice(env_name, raw.lower(), raw, BOOLEANS) == "true"}
     if field == "pause_poll_interval":
         return {field: _number(env_name, raw, float, 0.1, 60)}
     if field == "max_connections":

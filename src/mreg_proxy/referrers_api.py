@@ -87,6 +87,8 @@ async def put_manifest(
     lock: asyncio.Lock,
     name: str,
     tag: str | None,
+    *,
+    shared: bool,
 ) -> web.StreamResponse:
     """The manifest is read whole (capped), stored, then, after a 201: a push by ``tag`` is
     verified against a delete on another replica (manifestguard.py), and a manifest with a
@@ -118,7 +120,7 @@ async def put_manifest(
                 stored = answer.headers.get("Docker-Content-Digest", "")
                 digest = stored if is_known_digest(stored) else "sha256:" + hashlib.sha256(body).hexdigest()
                 entry = descriptor(doc, media_type=request.headers.get("Content-Type", ""), digest=digest, size=len(body))
-                if await _update_index(session, upstream, name, subject, entry=entry):
+                if await _update_index(session, upstream, name, subject, shared, entry=entry):
                     added["OCI-Subject"] = subject
             return await relay(request, answer, upstream, extra_headers=added)
         finally:
@@ -132,6 +134,8 @@ async def delete_manifest(
     lock: asyncio.Lock,
     name: str,
     digest: str,
+    *,
+    shared: bool,
 ) -> web.StreamResponse:
     async with lock:
         try:
@@ -141,7 +145,7 @@ async def delete_manifest(
             return upstream_failure(request, exc)
         try:
             if subject is not None and answer.status == 202:
-                await _update_index(session, upstream, name, subject, gone={digest})
+                await _update_index(session, upstream, name, subject, shared, gone={digest})
             return await relay(request, answer, upstream)
         finally:
             answer.close()
@@ -197,6 +201,7 @@ async def _update_index(
     upstream: URL,
     name: str,
     subject: str,
+    shared: bool,
     *,
     entry: Document | None = None,
     gone: frozenset[str] | set[str] = frozenset(),
@@ -204,7 +209,7 @@ async def _update_index(
     """Add ``entry`` to, and drop the digests ``gone`` from, the referrers index of ``subject``.
     False (and one log line) when it could not be written.
 
-    Replicas on one bucket each hold their own repository lock, and S3 has no compare-and-swap: a
+    With ``shared`` storage, replicas on one bucket each hold their own repository lock, and S3 has no compare-and-swap: a
     replica that read the index before this write landed writes its own over it, without this
     entry. Its write lands within about as long as this one took from read to write, since it
     read before this write landed. So the index is read only once the manifest is stored (read
@@ -219,7 +224,8 @@ async def _update_index(
         for _ in range(REPAIRS + 1):
             started = loop.time()
             previous = await _read_index(session, url)
-            if not await _rewrite_index(session, upstream, name, url, previous, entry, set(gone)):
+            written = await _rewrite_index(session, upstream, name, url, previous, entry, set(gone))
+            if not written or not shared:  # one proxy: its lock ordered every write, nothing to check
                 return True
             await asyncio.sleep(min(2 * (loop.time() - started), SETTLE_CAP))
             if holds(entries_of(await _read_index(session, url)), entry, gone):

@@ -77,7 +77,7 @@ class Replicas:
         workdir.mkdir(exist_ok=True)
         registry = start_registry(registry_binary(), workdir, s3 or self.s3, self.secret)
         try:
-            proxy = start_proxy(registry.url, workdir, self.auth / "users.yml", {"MREG_PAUSE_POLL_INTERVAL": PAUSE_POLL})
+            proxy = start_proxy(registry.url, workdir, self.auth / "users.yml", {"MREG_PAUSE_POLL_INTERVAL": PAUSE_POLL, "MREG_SHARED_STORAGE": "true"})
         except BaseException:
             stop(registry.process)
             raise

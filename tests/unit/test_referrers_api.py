@@ -140,7 +140,7 @@ async def shared(
     app[STORED], app[STALE] = {}, []
     app.router.add_route("*", "/v2/team/app/manifests/{reference}", storing)
     server = await aiohttp_server(app)
-    async with running_proxy(settings_for(server.make_url(""), tmp_path)) as client:
+    async with running_proxy(settings_for(server.make_url(""), tmp_path, shared_storage=True)) as client:
         yield client, server.app
 
 
@@ -192,3 +192,20 @@ async def test_a_replica_that_keeps_writing_over_the_index_gets_no_oci_subject(
     assert response.status == 201
     assert "OCI-Subject" not in response.headers
     assert len(registry[STALE]) == 10 - 3  # three writes (REPAIRS = 2), then it gives up
+
+
+async def test_one_proxy_writes_the_index_once_without_reading_it_back(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], users_file: Path, tmp_path: Path
+) -> None:
+    """Without shared storage the repository lock orders every write: no wait, no read-back (a
+    stale index left by a replica is then not noticed, which is the point of the setting)."""
+    app = web.Application()
+    app[STORED], app[STALE] = {}, [index_of(THEIRS)]
+    app.router.add_route("*", "/v2/team/app/manifests/{reference}", storing)
+    server = await aiohttp_server(app)
+    async with running_proxy(settings_for(server.make_url(""), tmp_path)) as proxy:
+        digest = "sha256:" + hashlib.sha256(REFERRER).hexdigest()
+        response = await proxy.put(f"/v2/team/app/manifests/{digest}", data=REFERRER,
+                                   headers={**basic(*ADMIN), "Content-Type": OCI_MANIFEST})
+    assert (response.status, response.headers.get("OCI-Subject")) == (201, SUBJECT)
+    assert stored_index(app) == [THEIRS["digest"]]  # the replica's overwrite stands: nobody looked
