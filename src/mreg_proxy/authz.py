@@ -1,30 +1,98 @@
-"""Who may do what: a pure function of (role, method), tested as a table.
+"""Who may do what: a pure function of (principal, route), tested as a table.
 
-Rights are global in this design (no per-repository rules yet).
+The principal is whoever made the request: a user (its role plus its grants), a CI token (its
+grants only) or an anonymous client (the file's ``anonymous`` grants, pull at most). Its level on a
+repository is the most specific matching grant, else its role's level (grants.py). The answer to
+a request the caller may not make is chosen so that nothing leaks across repositories:
+
+- no credentials: 401 with the Basic challenge, so clients ask for credentials (also on
+  ``/v2/`` when nothing at all is public, as before grants existed);
+- a repository the caller may not even pull: a read answers exactly as for a repository that does
+  not exist (HIDE); a write gets 403 DENIED, which is what it gets whether or not it exists;
+- a repository the caller may pull but not write: 403 DENIED, the clearest answer.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
-READ_METHODS = frozenset({"GET", "HEAD"})
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-ROLE_METHODS: dict[str, frozenset[str]] = {
-    "reader": READ_METHODS,
-    "admin": READ_METHODS | WRITE_METHODS,
-}
-KNOWN_METHODS = READ_METHODS | WRITE_METHODS
+from .grants import ROLE_LEVELS, Grant, Level, deciding_grant, may_see_any
+from .routes import Action, Endpoint, Route
+from .users import Token, User
+
+ACTION_LEVELS = {Action.PULL: Level.PULL, Action.PUSH: Level.PUSH, Action.DELETE: Level.DELETE}
+# endpoints that name no repository: anyone who is someone may use them (the catalog is filtered)
+_UNNAMED = frozenset({Endpoint.BASE, Endpoint.CATALOG})
+
+
+class Kind(Enum):
+    USER = "user"
+    TOKEN = "token"
+    ANONYMOUS = "anonymous"
 
 
 class Decision(Enum):
     ALLOW = "allow"
-    DENY = "deny"  # the role lacks the right: 403 DENIED
-    UNSUPPORTED = "unsupported"  # nobody may use this method: 405
+    DENY = "deny"  # 403 DENIED
+    HIDE = "hide"  # answer as for a repository that does not exist
+    CHALLENGE = "challenge"  # 401 with the Basic challenge
+    UNSUPPORTED = "unsupported"  # nobody may use this method here: 405
 
 
-def decide(role: str, method: str) -> Decision:
-    if method not in KNOWN_METHODS:
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    kind: Kind
+    base: Level  # the level where no grant matches: the user's role, NONE for tokens and anonymous
+    grants: tuple[Grant, ...] = ()
+
+    @classmethod
+    def of_user(cls, user: User) -> Principal:
+        return cls(user.name, Kind.USER, ROLE_LEVELS[user.role], user.grants)
+
+    @classmethod
+    def of_token(cls, token: Token) -> Principal:
+        return cls(token.name, Kind.TOKEN, Level.NONE, token.grants)
+
+    @classmethod
+    def anonymous(cls, grants: tuple[Grant, ...]) -> Principal:
+        # capped at pull whatever the file says: anonymous clients never write
+        capped = tuple(Grant(g.pattern, min(g.level, Level.PULL)) for g in grants)
+        return cls("", Kind.ANONYMOUS, Level.NONE, capped)
+
+    def access(self, repository: str) -> tuple[Level, Grant | None]:
+        """The level on ``repository`` and the grant that gave it (None: the role's level)."""
+        grant = deciding_grant(self.grants, repository)
+        return (self.base, None) if grant is None else (grant.level, grant)
+
+    def may_pull(self, repository: str) -> bool:
+        return self.access(repository)[0] >= Level.PULL
+
+    @property
+    def pulls_everything(self) -> bool:
+        """True when no grant can narrow a global pull right (the catalog needs no filter)."""
+        return self.base >= Level.PULL and all(g.level >= Level.PULL for g in self.grants)
+
+
+def decide(principal: Principal, route: Route) -> Decision:
+    if route.action is None:
         return Decision.UNSUPPORTED
-    if method in ROLE_METHODS.get(role, frozenset()):
+    anonymous = principal.kind is Kind.ANONYMOUS
+    if route.endpoint in _UNNAMED:
+        if anonymous and not may_see_any(principal.grants, principal.base):
+            return Decision.CHALLENGE  # nothing is public: behave as before grants existed
         return Decision.ALLOW
-    return Decision.DENY
+    if route.name is None:  # not part of the API: only a global admin is forwarded there
+        if principal.base is Level.DELETE:
+            return Decision.ALLOW
+        return Decision.CHALLENGE if anonymous else Decision.HIDE
+    needed = ACTION_LEVELS[route.action]
+    level, _grant = principal.access(route.name)
+    if level >= needed:
+        return Decision.ALLOW
+    if anonymous:
+        return Decision.CHALLENGE
+    if level >= Level.PULL or needed > Level.PULL:
+        return Decision.DENY
+    return Decision.HIDE

@@ -38,6 +38,17 @@ class Settings:
     metrics: str = "admin"
     # "auto": uvloop when it is installed (the "fast" extra), asyncio's own loop otherwise
     event_loop: str = "auto"
+    # security events as JSON lines (audit.py); "-" is standard output
+    audit_log: str = "/auth/audit.log"
+    # the log is rotated (one old file kept) before it grows past this: never fills the volume
+    audit_max_bytes: int = 10 << 20
+    # who runs a CLI, for the audit log (MREG_ACTOR, else the login name); None when unknown
+    actor: str | None = None
+
+    @property
+    def token_usage_file(self) -> Path:
+        """When each CI token was last used: written by the proxy (throttled), beside the users."""
+        return self.users_file.with_name("token-usage.json")
 
 
 # (flag, environment variable, Settings field, help)
@@ -56,7 +67,13 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "who may read /metrics: admin (Basic auth, an admin user), open (no auth) or off (default admin)"),
     ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
      "auto (uvloop if installed) or asyncio (default auto)"),
+    ("--audit-log", "MREG_AUDIT_LOG", "audit_log",
+     "security events as JSON lines, - for stdout (default /auth/audit.log)"),
+    ("--audit-max-bytes", "MREG_AUDIT_MAX_BYTES", "audit_max_bytes",
+     "size at which the audit log is rotated, one old file kept (default 10485760)"),
 )
+# where a CLI learns who runs it, first found wins (sudo keeps the operator's name in SUDO_USER)
+_ACTOR_VARIABLES = ("MREG_ACTOR", "SUDO_USER", "USER", "LOGNAME")
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 METRICS_MODES = ("admin", "open", "off")
@@ -124,6 +141,12 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _choice(env_name, raw.lower(), raw, METRICS_MODES)}
     if field == "event_loop":
         return {field: _choice(env_name, raw.lower(), raw, EVENT_LOOPS)}
+    if field == "audit_log":
+        if not raw:
+            raise ConfigError(f"{env_name}: empty path (use - for standard output)")
+        return {field: raw}
+    if field == "audit_max_bytes":
+        return {field: _number(env_name, raw, int, 4096, 1 << 40)}
     if field == "realm":
         if not raw or '"' in raw or "\\" in raw or not raw.isprintable():
             raise ConfigError(f"{env_name} {raw!r}: printable, without quotes or backslashes")
@@ -157,6 +180,7 @@ def settings_from(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Se
             raw = env.get(env_name)
         if raw is not None:
             values.update(_field_value(field, name, raw))
+    values["actor"] = next((env[v] for v in _ACTOR_VARIABLES if env.get(v)), None)
     return Settings(**values)  # type: ignore[arg-type]
 
 

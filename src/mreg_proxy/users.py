@@ -1,11 +1,21 @@
 """The YAML user store: parse and validate, reload on change, and write atomically.
 
-File format::
+File format (only ``users`` is required; docs/access-control.md explains the access model)::
 
     users:
       bob:
-        role: reader            # reader | admin
+        role: reader            # reader | admin | none
         password_hash: "$2b$12$..."
+        grants:                 # optional: repository pattern -> none | pull | push | delete
+          team/*: push
+    anonymous:                  # optional: what clients without credentials may pull
+      public/**: pull
+    tokens:                     # optional: CI tokens (Basic user name = token name)
+      ci-app:
+        secret_hash: "hmac-sha256$...$..."
+        grants: {team/app: push}
+        created: "2026-12-02T15:00:00Z"
+        expires: "2027-03-02T15:00:00Z"   # optional: never expires without it
 
 A file that does not parse or validate is rejected whole. The proxy keeps its last good copy; the
 CLIs refuse to touch it.
@@ -13,22 +23,28 @@ CLIs refuse to touch it.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import yaml
 
 from .files import atomic_write, signature
+from .grants import Grant, GrantError, Level, checked_pattern, parse_level
+from .tokens import is_secret_hash, parse_utc, utc_text
 
 log = logging.getLogger("mreg.users")
 
-ROLES = ("reader", "admin")
+ROLES = ("reader", "admin", "none")  # the first is what ``manage-user add`` gives by default
 MAX_NAME_LENGTH = 64
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
-_ENTRY_KEYS = frozenset({"role", "password_hash"})
+_TOP_KEYS = frozenset({"users", "anonymous", "tokens"})
+_ENTRY_KEYS = frozenset({"role", "password_hash", "grants"})
+_TOKEN_KEYS = frozenset({"secret_hash", "grants", "created", "expires"})
+ANONYMOUS_LEVELS = (Level.NONE, Level.PULL)  # clients without credentials never write
 
 
 class UsersFileError(ValueError):
@@ -40,6 +56,28 @@ class User:
     name: str
     role: str
     password_hash: str
+    grants: tuple[Grant, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    name: str
+    secret_hash: str
+    grants: tuple[Grant, ...]
+    created: datetime.datetime
+    expires: datetime.datetime | None = None  # None: never
+
+    def expired(self, now: datetime.datetime) -> bool:
+        return self.expires is not None and now >= self.expires
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Everything the users file holds."""
+
+    users: Mapping[str, User] = field(default_factory=dict)
+    tokens: Mapping[str, Token] = field(default_factory=dict)
+    anonymous: tuple[Grant, ...] = ()
 
 
 def name_problem(name: str) -> str | None:
@@ -60,6 +98,11 @@ def is_bcrypt_hash(value: object) -> bool:
 
 
 def parse_users(text: str) -> dict[str, User]:
+    """The users of the document (see parse_store)."""
+    return dict(parse_store(text).users)
+
+
+def parse_store(text: str) -> Store:
     """Validate the whole document; raise UsersFileError naming the first problem."""
     try:
         doc = yaml.safe_load(text)
@@ -70,60 +113,137 @@ def parse_users(text: str) -> dict[str, User]:
         problem = getattr(exc, "problem", None) or "cannot be parsed"
         raise UsersFileError(f"not valid YAML{where}: {problem}") from None
     if doc is None:
-        return {}
-    if not isinstance(doc, dict) or set(doc) - {"users"}:
-        raise UsersFileError("expected a mapping with the single key 'users'")
-    entries = doc.get("users") or {}
+        return Store()
+    if not isinstance(doc, dict) or "users" not in doc or set(doc) - _TOP_KEYS:
+        raise UsersFileError("expected a mapping with the key 'users' (and optionally 'anonymous', 'tokens')")
+    users = {name: _parse_user(name, entry) for name, entry in _mapping(doc, "users", "user names to entries")}
+    anonymous = _parse_grants("anonymous", doc.get("anonymous"))
+    for grant in anonymous:
+        if grant.level not in ANONYMOUS_LEVELS:
+            raise UsersFileError(f"anonymous: {grant.pattern}: anonymous access is pull or none, not {grant.level}")
+    tokens = {name: _parse_token(name, entry) for name, entry in _mapping(doc, "tokens", "token names to entries")}
+    for name in tokens:
+        if name in users:
+            raise UsersFileError(f"token {name!r}: a user has that name (tokens log in by name)")
+    return Store(users, tokens, anonymous)
+
+
+def _mapping(doc: dict[Any, Any], key: str, what: str) -> list[tuple[str, Any]]:
+    entries = doc.get(key) or {}
     if not isinstance(entries, dict):
-        raise UsersFileError("'users' must map user names to entries")
-    users: dict[str, User] = {}
-    for name, entry in entries.items():
+        raise UsersFileError(f"'{key}' must map {what}")
+    for name in entries:
         if not isinstance(name, str):
-            raise UsersFileError(f"user name {name!r} is not a string")
+            raise UsersFileError(f"{key[:-1]} name {name!r} is not a string")
         problem = name_problem(name)
         if problem:
-            raise UsersFileError(f"user {name!r}: {problem}")
-        if not isinstance(entry, dict):
-            raise UsersFileError(f"user {name!r}: entry must be a mapping with role and password_hash")
-        unknown = set(entry) - _ENTRY_KEYS
-        if unknown:
-            raise UsersFileError(f"user {name!r}: unknown keys {sorted(map(str, unknown))}")
-        role = entry.get("role")
-        if role not in ROLES:
-            raise UsersFileError(f"user {name!r}: role must be one of {', '.join(ROLES)}, not {role!r}")
-        password_hash = entry.get("password_hash")
-        if not is_bcrypt_hash(password_hash):
-            raise UsersFileError(f"user {name!r}: password_hash is not a bcrypt hash")
-        users[name] = User(name, role, password_hash)
-    return users
+            raise UsersFileError(f"{key[:-1]} {name!r}: {problem}")
+    return list(entries.items())
+
+
+def _parse_user(name: str, entry: object) -> User:
+    if not isinstance(entry, dict):
+        raise UsersFileError(f"user {name!r}: entry must be a mapping with role and password_hash")
+    unknown = set(entry) - _ENTRY_KEYS
+    if unknown:
+        raise UsersFileError(f"user {name!r}: unknown keys {sorted(map(str, unknown))}")
+    role = entry.get("role")
+    if role not in ROLES:
+        raise UsersFileError(f"user {name!r}: role must be one of {', '.join(ROLES)}, not {role!r}")
+    password_hash = entry.get("password_hash")
+    if not is_bcrypt_hash(password_hash):
+        raise UsersFileError(f"user {name!r}: password_hash is not a bcrypt hash")
+    return User(name, role, password_hash, _parse_grants(f"user {name!r}", entry.get("grants")))
+
+
+def _parse_token(name: str, entry: object) -> Token:
+    where = f"token {name!r}"
+    if not isinstance(entry, dict):
+        raise UsersFileError(f"{where}: entry must be a mapping with secret_hash, grants and created")
+    unknown = set(entry) - _TOKEN_KEYS
+    if unknown:
+        raise UsersFileError(f"{where}: unknown keys {sorted(map(str, unknown))}")
+    if not is_secret_hash(entry.get("secret_hash")):
+        raise UsersFileError(f"{where}: secret_hash is not an hmac-sha256 token hash")
+    try:
+        created = parse_utc(entry.get("created"))
+        expires = None if entry.get("expires") is None else parse_utc(entry["expires"])
+    except ValueError as exc:
+        raise UsersFileError(f"{where}: {exc}") from None
+    return Token(name, entry["secret_hash"], _parse_grants(where, entry.get("grants")), created, expires)
+
+
+def _parse_grants(where: str, entries: object) -> tuple[Grant, ...]:
+    """``{pattern: level}`` -> grants, sorted by pattern so that equal files compare equal."""
+    if entries is None:
+        return ()
+    if not isinstance(entries, dict):
+        raise UsersFileError(f"{where}: grants must map repository patterns to access levels")
+    try:
+        return tuple(
+            Grant(checked_pattern(pattern), parse_level(level)) for pattern, level in sorted(entries.items(), key=str)
+        )
+    except GrantError as exc:
+        raise UsersFileError(f"{where}: {exc}") from None
+
+
+def _dump_grants(grants: tuple[Grant, ...]) -> dict[str, str]:
+    return {grant.pattern: str(grant.level) for grant in grants}
+
+
+def dump_store(store: Store) -> str:
+    users: dict[str, Any] = {}
+    for name, user in sorted(store.users.items()):
+        entry: dict[str, Any] = {"role": user.role, "password_hash": user.password_hash}
+        if user.grants:
+            entry["grants"] = _dump_grants(user.grants)
+        users[name] = entry
+    doc: dict[str, Any] = {"users": users}
+    if store.anonymous:
+        doc["anonymous"] = _dump_grants(store.anonymous)
+    if store.tokens:
+        doc["tokens"] = {
+            name: {
+                "secret_hash": token.secret_hash,
+                "grants": _dump_grants(token.grants),
+                "created": utc_text(token.created),
+                **({"expires": utc_text(token.expires)} if token.expires else {}),
+            }
+            for name, token in sorted(store.tokens.items())
+        }
+    return yaml.safe_dump(doc, default_flow_style=False, sort_keys=False)
 
 
 def dump_users(users: Mapping[str, User]) -> str:
-    doc = {
-        "users": {
-            name: {"role": user.role, "password_hash": user.password_hash}
-            for name, user in sorted(users.items())
-        }
-    }
-    return yaml.safe_dump(doc, default_flow_style=False, sort_keys=False)
+    return dump_store(Store(users))
 
 
 def read_users_file(path: Path) -> dict[str, User]:
     """The users in ``path``; a missing file is an empty store."""
+    return dict(read_store(path).users)
+
+
+def read_store(path: Path) -> Store:
+    """Everything in ``path``; a missing file is an empty store."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return Store()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsersFileError(f"cannot read {path}: {exc}") from None
     try:
-        return parse_users(text)
+        return parse_store(text)
     except UsersFileError as exc:
         raise UsersFileError(f"{path}: {exc}") from None
 
 
 def write_users_file(path: Path, users: Mapping[str, User]) -> None:
-    atomic_write(path, dump_users(users).encode("utf-8"), mode=0o600)
+    """A users file holding only ``users`` (no tokens, no anonymous grants): for fresh files."""
+    write_store(path, Store(users))
+
+
+def write_store(path: Path, store: Store) -> None:
+    atomic_write(path, dump_store(store).encode("utf-8"), mode=0o600)
 
 
 class UserStore:
@@ -137,11 +257,15 @@ class UserStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._signature: tuple[int, ...] | None = None
-        self._users: Mapping[str, User] = {}
+        self._store = Store()
 
     def current(self) -> Mapping[str, User]:
+        return self.snapshot().users
+
+    def snapshot(self) -> Store:
+        """The whole file as last loaded: users, tokens and anonymous grants."""
         self.refresh()
-        return self._users
+        return self._store
 
     def refresh(self) -> None:
         try:
@@ -154,15 +278,17 @@ class UserStore:
                 if self._signature is not None:
                     log.warning("users file %s is gone: no user can log in", self.path)
                 self._signature = ()
-                self._users = {}
+                self._store = Store()
             return
         if current == self._signature:
             return
         self._signature = current
         try:
-            users = read_users_file(self.path)
+            store = read_store(self.path)
         except UsersFileError as exc:
-            log.error("rejected users file: %s; keeping the last good copy (%d users)", exc, len(self._users))
+            log.error(
+                "rejected users file: %s; keeping the last good copy (%d users)", exc, len(self._store.users)
+            )
             return
-        self._users = users
-        log.info("loaded %d users from %s", len(users), self.path)
+        self._store = store
+        log.info("loaded %d users and %d tokens from %s", len(store.users), len(store.tokens), self.path)

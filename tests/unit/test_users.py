@@ -24,8 +24,8 @@ def test_empty_documents_mean_no_users(text: str) -> None:
     "text,fragment",
     [
         ("users: [\n", "not valid YAML"),
-        ("- a\n", "single key 'users'"),
-        ("people: {}\n", "single key 'users'"),
+        ("- a\n", "with the key 'users'"),
+        ("people: {}\n", "with the key 'users'"),
         ("users: [bob]\n", "must map"),
         ("users:\n  bob: reader\n", "entry must be a mapping"),
         (f"users:\n  bob: {{role: root, password_hash: '{HASH}'}}\n", "role must be"),
