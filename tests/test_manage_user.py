@@ -319,9 +319,10 @@ def test_cli_does_not_load_aiohttp(cli: Cli, module: str) -> None:
 # --- the running proxy picks changes up by itself ---------------------------------------------
 
 
-async def status(proxy: Proxy, user: str, password: str, method: str = "GET") -> int:
+async def status(proxy: Proxy, user: str, password: str, method: str = "GET", path: str = "/v2/") -> int:
     async with aiohttp.ClientSession() as session:
-        async with session.request(method, proxy.url("http"), headers=basic(user, password)) as response:
+        url = proxy.url("http", path)
+        async with session.request(method, url, headers=basic(user, password)) as response:
             return response.status
 
 
@@ -340,9 +341,11 @@ async def test_proxy_refuses_a_user_removed_while_it_runs(cli: Cli, proxy: Proxy
 
 async def test_proxy_applies_a_role_change_while_it_runs(cli: Cli, proxy: Proxy) -> None:
     await asyncio.to_thread(add, cli, "bob", "pw")
-    assert await status(proxy, "bob", "pw", "PUT") == 403
+    # the echo registry answers any path; a manifest PUT is a write
+    manifest = "/v2/team/app/manifests/1.0"
+    assert await status(proxy, "bob", "pw", "PUT", manifest) == 403
     await asyncio.to_thread(run, cli, "toggle", "bob")
-    assert await status(proxy, "bob", "pw", "PUT") == 200
+    assert await status(proxy, "bob", "pw", "PUT", manifest) == 200
 
 
 async def test_proxy_applies_a_new_password_while_it_runs(cli: Cli, proxy: Proxy) -> None:

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from typing import AsyncIterator, Callable, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -22,7 +22,7 @@ from .authz import Decision, decide
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .proxy import BODY_BYTES, CHUNK_SIZE, UPSTREAM_ERROR, forward, make_session
-from .refs import manifest_write, tag_deletion, tags_listing
+from .routes import Endpoint, Route, classify
 from .server import SwitchingSite
 from .tagdelete import RepositoryLocks, delete_tag
 from .taglist import list_tags
@@ -53,29 +53,56 @@ async def _authenticate(request: web.Request) -> User | None:
     return user
 
 
+async def _forward(request: web.Request, route: Route) -> web.StreamResponse:
+    return await forward(request, request.app[SESSION], request.app[SETTINGS].upstream)
+
+
+async def _write_manifest(request: web.Request, route: Route) -> web.StreamResponse:
+    """registry 2.8 fails a delete by digest (500, a tag left dangling) while another tag link of
+    the repository is being written: manifest writes of one repository take turns with each other
+    and with tag deletions. Manifests are small; blob uploads are not held up."""
+    assert route.name is not None
+    async with request.app[TAG_LOCKS](route.name):
+        return await _forward(request, route)
+
+
+async def _delete_manifest(request: web.Request, route: Route) -> web.StreamResponse:
+    if not route.is_tag:  # by digest: the registry's own delete, under the lock
+        return await _write_manifest(request, route)
+    app = request.app
+    assert route.name is not None and route.reference is not None
+    return await delete_tag(
+        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS], route.name, route.reference
+    )
+
+
+async def _list_tags(request: web.Request, route: Route) -> web.StreamResponse:
+    assert route.name is not None
+    return await list_tags(request, request.app[SESSION], request.app[SETTINGS].upstream, route.name)
+
+
+RouteHandler = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
+# The requests the proxy answers itself or wraps, by (endpoint, method); everything else is
+# forwarded as it is. What registry 2.8 gets wrong is mended here, one entry each.
+HANDLERS: dict[tuple[Endpoint, str], RouteHandler] = {
+    (Endpoint.MANIFEST, "PUT"): _write_manifest,
+    (Endpoint.MANIFEST, "DELETE"): _delete_manifest,
+    (Endpoint.TAGS, "GET"): _list_tags,
+}
+
+
 async def handle_v2(request: web.Request) -> web.StreamResponse:
     app = request.app
     user = await _authenticate(request)
     if user is None:
         return errors.unauthorized(app[SETTINGS].realm)
-    decision = decide(user.role, request.method)
+    route = classify(request.method, request.path)
+    decision = decide(user.role, route)
     if decision is Decision.UNSUPPORTED:
         return errors.unsupported(request.method)
     if decision is Decision.DENY:
         return errors.denied(user.name, request.method)
-    session, upstream = app[SESSION], app[SETTINGS].upstream
-    # the two requests registry 2.8 gets wrong are answered here; everything else is forwarded
-    if deletion := tag_deletion(request.method, request.path):
-        return await delete_tag(request, session, upstream, app[TAG_LOCKS], *deletion)
-    if listing := tags_listing(request.method, request.path):
-        return await list_tags(request, session, upstream, listing)
-    if written := manifest_write(request.method, request.path):
-        # registry 2.8 fails a delete by digest (500, a tag left dangling) while another tag link
-        # of the repository is being written: manifest writes of one repository take turns with
-        # each other and with tag deletions. Manifests are small; blob uploads are not held up.
-        async with app[TAG_LOCKS](written):
-            return await forward(request, session, upstream)
-    return await forward(request, session, upstream)
+    return await HANDLERS.get((route.endpoint, route.method), _forward)(request, route)
 
 
 async def handle_healthz(request: web.Request) -> web.Response:

@@ -1,8 +1,8 @@
 """Repository names, tags and digests as the distribution spec writes them: pure, no aiohttp.
 
-The proxy uses these to pick out the few requests it answers itself (tag deletion, tag listing);
-mreg-manage uses them to check what an operator typed before anything goes on the wire, so this
-module imports nothing beyond the standard library.
+The route classifier (routes.py) matches repository names with these; mreg-manage uses them to
+check what an operator typed before anything goes on the wire, so this module imports nothing
+beyond the standard library.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
-
-_MANIFEST_PATH = re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)")
-_TAGS_LIST_PATH = re.compile(r"/v2/(?P<name>.+)/tags/list")
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 # Every manifest type: with fewer, registry 2.8 reports an OCI image or an index as unknown, or
@@ -42,38 +39,3 @@ def is_tag(value: str) -> bool:
 
 def is_digest(value: str) -> bool:
     return DIGEST.fullmatch(value) is not None
-
-
-def tag_deletion(method: str, path: str) -> tuple[str, str] | None:
-    """(name, tag) when ``DELETE path`` deletes a manifest by tag; None for anything else.
-
-    A digest never matches TAG (it holds a ``:``), so deleting by digest stays a plain forward.
-    Malformed names or references are left to the registry, which answers them with its own codes.
-    """
-    if method != "DELETE":
-        return None
-    match = _MANIFEST_PATH.fullmatch(path)
-    if match is None or not is_name(match["name"]) or not is_tag(match["reference"]):
-        return None
-    return match["name"], match["reference"]
-
-
-def manifest_write(method: str, path: str) -> str | None:
-    """The repository name when ``method path`` writes or deletes a manifest (PUT or DELETE on
-    ``/v2/<name>/manifests/<reference>``); None for anything else."""
-    if method not in ("PUT", "DELETE"):
-        return None
-    match = _MANIFEST_PATH.fullmatch(path)
-    if match is None or not is_name(match["name"]):
-        return None
-    return match["name"]
-
-
-def tags_listing(method: str, path: str) -> str | None:
-    """The repository name when ``GET path`` lists its tags; None for anything else."""
-    if method != "GET":
-        return None
-    match = _TAGS_LIST_PATH.fullmatch(path)
-    if match is None or not is_name(match["name"]):
-        return None
-    return match["name"]
