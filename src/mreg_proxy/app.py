@@ -17,17 +17,23 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from . import errors
+from .access import Access
+from .audit import AuditLog
 from .authn import Authenticator, parse_basic
-from .authz import Decision, decide
+from .authz import Decision, Kind, Principal, decide
+from .catalog import list_catalog
 from .config import ConfigError, Settings, configure_logging, load_settings
+from .grants import Level
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from .mount import allowed_source, mount_source, without_mount
 from .proxy import BODY_BYTES, CHUNK_SIZE, UPSTREAM_ERROR, forward, make_session
 from .routes import Endpoint, Route, classify
 from .server import SwitchingSite
 from .tagdelete import RepositoryLocks, delete_tag
 from .taglist import list_tags
 from .tls import TlsState
-from .users import User, UserStore
+from .tokenauth import TokenUsage
+from .users import UserStore
 
 log = logging.getLogger("mreg")
 
@@ -37,20 +43,26 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 TLS = web.AppKey("tls", TlsState)
 METRICS = web.AppKey("metrics", Metrics)
 TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
+ACCESS = web.AppKey("access", Access)
 USER = web.RequestKey("user", str)  # who made the request, for the access log
+PRINCIPAL = web.RequestKey("principal", Principal)  # who made it, for the handlers
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
 
 
-async def _authenticate(request: web.Request) -> User | None:
-    """The user behind the request's Basic credentials, recorded for the access log."""
-    credentials = parse_basic(request.headers.get("Authorization"))
-    user = await request.app[AUTHENTICATOR].authenticate(*credentials) if credentials else None
-    if user is not None:
-        request[USER] = user.name
-    elif credentials:
+async def _authenticate(request: web.Request) -> Principal | None:
+    """Who is behind the request's credentials (None: they do not log in), for the access log too."""
+    principal = await request.app[ACCESS].identify(request)
+    if principal is not None:
+        request[PRINCIPAL] = principal
+        if principal.kind is not Kind.ANONYMOUS:
+            request[USER] = principal.name
+    elif credentials := parse_basic(request.headers.get("Authorization")):
         request[USER] = f"!{credentials[0]}"  # failed attempt, shown as such in the log
-    return user
+    return principal
+
+
+RouteHandler = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
 
 
 async def _forward(request: web.Request, route: Route) -> web.StreamResponse:
@@ -81,27 +93,66 @@ async def _list_tags(request: web.Request, route: Route) -> web.StreamResponse:
     return await list_tags(request, request.app[SESSION], request.app[SETTINGS].upstream, route.name)
 
 
-RouteHandler = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
+async def _list_catalog(request: web.Request, route: Route) -> web.StreamResponse:
+    principal = request[PRINCIPAL]
+    if principal.pulls_everything:
+        return await _forward(request, route)  # the registry's own paging, untouched
+    return await list_catalog(request, request.app[SESSION], request.app[SETTINGS].upstream, principal.may_pull)
+
+
+async def _start_upload(request: web.Request, route: Route) -> web.StreamResponse:
+    """A mount from a repository the caller may not pull becomes a plain upload start (mount.py)."""
+    source = mount_source(request.query)
+    if source is None or allowed_source(source, request[PRINCIPAL].may_pull):
+        return await _forward(request, route)
+    principal = request[PRINCIPAL]
+    request.app[ACCESS].audit.record(
+        "mount_refused", user=principal.name, kind=principal.kind.value, address=request.remote,
+        repository=route.name, source=source,
+    )
+    raw_path = without_mount(request.rel_url.raw_path, request.rel_url.raw_query_string)
+    return await forward(request, request.app[SESSION], request.app[SETTINGS].upstream, raw_path)
+
+
+def _audited(event: str, handler: RouteHandler) -> RouteHandler:
+    """``handler``, plus one audit event when it succeeds (who, what, which digest)."""
+
+    async def audited(request: web.Request, route: Route) -> web.StreamResponse:
+        response = await handler(request, route)
+        if 200 <= response.status < 300:
+            principal = request[PRINCIPAL]
+            digest = response.headers.get("Docker-Content-Digest")
+            request.app[ACCESS].audit.record(
+                event, user=principal.name, kind=principal.kind.value, address=request.remote,
+                repository=route.name, **({"tag": route.reference} if route.is_tag else {}),
+                digest=digest or (None if route.is_tag else route.reference),
+            )
+        return response
+
+    return audited
+
+
 # The requests the proxy answers itself or wraps, by (endpoint, method); everything else is
 # forwarded as it is. What registry 2.8 gets wrong is mended here, one entry each.
 HANDLERS: dict[tuple[Endpoint, str], RouteHandler] = {
-    (Endpoint.MANIFEST, "PUT"): _write_manifest,
-    (Endpoint.MANIFEST, "DELETE"): _delete_manifest,
+    (Endpoint.MANIFEST, "PUT"): _audited("manifest_pushed", _write_manifest),
+    (Endpoint.MANIFEST, "DELETE"): _audited("manifest_deleted", _delete_manifest),
+    (Endpoint.BLOB, "DELETE"): _audited("blob_deleted", _forward),
     (Endpoint.TAGS, "GET"): _list_tags,
+    (Endpoint.CATALOG, "GET"): _list_catalog,
+    (Endpoint.UPLOADS, "POST"): _start_upload,
 }
 
 
 async def handle_v2(request: web.Request) -> web.StreamResponse:
     app = request.app
-    user = await _authenticate(request)
-    if user is None:
+    principal = await _authenticate(request)
+    if principal is None:
         return errors.unauthorized(app[SETTINGS].realm)
     route = classify(request.method, request.path)
-    decision = decide(user.role, route)
-    if decision is Decision.UNSUPPORTED:
-        return errors.unsupported(request.method)
-    if decision is Decision.DENY:
-        return errors.denied(user.name, request.method)
+    decision = decide(principal, route)
+    if decision is not Decision.ALLOW:
+        return app[ACCESS].refuse(request, principal, route, decision, app[SETTINGS].realm)
     return await HANDLERS.get((route.endpoint, route.method), _forward)(request, route)
 
 
@@ -127,11 +178,11 @@ async def handle_metrics(request: web.Request) -> web.Response:
     if mode == "off":
         return errors.not_found()
     if mode == "admin":
-        user = await _authenticate(request)
-        if user is None:
+        principal = await _authenticate(request)
+        if principal is None or principal.kind is Kind.ANONYMOUS:
             return errors.unauthorized(request.app[SETTINGS].realm)
-        if user.role != "admin":
-            return errors.error_response(403, "DENIED", f"user {user.name!r} may not read the metrics")
+        if principal.kind is not Kind.USER or principal.base is not Level.DELETE:
+            return errors.error_response(403, "DENIED", f"{principal.name!r} may not read the metrics")
     return web.Response(body=request.app[METRICS].exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
@@ -213,6 +264,11 @@ async def _tls_watcher(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _token_usage(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[ACCESS].close()  # last uses not yet written
+
+
 def create_app(settings: Settings) -> web.Application:
     # auto_decompress off: request bodies go upstream exactly as the client encoded them.
     # read_bufsize: uploads are read from the client in chunks of up to 1 MiB (aiohttp's default
@@ -228,6 +284,10 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTHENTICATOR] = Authenticator(
         store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost
     )
+    app[ACCESS] = Access(
+        store, app[AUTHENTICATOR], TokenUsage(settings.token_usage_file),
+        AuditLog(settings.audit_target, settings.audit_max_bytes),
+    )
     app[METRICS] = Metrics(app[AUTHENTICATOR])
     tls = TlsState(settings.tls_cert, settings.tls_key)
     tls.refresh()
@@ -235,6 +295,7 @@ def create_app(settings: Settings) -> web.Application:
     app[TAG_LOCKS] = RepositoryLocks()
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
+    app.cleanup_ctx.append(_token_usage)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/metrics", handle_metrics)

@@ -5,8 +5,12 @@ grants only) or an anonymous client (the file's ``anonymous`` grants, pull at mo
 repository is the most specific matching grant, else its role's level (grants.py). The answer to
 a request the caller may not make is chosen so that nothing leaks across repositories:
 
-- no credentials: 401 with the Basic challenge, so clients ask for credentials (also on
-  ``/v2/`` when nothing at all is public, as before grants existed);
+- no credentials: 401 with the Basic challenge, so clients ask for credentials. ``/v2/`` always
+  challenges them, even when some repositories are public: podman, skopeo and docker learn from
+  that answer alone whether to send credentials at all, and a 200 there would stop logged-in
+  clients from ever sending theirs, so their pushes would fail (container-libs issue 1009, zot
+  issue 3538). Challenged, podman and skopeo without credentials send empty ones, which count as
+  anonymous: anonymous pulls work with them;
 - a repository the caller may not even pull: a read answers exactly as for a repository that does
   not exist (HIDE); a write gets 403 DENIED, which is what it gets whether or not it exists;
 - a repository the caller may pull but not write: 403 DENIED, the clearest answer.
@@ -22,8 +26,6 @@ from .routes import Action, Endpoint, Route
 from .users import Token, User
 
 ACTION_LEVELS = {Action.PULL: Level.PULL, Action.PUSH: Level.PUSH, Action.DELETE: Level.DELETE}
-# endpoints that name no repository: anyone who is someone may use them (the catalog is filtered)
-_UNNAMED = frozenset({Endpoint.BASE, Endpoint.CATALOG})
 
 
 class Kind(Enum):
@@ -70,24 +72,36 @@ class Principal:
         return self.access(repository)[0] >= Level.PULL
 
     @property
+    def floor(self) -> Level:
+        """The level held on every repository whatever its name: the role's, unless a grant
+        narrows it somewhere."""
+        return min((self.base, *(grant.level for grant in self.grants)))
+
+    @property
     def pulls_everything(self) -> bool:
-        """True when no grant can narrow a global pull right (the catalog needs no filter)."""
-        return self.base >= Level.PULL and all(g.level >= Level.PULL for g in self.grants)
+        """True when the catalog needs no filter."""
+        return self.floor >= Level.PULL
 
 
 def decide(principal: Principal, route: Route) -> Decision:
     if route.action is None:
         return Decision.UNSUPPORTED
     anonymous = principal.kind is Kind.ANONYMOUS
-    if route.endpoint in _UNNAMED:
+    if route.endpoint is Endpoint.BASE:
+        return Decision.CHALLENGE if anonymous else Decision.ALLOW
+    if route.endpoint is Endpoint.CATALOG:  # filtered by the handler
         if anonymous and not may_see_any(principal.grants, principal.base):
-            return Decision.CHALLENGE  # nothing is public: behave as before grants existed
+            return Decision.CHALLENGE
         return Decision.ALLOW
-    if route.name is None:  # not part of the API: only a global admin is forwarded there
-        if principal.base is Level.DELETE:
-            return Decision.ALLOW
-        return Decision.CHALLENGE if anonymous else Decision.HIDE
     needed = ACTION_LEVELS[route.action]
+    if route.name is None:
+        # not part of the API: forwarded only for a right held on every repository, so that
+        # no path the registry may still understand can reach around a grant
+        if principal.floor >= needed:
+            return Decision.ALLOW
+        if anonymous:
+            return Decision.CHALLENGE
+        return Decision.DENY if principal.floor >= Level.PULL else Decision.HIDE
     level, _grant = principal.access(route.name)
     if level >= needed:
         return Decision.ALLOW

@@ -38,12 +38,17 @@ class Settings:
     metrics: str = "admin"
     # "auto": uvloop when it is installed (the "fast" extra), asyncio's own loop otherwise
     event_loop: str = "auto"
-    # security events as JSON lines (audit.py); "-" is standard output
-    audit_log: str = "/auth/audit.log"
+    # security events as JSON lines (audit.py); "-" is standard output; None: audit.log beside
+    # the users file (/auth/audit.log), on the auth volume
+    audit_log: str | None = None
     # the log is rotated (one old file kept) before it grows past this: never fills the volume
     audit_max_bytes: int = 10 << 20
     # who runs a CLI, for the audit log (MREG_ACTOR, else the login name); None when unknown
     actor: str | None = None
+
+    @property
+    def audit_target(self) -> str:
+        return self.audit_log or str(self.users_file.with_name("audit.log"))
 
     @property
     def token_usage_file(self) -> Path:
@@ -68,7 +73,7 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
      "auto (uvloop if installed) or asyncio (default auto)"),
     ("--audit-log", "MREG_AUDIT_LOG", "audit_log",
-     "security events as JSON lines, - for stdout (default /auth/audit.log)"),
+     "security events as JSON lines, - for stdout (default audit.log beside the users file)"),
     ("--audit-max-bytes", "MREG_AUDIT_MAX_BYTES", "audit_max_bytes",
      "size at which the audit log is rotated, one old file kept (default 10485760)"),
 )

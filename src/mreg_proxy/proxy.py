@@ -47,9 +47,10 @@ def make_session(*, read_bufsize: int = CHUNK_SIZE) -> aiohttp.ClientSession:
 
 
 async def forward(
-    request: web.Request, session: aiohttp.ClientSession, upstream: URL
+    request: web.Request, session: aiohttp.ClientSession, upstream: URL, raw_path: str | None = None
 ) -> web.StreamResponse:
-    url = upstream_url(upstream, request.raw_path)
+    """``raw_path``: the path and query to ask for, when not the client's own."""
+    url = upstream_url(upstream, request.raw_path if raw_path is None else raw_path)
     headers = forwarded_headers(request, with_body=True)
     body = request.content if request.body_exists else None
     try:

@@ -97,4 +97,4 @@ def test_docker_push_as_reader_is_denied(docker: Docker, mreg: Mreg, pushed: tup
     push = docker("push", other, config=tmp_path)
     assert push.returncode != 0
     message = push.stderr + push.stdout
-    assert "denied: user 'reader' has read-only access" in message, message
+    assert "denied: requested access to the resource is denied: user 'reader' may not push" in message, message
