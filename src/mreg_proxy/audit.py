@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .files import exclusive_lock
+from .files import exclusive_lock, keep_owner
 from .tokens import parse_utc, utc_text
 
 log = logging.getLogger("mreg.audit")
@@ -62,6 +62,7 @@ class AuditLog:
                 os.replace(path, rotated(path))
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
+                keep_owner(fd, path.parent)  # a file root creates stays writable by the proxy
                 os.write(fd, data)
             finally:
                 os.close(fd)
