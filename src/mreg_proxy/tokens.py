@@ -21,8 +21,8 @@ SECRET_BYTES = 24  # 192 bits
 _KEY_BYTES = 16
 HASH_SCHEME = "hmac-sha256"
 _STORED = re.compile(rf"{HASH_SCHEME}\$[0-9a-f]{{{2 * _KEY_BYTES}}}\$[0-9a-f]{{64}}")
-_DURATION = re.compile(r"([1-9][0-9]{0,5})([hdw])")
-_UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"([1-9][0-9]{0,5})([mhdw])")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}  # m: minutes (months are 30d)
 
 
 def new_secret() -> str:
@@ -46,10 +46,10 @@ def secret_matches(secret: str, stored: str) -> bool:
 
 
 def parse_duration(text: str) -> datetime.timedelta:
-    """``12h``, ``90d``, ``4w`` -> a timedelta; ValueError for anything else."""
+    """``30m``, ``12h``, ``90d``, ``4w`` -> a timedelta; ValueError for anything else."""
     match = _DURATION.fullmatch(text)
     if match is None:
-        raise ValueError(f"expected a duration like 12h, 90d or 4w, not {text!r}")
+        raise ValueError(f"expected a duration like 30m, 12h, 90d or 4w, not {text!r}")
     return datetime.timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2]])
 
 

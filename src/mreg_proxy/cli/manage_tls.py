@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from ..config import Settings
 from ..files import atomic_write, remove
 from . import OneLineParser, Refusal, warn
-from .command import run
+from .command import audit, run
 
 PROG = "manage-tls"
 
@@ -223,12 +223,18 @@ def cmd_cert(settings: Settings, args: argparse.Namespace) -> None:
     data = read_input()
     if not data.strip():
         uninstall(settings.tls_cert, "certificate")
+        audit(settings, "tls_certificate_removed", path=str(settings.tls_cert))
         return
     chain = parse_certificates(data)
     # write what was checked, re-encoded: stray text around the PEM blocks stays out
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
     what = "the certificate" if len(chain) == 1 else f"{len(chain)} certificates"
     install(settings.tls_cert, pem, what)
+    audit(
+        settings, "tls_certificate_changed", path=str(settings.tls_cert),
+        subject=chain[0].subject.rfc4514_string(), fingerprint=chain[0].fingerprint(hashes.SHA256()).hex(),
+        not_after=chain[0].not_valid_after_utc.isoformat(),
+    )
     if chain[0].not_valid_after_utc < datetime.datetime.now(datetime.timezone.utc):
         warn(PROG, "this certificate has expired: clients will refuse it")
     report_pair(settings)
@@ -238,12 +244,14 @@ def cmd_key(settings: Settings, args: argparse.Namespace) -> None:
     data = read_input()
     if not data.strip():
         uninstall(settings.tls_key, "key")
+        audit(settings, "tls_key_removed", path=str(settings.tls_key))
         return
     key = parse_private_key(data)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     install(settings.tls_key, pem, f"the {describe_key(key)}")
+    audit(settings, "tls_key_changed", path=str(settings.tls_key), key=describe_key(key))
     report_pair(settings)
 
 

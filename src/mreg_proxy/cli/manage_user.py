@@ -15,11 +15,11 @@ import getpass
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import bcrypt
 
-from ..audit import AuditLog, read_events, selected
+from ..audit import read_events, selected
 from ..authn import BCRYPT_MAX_BYTES
 from ..config import Settings
 from ..files import exclusive_lock
@@ -31,7 +31,7 @@ from ..users import (
     ANONYMOUS_LEVELS, ROLES, Store, Token, User, UsersFileError, name_problem, read_store, write_store,
 )
 from . import OneLineParser, Refusal
-from .command import run
+from .command import audit, run
 
 PROG = "manage-user"
 RANDOM_PASSWORD_BYTES = 24  # 192 bits, 32 URL-safe characters: well under bcrypt's 72 bytes
@@ -77,11 +77,6 @@ def first_line_of_stdin() -> str:
 
 def hash_password(password: str, cost: int) -> str:
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(cost)).decode("ascii")
-
-
-def audit(settings: Settings, event: str, **fields: Any) -> None:
-    """Record a change made by this CLI, with who ran it when known."""
-    AuditLog(settings.audit_target, settings.audit_max_bytes).record(event, by=settings.actor, **fields)
 
 
 def grants_text(grants: tuple[Grant, ...]) -> str:
