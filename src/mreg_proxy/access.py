@@ -57,7 +57,7 @@ class Access:
 
     def _note_use(self, name: str, now: datetime.datetime) -> None:
         self.usage.note(name, now)
-        if self.usage.due():
+        if self.usage.claim():
             task = asyncio.create_task(asyncio.to_thread(self.usage.flush))
             self._flushes.add(task)  # keep a reference until it is done
             task.add_done_callback(self._flushes.discard)

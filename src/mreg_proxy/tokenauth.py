@@ -68,7 +68,7 @@ def write_usage(path: Path, update: Mapping[str, datetime.datetime], drop: froze
 
 
 class TokenUsage:
-    """Last uses noted in memory; ``due()`` says when the pending ones should be written."""
+    """Last uses noted in memory; ``claim()`` says when the pending ones should be written."""
 
     def __init__(
         self, path: Path, interval: float = USAGE_INTERVAL, clock: Callable[[], float] = time.monotonic
@@ -83,15 +83,18 @@ class TokenUsage:
     def note(self, name: str, now: datetime.datetime) -> None:
         self._pending[name] = now
 
-    def due(self) -> bool:
-        if not self._pending:
+    def claim(self) -> bool:
+        """True when a write is due; the interval starts now, so that the requests arriving while
+        that write is scheduled do not schedule more."""
+        now = self._clock()
+        if not self._pending or (self._last_write is not None and now - self._last_write < self._interval):
             return False
-        return self._last_write is None or self._clock() - self._last_write >= self._interval
+        self._last_write = now
+        return True
 
     def flush(self) -> None:
         """Write what is pending (blocking: run it in a thread from the event loop)."""
         pending, self._pending = self._pending, {}
-        self._last_write = self._clock()
         if not pending:
             return
         try:

@@ -29,10 +29,14 @@ def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
 
 
-def hash_secret(secret: str, key: bytes | None = None) -> str:
-    key = secrets.token_bytes(_KEY_BYTES) if key is None else key
-    mac = hmac.new(key, secret.encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"{HASH_SCHEME}${key.hex()}${mac}"
+def hash_secret(secret: str) -> str:
+    key = secrets.token_bytes(_KEY_BYTES)
+    return f"{HASH_SCHEME}${key.hex()}${_mac(key, secret).hex()}"
+
+
+def _mac(key: bytes, secret: str) -> bytes:
+    # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than hmac.new(...).digest()
+    return hmac.digest(key, secret.encode("utf-8"), hashlib.sha256)
 
 
 def is_secret_hash(value: object) -> bool:
@@ -41,8 +45,8 @@ def is_secret_hash(value: object) -> bool:
 
 def secret_matches(secret: str, stored: str) -> bool:
     """Constant-time comparison of ``secret`` with a stored ``hash_secret`` value."""
-    _scheme, key_hex, _mac = stored.split("$")
-    return hmac.compare_digest(hash_secret(secret, bytes.fromhex(key_hex)), stored)
+    _scheme, key_hex, mac_hex = stored.split("$")
+    return hmac.compare_digest(_mac(bytes.fromhex(key_hex), secret), bytes.fromhex(mac_hex))
 
 
 def parse_duration(text: str) -> datetime.timedelta:

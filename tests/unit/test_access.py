@@ -183,16 +183,17 @@ async def test_token_use_is_recorded_without_a_write_per_request(proxy: ProxyCli
 def test_usage_writes_are_throttled(tmp_path: Path) -> None:
     clock = [100.0]
     usage = TokenUsage(tmp_path / "token-usage.json", interval=60, clock=lambda: clock[0])
-    assert not usage.due()
+    assert not usage.claim()
     usage.note("ci", NOW)
-    assert usage.due()  # the first use is written at once
+    assert usage.claim()  # the first use is written at once
+    assert not usage.claim()  # and only once, though the write has not happened yet
     usage.flush()
     for second in range(59):
         clock[0] = 101.0 + second
         usage.note("ci", NOW + datetime.timedelta(seconds=second))
-        assert not usage.due()
+        assert not usage.claim()
     clock[0] = 160.0
-    assert usage.due()
+    assert usage.claim()
     usage.flush()
     assert usage.writes == 2
     assert read_usage(tmp_path / "token-usage.json") == {"ci": NOW + datetime.timedelta(seconds=58)}
