@@ -15,7 +15,7 @@ import getpass
 import secrets
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import bcrypt
 
@@ -324,6 +324,14 @@ def existing_user(users: Mapping[str, User], name: str, path: Path) -> User:
     return user
 
 
+def with_target(commands: Any, name: str, rest: str, command: Any, **texts: str) -> None:
+    """A subcommand taking ``USER REST...`` or ``--anonymous REST...`` (see grant_target)."""
+    parser = commands.add_parser(name, usage=f"{PROG} {name} [-h] {{USER | --anonymous}} {rest}", **texts)
+    parser.add_argument("--anonymous", action="store_true", help="clients without credentials")
+    parser.add_argument("words", nargs="+", metavar=f"USER {rest}")
+    parser.set_defaults(run=command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
@@ -365,25 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
     remove.set_defaults(run=cmd_remove)
 
     levels = "/".join(str(level) for level in Level)
-    grant = commands.add_parser(
-        "grant",
+    with_target(
+        commands, "grant", "PATTERN LEVEL", cmd_grant,
         help=f"give USER (or --anonymous) LEVEL ({levels}) on repositories matching PATTERN",
-        usage=f"{PROG} grant [-h] {{USER | --anonymous}} PATTERN LEVEL",
         description="PATTERN is a repository name, or one with * (one path component) or a final ** "
         "(any depth): team/app, team/*, team/**. The most specific matching pattern decides, over "
         "the role. Anonymous clients may only be granted pull (or none).",
     )
-    grant.add_argument("--anonymous", action="store_true", help="clients without credentials")
-    grant.add_argument("words", nargs="+", metavar="USER PATTERN LEVEL")
-    grant.set_defaults(run=cmd_grant)
-
-    revoke = commands.add_parser(
-        "revoke", help="remove the grant of USER (or --anonymous) for PATTERN",
-        usage=f"{PROG} revoke [-h] {{USER | --anonymous}} PATTERN",
-    )
-    revoke.add_argument("--anonymous", action="store_true", help="clients without credentials")
-    revoke.add_argument("words", nargs="+", metavar="USER PATTERN")
-    revoke.set_defaults(run=cmd_revoke)
+    with_target(commands, "revoke", "PATTERN", cmd_revoke, help="remove the grant of USER (or --anonymous) for PATTERN")
 
     token = commands.add_parser("token", help="CI tokens: add, ls, rm")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
@@ -409,13 +406,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit_log.add_argument("--user", metavar="NAME", help="only events made by or about NAME (user or token)")
     audit_log.set_defaults(run=cmd_audit)
 
-    explain = commands.add_parser(
-        "explain", help="the access of USER (a user or a token) on REPOSITORY, and the rule that gives it",
-        usage=f"{PROG} explain [-h] {{USER | --anonymous}} REPOSITORY",
+    with_target(
+        commands, "explain", "REPOSITORY", cmd_explain,
+        help="the access of USER (a user or a token) on REPOSITORY, and the rule that gives it",
     )
-    explain.add_argument("--anonymous", action="store_true", help="clients without credentials")
-    explain.add_argument("words", nargs="+", metavar="USER REPOSITORY")
-    explain.set_defaults(run=cmd_explain)
     return parser
 
 
