@@ -8,6 +8,11 @@ tests/conftest.py.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import os
+import pty
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +24,8 @@ import pytest
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from mreg_proxy.cli.gen_tls import self_signed
 from mreg_proxy.config import Settings
@@ -76,6 +83,22 @@ def assert_refused(result: Result, prog: str) -> None:
 def tls_pair(address: str = "127.0.0.1") -> tuple[bytes, bytes]:
     """A fresh self-signed (certificate PEM, key PEM), made the way mreg-gen-tls makes them."""
     return self_signed(address, days=30)
+
+
+def rsa_1024_pair() -> tuple[bytes, bytes]:
+    """A matching pair OpenSSL refuses to serve (its key is under 2048 bits)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def fingerprint(cert_pem: bytes) -> str:
@@ -139,3 +162,47 @@ def echo_registry() -> web.Application:
     app.router.add_get("/v2/slow", _slow)
     app.router.add_route("*", "/v2/{tail:.*}", _echo)
     return app
+
+
+def run_on_terminal(
+    cli: Cli, module: str, args: list[str], answers: list[bytes], prompt: bytes = b": "
+) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as its controlling terminal and type ``answers``,
+    each after the next ``prompt`` appears. Returns (exit code, everything it printed)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: become the CLI
+        os.execve(sys.executable, [sys.executable, *cli.command(module, *args)[1:]], cli.env)
+    output = b""
+    sent = 0
+    deadline = time.monotonic() + CLI_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            # answer each prompt once: getpass flushes what was typed before it asked
+            if sent < len(answers) and output.endswith(prompt) and output.count(prompt) > sent:
+                os.write(fd, answers[sent])
+                sent += 1
+    finally:
+        os.close(fd)
+    return reap(pid), output.decode(errors="replace")
+
+
+def reap(pid: int) -> int:
+    """The child's exit code; a child still running after CLI_TIMEOUT is killed."""
+    deadline = time.monotonic() + CLI_TIMEOUT
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])

@@ -112,8 +112,23 @@ def test_existing_files_are_never_replaced(cli: Cli, out: Path, existing: str) -
     assert [p.name for p in out.iterdir()] == [existing]
 
 
-def test_missing_output_folder_is_refused(cli: Cli, out: Path) -> None:
-    assert_refused(generate(cli, "127.0.0.1", "--out", str(out / "nope")), PROG)
+def test_missing_output_folder_is_created(cli: Cli, out: Path) -> None:
+    result = generate(cli, "127.0.0.1", "--out", str(out / "new" / "tls"))
+    assert result.code == 0, result
+    assert (out / "new" / "tls" / "tls.crt").is_file() and (out / "new" / "tls" / "tls.key").is_file()
+
+
+def test_output_path_that_is_a_file_is_refused(cli: Cli, out: Path) -> None:
+    (out / "file").write_text("x")
+    result = generate(cli, "127.0.0.1", "--out", str(out / "file"))
+    assert_refused(result, PROG)
+    assert "exists and is not a folder" in result.err
+
+
+def test_next_steps_name_the_auth_container_of_both_podman_generations(cli: Cli, out: Path) -> None:
+    result = generate(cli, "127.0.0.1", "--out", str(out))
+    assert "podman exec -i mreg-pod-auth manage-tls cert" in result.out
+    assert "on podman 4.3 mreg-pod-0-auth" in result.out
 
 
 def test_host_wrapper_runs_from_a_checkout(out: Path) -> None:

@@ -10,7 +10,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from cli_helpers import CLI_TIMEOUT, AuthFiles, Cli, Result, assert_refused, encrypted, fingerprint, tls_pair
+from cli_helpers import (
+    CLI_TIMEOUT, AuthFiles, Cli, Result, assert_refused, encrypted, fingerprint, rsa_1024_pair,
+    run_on_terminal, tls_pair,
+)
 
 PROG = "manage-tls"
 
@@ -136,6 +139,19 @@ def test_no_stdin_at_all_is_refused_and_keeps_the_file(cli: Cli, auth_files: Aut
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("command, what", [("cert", "certificate (chain)"), ("key", "private key")])
+def test_on_a_terminal_it_says_what_to_paste_and_how_to_end(
+    cli: Cli, auth_files: AuthFiles, command: str, what: str
+) -> None:
+    cert, key = tls_pair()
+    pem = cert if command == "cert" else key
+    hint = f"paste the PEM {what}, then press Ctrl-D on an empty line"
+    code, output = run_on_terminal(cli, "manage_tls", [command], [pem + b"\x04"], prompt=b"empty line\r\n")
+    assert code == 0, output
+    assert hint in output
+    assert (auth_files.cert if command == "cert" else auth_files.key).is_file()
+
+
 def test_empty_input_without_a_file_is_fine(cli: Cli) -> None:
     result = run(cli, "cert")
     assert result.code == 0
@@ -166,6 +182,19 @@ def test_key_not_matching_the_cert_is_written_with_a_warning(cli: Cli, auth_file
     assert result.code == 0
     assert "does not match" in result.err
     assert auth_files.key.read_bytes().strip() == new_key.strip()
+
+
+def test_a_pair_openssl_refuses_is_named_never_announced_as_served(cli: Cli) -> None:
+    """RSA-1024 parses and matches, but the proxy's loader (OpenSSL) refuses it: manage-tls asks
+    that same loader and names the problem instead of saying the proxy serves HTTPS with it."""
+    cert, key = rsa_1024_pair()
+    assert run(cli, "cert", stdin=cert).code == 0
+    result = run(cli, "key", stdin=key)
+    assert "serves HTTPS" not in result.out
+    assert "warning" in result.err and "too small" in result.err and "2048" in result.err
+    out = run(cli, "print").out
+    assert "key matches certificate: yes" in out
+    assert "pair complete: NO" in out and "too small" in out
 
 
 def test_cert_without_a_key_says_what_is_missing(cli: Cli) -> None:

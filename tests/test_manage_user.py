@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import pty
-import select
-import signal
 import stat
 import subprocess
 import sys
-import time
 
 import aiohttp
 import bcrypt
 import pytest
 
-from cli_helpers import CLI_TIMEOUT, AuthFiles, Cli, Proxy, Result, assert_refused
+from cli_helpers import CLI_TIMEOUT, AuthFiles, Cli, Proxy, Result, assert_refused, run_on_terminal
 from helpers import basic
 
 from mreg_proxy.users import read_users_file
@@ -142,50 +137,21 @@ def test_twenty_concurrent_adds_keep_twenty_users(cli: Cli, auth_files: AuthFile
 # --- add on a terminal ------------------------------------------------------------------------
 
 
-def run_on_terminal(cli: Cli, args: list[str], answers: list[bytes]) -> tuple[int, str]:
-    """Run manage-user with a pseudo-terminal as its controlling terminal and type ``answers``,
-    each after the next prompt appears. Returns (exit code, everything it printed)."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: become manage-user
-        os.execve(sys.executable, [sys.executable, *cli.command("manage_user", *args)[1:]], cli.env)
-    output = b""
-    sent = 0
-    deadline = time.monotonic() + CLI_TIMEOUT
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.5)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not chunk:
-                break
-            output += chunk
-            # answer each prompt once: getpass flushes what was typed before it asked
-            if sent < len(answers) and output.endswith(b": ") and output.count(b": ") > sent:
-                os.write(fd, answers[sent])
-                sent += 1
-    finally:
-        os.close(fd)
-    return reap(pid), output.decode(errors="replace")
-
-
-def reap(pid: int) -> int:
-    """The child's exit code; a child still running after CLI_TIMEOUT is killed."""
-    deadline = time.monotonic() + CLI_TIMEOUT
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+def test_add_without_stdin_says_to_use_exec_it_or_a_pipe(cli: Cli, auth_files: AuthFiles) -> None:
+    """`podman exec` without -i gives /dev/null: not "the password is empty", but what to type."""
+    done = subprocess.run(
+        cli.command("manage_user", "add", "bob"), stdin=subprocess.DEVNULL, env=cli.env, cwd=cli.cwd,
+        capture_output=True, timeout=CLI_TIMEOUT,
+    )
+    result = Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+    assert_refused(result, PROG)
+    assert "podman exec -it ... manage-user add bob" in result.err
+    assert "| podman exec -i ... manage-user add bob" in result.err
+    assert not auth_files.users.exists()
 
 
 def test_add_on_a_terminal_asks_twice_without_echo(cli: Cli, auth_files: AuthFiles) -> None:
-    code, output = run_on_terminal(cli, ["add", "bob"], [b"typed pw\n", b"typed pw\n"])
+    code, output = run_on_terminal(cli, "manage_user", ["add", "bob"], [b"typed pw\n", b"typed pw\n"])
     assert code == 0, output
     assert "typed pw" not in output
     assert "New password for bob: " in output and "Repeat it: " in output
@@ -193,7 +159,7 @@ def test_add_on_a_terminal_asks_twice_without_echo(cli: Cli, auth_files: AuthFil
 
 
 def test_add_on_a_terminal_refuses_two_different_passwords(cli: Cli, auth_files: AuthFiles) -> None:
-    code, output = run_on_terminal(cli, ["add", "bob"], [b"one\n", b"two\n"])
+    code, output = run_on_terminal(cli, "manage_user", ["add", "bob"], [b"one\n", b"two\n"])
     assert code == 1
     assert "the two passwords differ" in output
     assert not auth_files.users.exists()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -18,10 +19,12 @@ from aiohttp.typedefs import Handler
 
 from . import errors
 from .access import Access
+from .admission import admit, body_gate, no_early_continue
 from .audit import AuditLog
 from .authn import Authenticator, parse_basic
 from .authz import Decision, Kind, Principal, decide
 from .catalog import list_catalog
+from .connection import HEADER_BUDGET, MAX_HEADERS, MAX_LINE_BYTES
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .grants import Level
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
@@ -41,6 +44,7 @@ SETTINGS = web.AppKey("settings", Settings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 TLS = web.AppKey("tls", TlsState)
+USERS = web.AppKey("users", UserStore)
 METRICS = web.AppKey("metrics", Metrics)
 TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
 ACCESS = web.AppKey("access", Access)
@@ -48,6 +52,7 @@ USER = web.RequestKey("user", str)  # who made the request, for the access log
 PRINCIPAL = web.RequestKey("principal", Principal)  # who made it, for the handlers
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
+LINGERING_SECONDS = 2.0
 
 
 async def _authenticate(request: web.Request) -> Principal | None:
@@ -153,6 +158,7 @@ async def handle_v2(request: web.Request) -> web.StreamResponse:
     decision = decide(principal, route)
     if decision is not Decision.ALLOW:
         return app[ACCESS].refuse(request, principal, route, decision, app[SETTINGS].realm)
+    await admit(request)
     return await HANDLERS.get((route.endpoint, route.method), _forward)(request, route)
 
 
@@ -161,7 +167,10 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 
 async def handle_readyz(request: web.Request) -> web.Response:
-    """Ready when the registry answers its API root (any status below 500)."""
+    """Ready when the registry answers its API root (any status below 500) and TLS, if wanted,
+    can be served."""
+    if request.app[TLS].refused:
+        return web.Response(status=503, text="not ready: the TLS certificate and key are unusable\n")
     url = request.app[SETTINGS].upstream / "v2/"
     try:
         async with request.app[SESSION].get(url, timeout=READY_TIMEOUT) as response:
@@ -212,6 +221,32 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 async def handle_not_found(request: web.Request) -> web.Response:
     return errors.not_found()
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests no handler should see: TLS wanted but unusable (fail closed: an error, never
+    registry content over plain HTTP), and request targets that are not a path."""
+    refused = request.app[TLS].refused
+    if refused and request.path not in ("/healthz", "/readyz"):
+        return errors.unavailable(
+            503, "this registry's TLS certificate or key is unusable; its administrator must "
+            "install a working pair with manage-tls (the proxy's log says what is wrong)",
+        )
+    if sum(len(name) + len(value) + 4 for name, value in request.raw_headers) > HEADER_BUDGET:
+        # a block that arrived in one piece; connection.py cuts one that arrives slowly
+        response = errors.error_response(
+            431, "HEADERS_TOO_LARGE", f"the request headers exceed {HEADER_BUDGET} bytes"
+        )
+        response.force_close()
+        return response
+    if not request.raw_path.startswith("/"):  # absolute-form (GET http://host/v2/) or "*"
+        return errors.error_response(400, "BAD_REQUEST", "the request target must be a path")
+    return await handler(request)
+
+
+async def _server_name(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = errors.SERVER_NAME
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -274,13 +309,23 @@ def create_app(settings: Settings) -> web.Application:
     # read_bufsize: uploads are read from the client in chunks of up to 1 MiB (aiohttp's default
     # is 64 KiB), so the forwarder makes a sixteenth of the calls and the registry, which stalls
     # on its disk writes, finds a deeper buffer in front of it; at most 2 MiB per upload.
+    # keepalive_timeout: aiohttp closes a connection that has no request in progress this long
+    # after it opened or after its last response: idle keep-alive, and slow or unfinished headers.
+    # lingering_time: a body nobody will use (a refused upload, admission.py) is read and dropped
+    # for at most this long before the connection closes (nginx's lingering close), never kept.
     app = web.Application(
-        handler_args={"max_field_size": 65536, "auto_decompress": False, "read_bufsize": CHUNK_SIZE},
-        middlewares=[metrics_middleware],
+        handler_args={
+            "max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES,
+            "max_headers": MAX_HEADERS, "keepalive_timeout": settings.idle_timeout,
+            "lingering_time": LINGERING_SECONDS, "auto_decompress": False, "read_bufsize": CHUNK_SIZE,
+        },
+        middlewares=[metrics_middleware, guard_middleware, body_gate],
     )
+    app.on_response_prepare.append(_server_name)
     app[SETTINGS] = settings
     store = UserStore(settings.users_file)
     store.refresh()
+    app[USERS] = store
     app[AUTHENTICATOR] = Authenticator(
         store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost
     )
@@ -296,12 +341,42 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
     app.cleanup_ctx.append(_token_usage)
-    app.router.add_get("/healthz", handle_healthz)
-    app.router.add_get("/readyz", handle_readyz)
-    app.router.add_get("/metrics", handle_metrics)
-    app.router.add_route("*", r"/v2{tail:(/.*)?}", handle_v2)
-    app.router.add_route("*", r"/{tail:.*}", handle_not_found)
+    routes = app.router
+    routes.add_get("/healthz", handle_healthz, expect_handler=no_early_continue)
+    routes.add_get("/readyz", handle_readyz, expect_handler=no_early_continue)
+    routes.add_get("/metrics", handle_metrics, expect_handler=no_early_continue)
+    routes.add_route("*", r"/v2{tail:(/.*)?}", handle_v2, expect_handler=no_early_continue)
+    routes.add_route("*", r"/{tail:.*}", handle_not_found, expect_handler=no_early_continue)
     return app
+
+
+def startup_notes(settings: Settings, *, users: int, tls_on: bool) -> list[str]:
+    """What a newcomer reading the first log lines must know: nobody can log in yet, or the
+    password crosses the network in clear."""
+    notes = []
+    if not users:
+        notes.append(
+            f"no users yet in {settings.users_file}: every request is refused until you add one "
+            "(manage-user add NAME, then manage-user toggle NAME for an admin)"
+        )
+    if not tls_on:
+        notes.append(
+            f"serving plain HTTP: no usable TLS pair at {settings.tls_cert} and {settings.tls_key} "
+            "(install one with manage-tls cert and manage-tls key; HTTPS starts without a restart)"
+        )
+    return notes
+
+
+def connection_cap(wanted: int) -> int:
+    """``wanted``, or fewer when the process's file limit cannot hold that many: each client
+    connection takes a descriptor, and one more for its registry connection while it is proxied."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    fits = max(1, (soft - 64) // 2)  # 64 for the listener, files, splice pipes and logging
+    if fits < wanted:
+        log.warning("file limit %d holds %d connections, not %d: the cap is %d", soft, fits, wanted, fits)
+    return min(wanted, fits)
 
 
 class ListenError(OSError):
@@ -314,7 +389,11 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
     runner = web.AppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
     try:
-        site = SwitchingSite(runner, settings.listen_host, settings.listen_port, app[TLS])
+        site = SwitchingSite(
+            runner, settings.listen_host, settings.listen_port, app[TLS],
+            max_connections=connection_cap(settings.max_connections),
+            first_byte_timeout=settings.idle_timeout,
+        )
         try:
             await site.start()
         except OSError as exc:  # typically: the port is taken
@@ -325,6 +404,10 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
             "mreg-proxy listening on %s, registry at %s, event loop %s",
             site.name, settings.upstream, type(asyncio.get_running_loop()).__module__,
         )
+        # a refused pair fails closed (no plain HTTP): its own error line says why
+        tls_on = app[TLS].context is not None or app[TLS].refused is not None
+        for note in startup_notes(settings, users=len(app[USERS].current()), tls_on=tls_on):
+            log.info("%s", note)
         if started is not None:
             started.set()
         await asyncio.Event().wait()

@@ -38,6 +38,12 @@ class Settings:
     metrics: str = "admin"
     # "auto": uvloop when it is installed (the "fast" extra), asyncio's own loop otherwise
     event_loop: str = "auto"
+    # connections open at once; past it new ones are closed at accept (lowered to what the
+    # process's file limit holds)
+    max_connections: int = 1000
+    # seconds a connection may go without a request in progress (idle keep-alive, a silent new
+    # connection, headers that never finish); a transfer under way is never cut
+    idle_timeout: float = 60.0
     # security events as JSON lines (audit.py); "-" is standard output; None: audit.log beside
     # the users file (/auth/audit.log), on the auth volume
     audit_log: str | None = None
@@ -72,6 +78,10 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "who may read /metrics: admin (Basic auth, an admin user), open (no auth) or off (default admin)"),
     ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
      "auto (uvloop if installed) or asyncio (default auto)"),
+    ("--max-connections", "MREG_MAX_CONNECTIONS", "max_connections",
+     "client connections open at once; more are closed at accept (default 1000)"),
+    ("--idle-timeout", "MREG_IDLE_TIMEOUT", "idle_timeout",
+     "seconds a connection may wait without a request in progress (default 60)"),
     ("--audit-log", "MREG_AUDIT_LOG", "audit_log",
      "security events as JSON lines, - for stdout (default audit.log beside the users file)"),
     ("--audit-max-bytes", "MREG_AUDIT_MAX_BYTES", "audit_max_bytes",
@@ -140,6 +150,10 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _choice(env_name, raw.upper(), raw, _LOG_LEVELS)}
     if field == "auth_cache_ttl":
         return {field: _number(env_name, raw, float, 0, 86400)}
+    if field == "max_connections":
+        return {field: _number(env_name, raw, int, 1, 1_000_000)}
+    if field == "idle_timeout":
+        return {field: _number(env_name, raw, float, 1, 3600)}
     if field == "bcrypt_cost":
         return {field: _number(env_name, raw, int, 4, 16)}
     if field == "metrics":

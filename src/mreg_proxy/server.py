@@ -9,6 +9,12 @@ connect_accepted_socket does the TLS handshake inside the event loop's own trans
 which both asyncio and uvloop get right: upgrading a live transport with start_tls instead races
 with uvloop, which starts reading a connection right after ``connection_made`` even when the
 protocol paused it there.
+
+Before a connection is handed over, its first byte is looked at (without reading it): a TLS
+ClientHello starts with 0x16, an HTTP request with a letter. So a client that speaks the wrong one
+gets a clear answer instead of a parse error or a failed handshake: plain HTTP on the HTTPS port is
+told "this port speaks HTTPS"; a TLS probe on the plain port (podman tries HTTPS first) is closed
+with one debug line. The site also caps how many connections are open at once.
 """
 
 from __future__ import annotations
@@ -18,35 +24,66 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 
 from aiohttp import web
 
+from . import errors
+from .connection import GuardedHandler
 from .tls import TlsState
 
 log = logging.getLogger("mreg.server")
 
 HANDSHAKE_TIMEOUT = 15.0
+TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
+MAX_DRAIN = 64 * 1024  # a plain request sent to the HTTPS port: its headers, read and dropped
+# one "connection limit reached" line per this many seconds, however many are refused
+LIMIT_LOG_INTERVAL = 10.0
+SPEAKS_HTTPS = errors.raw_response(
+    400, "Bad Request",
+    "this port speaks HTTPS: use https:// (plain HTTP is refused)\n", "text/plain; charset=utf-8",
+)
 
 
 class SwitchingSite(web.BaseSite):
-    """Like web.TCPSite, with TLS decided per connection by a TlsState."""
+    """Like web.TCPSite, with TLS decided per connection by a TlsState.
+
+    ``max_connections`` counts every accepted socket until it closes; past it a new connection is
+    closed at once. ``first_byte_timeout``: seconds a new connection may stay silent.
+    """
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, tls: TlsState, *, backlog: int = 256
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        tls: TlsState,
+        *,
+        backlog: int = 256,
+        max_connections: int = 1000,
+        first_byte_timeout: float = 60.0,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._tls = tls
+        self._max_connections = max_connections
+        self._first_byte_timeout = first_byte_timeout
+        self._open = 0
+        self._limit_logged = float("-inf")
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
-        self._handshakes: set[asyncio.Task[None]] = set()
+        self._pending: set[asyncio.Task[None]] = set()
 
     @property
     def name(self) -> str:
         scheme = "https" if self._tls.context else "http"
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"{scheme}://{host}:{self._port}"
+
+    @property
+    def open_connections(self) -> int:
+        return self._open
 
     async def start(self) -> None:
         await super().start()
@@ -64,7 +101,7 @@ class SwitchingSite(web.BaseSite):
                 await self._accepting
         if self._listener is not None:
             self._listener.close()
-        for task in list(self._handshakes):
+        for task in list(self._pending):
             task.cancel()
         await super().stop()
 
@@ -77,30 +114,95 @@ class SwitchingSite(web.BaseSite):
                 log.error("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            context = self._tls.context
-            if context is None:
-                await self._hand_over(connection, None)
+            if self._open >= self._max_connections:
+                self._refuse(connection)
                 continue
-            # the handshake takes round trips: it must not hold up the next accept
-            task = loop.create_task(self._hand_over(connection, context))
+            self._open += 1
+            # waiting for the first byte (and a handshake) must not hold up the next accept
+            task = loop.create_task(self._serve(connection))
             # the loop keeps only a weak reference to tasks; stop() cancels these
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
-    async def _hand_over(self, connection: socket.socket, context: ssl.SSLContext | None) -> None:
-        server = self._runner.server
-        assert server is not None
+    def _refuse(self, connection: socket.socket) -> None:
+        connection.close()
+        now = time.monotonic()
+        if now - self._limit_logged >= LIMIT_LOG_INTERVAL:
+            self._limit_logged = now
+            log.warning(
+                "connection limit reached: %d connections open (MREG_MAX_CONNECTIONS); "
+                "refusing new ones until some close", self._open,
+            )
+
+    def _closed(self) -> None:
+        self._open -= 1
+
+    async def _serve(self, connection: socket.socket) -> None:
         peer = None
         with contextlib.suppress(OSError):  # read now: a failed handshake closes the socket
-            peer = connection.getpeername()
+            peer = connection.getpeername()[0]
+        handed_over = False
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(
-                server, connection, ssl=context,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if context is not None else None,
-            )
+            first = await _first_byte(connection, self._first_byte_timeout)
+            context = self._tls.context
+            if first is None:
+                return  # silent or gone: nothing to answer
+            if context is None and first[0] == TLS_RECORD_HANDSHAKE:
+                log.debug("TLS handshake from %s on the plain-HTTP port (TLS is off): closed", peer)
+                return
+            if context is not None and first[0] != TLS_RECORD_HANDSHAKE:
+                log.info("plain HTTP from %s on the HTTPS port: answered 400", peer)
+                with contextlib.suppress(OSError):
+                    # what the client sent is read first: closing a socket with unread bytes sends
+                    # a reset, and the client would lose the answer
+                    connection.recv(MAX_DRAIN)
+                    connection.send(SPEAKS_HTTPS)  # a few hundred bytes: the socket buffer takes them
+                return
+            await self._hand_over(connection, context, peer)
+            handed_over = True
         except OSError as exc:  # ssl.SSLError, ConnectionError and TimeoutError among them
-            log.info("TLS handshake with %s failed: %s", peer, exc)
-            connection.close()
+            log.info("TLS handshake with %s failed: %s", peer, str(exc) or type(exc).__name__)
         except Exception:  # a bug must cost one connection, never the accept loop
             log.exception("could not serve the connection from %s", peer)
-            connection.close()
+        finally:
+            if not handed_over:  # from here on, the handler's connection_lost counts it
+                connection.close()
+                self._closed()
+
+    async def _hand_over(
+        self, connection: socket.socket, context: ssl.SSLContext | None, peer: object
+    ) -> None:
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+
+        # the runner's Server would build aiohttp's plain RequestHandler; same arguments, our class
+        def protocol() -> GuardedHandler:
+            return GuardedHandler(server, loop=loop, on_close=self._closed, **server._kwargs)
+
+        await loop.connect_accepted_socket(
+            protocol, connection, ssl=context,
+            ssl_handshake_timeout=HANDSHAKE_TIMEOUT if context is not None else None,
+        )
+
+
+async def _first_byte(connection: socket.socket, timeout: float) -> bytes | None:
+    """The connection's first byte, left unread for whoever reads next; None when the client
+    closes or stays silent for ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    connection.setblocking(False)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                readable = loop.create_future()
+                loop.add_reader(connection.fileno(), lambda: readable.done() or readable.set_result(None))
+                try:
+                    await readable
+                finally:
+                    loop.remove_reader(connection.fileno())
+                try:
+                    return connection.recv(1, socket.MSG_PEEK) or None
+                except (BlockingIOError, InterruptedError):
+                    continue
+    except (TimeoutError, ConnectionError):
+        return None

@@ -19,6 +19,10 @@ from . import errors
 from .proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
 
 
+# n is a page size: 9 digits are plenty, and int() of thousands of digits raises (or costs CPU)
+MAX_N_DIGITS = 9
+
+
 class PagingError(ValueError):
     """``n`` is not a non-negative integer."""
 
@@ -28,10 +32,10 @@ def paging_params(query: Mapping[str, str]) -> tuple[int | None, str | None]:
     raw = query.get("n")
     if raw is None or raw == "":
         n = None
-    elif raw.isascii() and raw.isdigit():
+    elif raw.isascii() and raw.isdigit() and len(raw) <= MAX_N_DIGITS:
         n = int(raw)
     else:
-        raise PagingError(f"n must be a non-negative integer, not {raw!r}")
+        raise PagingError(f"n must be a non-negative integer of at most {MAX_N_DIGITS} digits, not {raw[:20]!r}")
     return n, query.get("last") or None
 
 

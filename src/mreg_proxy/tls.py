@@ -1,8 +1,11 @@
 """The TLS state of the listener: which certificate new connections get, if any.
 
 Both files present and matching: HTTPS. Both absent, or one deliberately removed (an empty
-``manage-tls cert`` or ``key``): plain HTTP. Present but unreadable, invalid or mismatched (a
-rotation half done): the last good state stays in force and one line says why.
+``manage-tls cert`` or ``key``): plain HTTP. Present but unreadable, invalid, mismatched (a
+rotation half done) or refused by OpenSSL (an RSA key under 2048 bits): the last good pair stays in
+force and one line says why. With no good pair to keep (a fresh start), the state fails closed:
+``refused`` says why, and the proxy answers every request with an error instead of serving
+registry content over plain HTTP to clients that expect HTTPS.
 """
 
 from __future__ import annotations
@@ -31,10 +34,20 @@ def build_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-def _why(cert: Path, key: Path, exc: Exception) -> str:
+# OpenSSL's reasons for refusing a key or certificate that is well formed but too weak to serve
+_TOO_WEAK = {
+    "EE_KEY_TOO_SMALL": "the key is too small for OpenSSL (RSA needs at least 2048 bits)",
+    "CA_KEY_TOO_SMALL": "a certificate in the chain has a key too small for OpenSSL",
+    "CA_MD_TOO_WEAK": "a certificate is signed with a digest OpenSSL refuses (e.g. SHA-1 or MD5)",
+}
+
+
+def why_unusable(cert: Path, key: Path, exc: Exception) -> str:
     """Which half of the pair is wrong, in words: for a broken file OpenSSL only says "PEM lib"."""
     if isinstance(exc, ssl.SSLError) and exc.reason == "KEY_VALUES_MISMATCH":
         return f"{key} does not match {cert} (a rotation half done: install the matching key)"
+    if isinstance(exc, ssl.SSLError) and exc.reason in _TOO_WEAK:
+        return f"{cert}: {_TOO_WEAK[exc.reason]}"
     if isinstance(exc, ValueError):  # from _no_passphrase
         return f"{key}: {exc}"
     if not isinstance(exc, ssl.SSLError):  # OpenSSL's read errors do not name the file
@@ -53,6 +66,9 @@ class TlsState:
         self.cert = cert
         self.key = key
         self.context: ssl.SSLContext | None = None
+        # why both files are there but nothing can be served (no good pair loaded yet); None when
+        # the state is HTTPS or deliberate plain HTTP
+        self.refused: str | None = None
         self._signature: object = object()  # never equal to a real one: the first refresh loads
 
     def refresh(self) -> None:
@@ -62,6 +78,8 @@ class TlsState:
             if self._signature != str(exc):  # once per distinct problem, not on every poll
                 self._signature = str(exc)
                 log.error("cannot stat TLS files: %s; keeping the current state", exc)
+            if self.context is None:  # whether TLS is wanted is unknown: fail closed
+                self.refused = f"cannot stat the TLS files: {exc.strerror or exc}"
             return
         if pair == self._signature:
             return
@@ -72,12 +90,20 @@ class TlsState:
                 missing = self.cert if cert_sig is None else self.key
                 log.warning("TLS off: %s is absent; serving plain HTTP", missing)
             self.context = None
+            self.refused = None
             return
         try:
             self.context = build_context(self.cert, self.key)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            state = "HTTPS with the previous certificate" if self.context else "plain HTTP"
-            why = _why(self.cert, self.key, exc)
-            log.error("TLS files rejected: %s; still serving %s", why, state)
+            why = why_unusable(self.cert, self.key, exc)
+            if self.context is not None:
+                log.error("TLS files rejected: %s; still serving HTTPS with the previous pair", why)
+            else:
+                self.refused = why
+                log.error(
+                    "TLS files rejected: %s; answering every request with an error (never plain "
+                    "HTTP) until a usable pair is installed with manage-tls", why,
+                )
             return
+        self.refused = None
         log.info("TLS on: serving HTTPS with %s", self.cert)

@@ -24,6 +24,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.error
@@ -246,25 +247,44 @@ class Pod:
     auth: str = ""
     registry: str = ""
 
-    def manifest_copy(self) -> Path:
+    def manifest_copy(self, *, claims: bool = False, images: dict[str, str] | None = None) -> Path:
+        """The copy to play; ``claims`` keeps the PVC documents whatever the podman version (for
+        mreg-pod, which deals with them itself), ``images`` overrides the test images by container."""
         docs = load_manifest()
-        if self.played and self.podman_version < (4, 4):
+        if self.played and self.podman_version < (4, 4) and not claims:
             docs = [d for d in docs if d["kind"] != "PersistentVolumeClaim"]
         # The stand-ins replace the registry and auth images wherever mreg.yml uses them.
-        replace = {container_of(docs, name)["image"]: image for name, image in self.images.items()}
+        chosen = {**self.images, **(images or {})}
+        replace = {container_of(docs, name)["image"]: image for name, image in chosen.items()}
         spec = deployment_of(docs)["spec"]["template"]["spec"]
         for container in spec["containers"] + spec.get("initContainers", []):
             container["image"] = replace.get(container["image"], container["image"])
         for port in container_of(docs, "auth")["ports"]:
             if "hostPort" in port:
                 port["hostIP"] = HOST
-        path = self.work / f"mreg-play-{self.played}.yml"
+        path = self.work / f"mreg-play-{self.played}{'-claims' if claims else ''}{'-images' if images else ''}.yml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         return path
 
     def play(self) -> None:
         path = self.manifest_copy()
         self.cmd.podman("kube", "play", str(path), timeout=120)
+        self.attach()
+
+    def mreg_pod(self, command: str, *, manifest: Path | None = None,
+                 check: bool = True) -> subprocess.CompletedProcess[str]:
+        """bin/mreg-pod COMMAND -f MANIFEST, as an operator runs it from a checkout; after a
+        successful up or restart, the harness follows the new pod."""
+        self.save_logs()
+        path = manifest or self.manifest_copy(claims=True)
+        result = self.cmd.run([sys.executable, str(REPO / "bin" / "mreg-pod"), command, "-f", str(path)],
+                              check=check, timeout=900)
+        if result.returncode == 0 and command in ("up", "restart"):
+            self.attach()
+        return result
+
+    def attach(self) -> None:
+        """After a play: find the pod and its containers (podman 4.3 or later names), wait until ready."""
         self.played += 1
         for volume in self.volumes:
             (self.volume_path(volume) / VOLUME_MARK).touch()

@@ -2,6 +2,8 @@
 and TLS with the CLIs inside the auth container, push and pull with podman and skopeo, restart,
 and prove that garbage collection at start reclaims a deleted image and damages nothing tagged
 (multi-arch indexes included), and that `prune` with the pod stopped reclaims untagged images.
+Then the operator's paths: a seed-style htpasswd user imported with `manage-user import`, and the
+redeploy command `mreg-pod` (restart twice in a row, a play before the build, a failed play).
 
 One ordered flow: the steps share the pod and run in file order; once one fails, the later ones
 are skipped with the name of the failed step. The harness (tests/e2e/conftest.py) cleans up.
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bcrypt
 import pytest
 
 from harness import HOST, REGISTRY, TEST_IMAGES, Client, Cmd, Pod, http, make_tiny_image
@@ -23,6 +27,8 @@ pytestmark = pytest.mark.e2e
 
 ADMIN, ADMIN_PW = "alice", "adm1n:pass with spaces"
 READER, READER_PW = "bob", "r3ader-pass"
+SEED_ADMIN, SEED_PW = "hwiwon", "seed:pass from htpasswd"  # a user of the httpd-based setup
+DEPLOYMENT = "mreg"
 REPO_REAL = f"{REGISTRY}/e2e/registry:2"
 REPO_MULTI = f"{REGISTRY}/e2e/multi:1"
 REPO_PLAIN = f"{REGISTRY}/e2e/plain:1"
@@ -535,3 +541,76 @@ def test_29_prune_kept_every_tagged_image_and_every_platform(
 ) -> None:
     assert_tagged_images_intact(pod, state)
     assert_index_pulls(reader, cmd, state, client_dir / "after-prune")
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. moving in from the httpd-based setup: its htpasswd file and admin group, as they are
+
+
+def test_30_manage_user_import_takes_a_seed_htpasswd_with_a_cost_13_y_hash(
+    pod: Pod, cmd: Cmd, state: State, client_dir: Path, made_images: list, run_id: str, e2e_dir: Path
+) -> None:
+    """The migration guide's commands: the group file to /tmp, the htpasswd file on stdin."""
+    y_hash = "$2y$" + bcrypt.hashpw(SEED_PW.encode(), bcrypt.gensalt(13)).decode()[4:]
+    pod.exec("sh", "-c", "cat > /tmp/group", input=f"admin: {SEED_ADMIN}\n")
+    out = pod.exec("manage-user", "import", "-", "--group-file", "/tmp/group",
+                   input=f"{SEED_ADMIN}:{y_hash}\n").stdout
+    pod.exec("rm", "/tmp/group")
+    assert f"added {SEED_ADMIN} (admin)" in out
+    assert state.cert is not None
+    seed = Client(cmd, client_dir / "seed-auth.json", ["--tls-verify=true", "--cert-dir", str(state.cert.parent)])
+    seed.login(SEED_ADMIN, SEED_PW)
+    local, ref = f"{TEST_IMAGES}seed:{run_id}", f"{REGISTRY}/e2e/seed:1"
+    make_tiny_image(cmd, e2e_dir, local)
+    made_images.append(local)
+    cmd.podman("push", "--authfile", str(seed.authfile), *seed.tls_args, local, ref)
+    digest, doc, _ = manifest(pod, state, *split(ref))
+    state.digests[ref] = digest
+    state.kept_blobs += [digest, *blob_digests(doc)]
+
+
+# ------------------------------------------------------------------------------------------------
+# 9. mreg-pod: the redeploy command of the README, on this podman (4.3 on Debian 12)
+
+
+def test_31_mreg_pod_restart_twice_in_a_row_keeps_users_tls_and_images(
+    pod: Pod, reader: Client, state: State
+) -> None:
+    for _ in range(2):
+        out = pod.mreg_pod("restart").stdout
+        assert "reusing the volumes mreg-auth-data, mreg-registry-data" in out
+        assert f"mreg is up: pod {pod.pod_name}, auth container {pod.auth}" in out
+        assert pod.scheme == "https"
+        reader.login(READER, READER_PW)
+        assert_tagged_images_intact(pod, state)
+    status, _, _ = http(f"https://{REGISTRY}/v2/", auth=(SEED_ADMIN, SEED_PW), verify=str(state.cert))
+    assert status == 200
+
+
+def test_32_mreg_pod_up_refuses_an_image_not_built_and_cleans_up_after_a_failed_play(
+    pod: Pod, cmd: Cmd, reader: Client, state: State, run_id: str
+) -> None:
+    pod.mreg_pod("down")
+    # What a newcomer gets from `podman kube play` before `podman build`: a failed pull and a
+    # half-made pod that makes the next play fail with "pod already exists".
+    unbuilt = pod.manifest_copy(claims=True, images={"auth": f"{TEST_IMAGES}never-built:{run_id}"})
+    assert cmd.podman("kube", "play", str(unbuilt), check=False, timeout=300).returncode != 0
+    leftovers = [name for name in (f"{DEPLOYMENT}-pod", f"{DEPLOYMENT}-pod-0")
+                 if cmd.podman("pod", "exists", name, check=False).returncode == 0]
+    refused = pod.mreg_pod("up", manifest=unbuilt, check=False)
+    assert refused.returncode == 1
+    assert f"the image {TEST_IMAGES}never-built:{run_id} is not built yet: run 'podman build -t" in refused.stderr
+    # A play that fails on the way (port 5000 taken) is cleaned up, the leftover of the first with it.
+    with socket.socket() as taken:
+        taken.bind((HOST, 5000))
+        taken.listen()
+        failed = pod.mreg_pod("up", check=False)
+    assert failed.returncode == 1, failed.stdout
+    assert "podman kube play failed" in failed.stderr and "removed what it left" in failed.stderr
+    for name in leftovers:
+        assert f"removing the pod {name}" in failed.stdout
+    for name in (f"{DEPLOYMENT}-pod", f"{DEPLOYMENT}-pod-0"):
+        assert cmd.podman("pod", "exists", name, check=False).returncode != 0
+    assert "mreg is up" in pod.mreg_pod("up").stdout
+    reader.login(READER, READER_PW)
+    assert_tagged_images_intact(pod, state)

@@ -38,6 +38,12 @@ def home(tmp_path: Path) -> Path:
     return path
 
 
+def base_env(home: Path, **more: str) -> dict[str, str]:
+    """PATH, HOME and an empty XDG_RUNTIME_DIR: never the machine's own /run/containers/0/auth.json."""
+    (home / "run").mkdir(exist_ok=True)
+    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_RUNTIME_DIR": str(home / "run"), **more}
+
+
 def manage(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(MANAGE), *args], input=stdin, env=env, capture_output=True, text=True, timeout=120
@@ -48,7 +54,7 @@ def manage(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.Compl
 def admin_env(mreg: Mreg, home: Path, tmp_path: Path) -> dict[str, str]:
     """REGISTRY_AUTH_FILE holding the admin's login, as ``podman login --authfile`` writes it."""
     auth = auth_json(tmp_path / "auth.json", mreg.host, *ADMIN)
-    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "REGISTRY_AUTH_FILE": str(auth)}
+    return base_env(home, REGISTRY_AUTH_FILE=str(auth))
 
 
 def admin(mreg: Mreg, env: dict[str, str], command: str, target: str) -> subprocess.CompletedProcess[str]:
@@ -115,7 +121,7 @@ def test_rm_digest_says_which_tags_went(mreg: Mreg, admin_env: dict[str, str]) -
 
 def test_podman_runtime_auth_file_is_used(mreg: Mreg, home: Path, tmp_path: Path) -> None:
     auth_json(tmp_path / "run" / "containers" / "auth.json", mreg.host, *READER)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    env = base_env(home, XDG_RUNTIME_DIR=str(tmp_path / "run"))
     push_tiny(mreg, "manage/creds", ["1"])
     assert manage("--plain-http", "ls", f"{mreg.host}/manage/creds", env=env).returncode == 0
 
@@ -123,7 +129,7 @@ def test_podman_runtime_auth_file_is_used(mreg: Mreg, home: Path, tmp_path: Path
 def test_docker_config_is_used(mreg: Mreg, home: Path) -> None:
     auth_json(home / ".docker" / "config.json", mreg.host, *READER, key=f"http://{mreg.host}")
     push_tiny(mreg, "manage/creds", ["1"])
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+    env = base_env(home)
     assert manage("--plain-http", "ls", f"{mreg.host}/manage/creds", env=env).returncode == 0
 
 
@@ -131,20 +137,101 @@ def test_registry_auth_file_comes_first(mreg: Mreg, home: Path, tmp_path: Path) 
     auth_json(home / ".docker" / "config.json", mreg.host, ADMIN[0], "wrong")
     auth = auth_json(tmp_path / "auth.json", mreg.host, *READER)
     push_tiny(mreg, "manage/creds", ["1"])
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "REGISTRY_AUTH_FILE": str(auth)}
+    env = base_env(home, REGISTRY_AUTH_FILE=str(auth))
     assert manage("--plain-http", "ls", f"{mreg.host}/manage/creds", env=env).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "where, env_of",
+    [
+        (".config/containers/auth.json", lambda home: {}),
+        ("xdg-config/containers/auth.json", lambda home: {"XDG_CONFIG_HOME": str(home / "xdg-config")}),
+        ("docker-config/config.json", lambda home: {"DOCKER_CONFIG": str(home / "docker-config")}),
+    ],
+    ids=["config-home", "XDG_CONFIG_HOME", "DOCKER_CONFIG"],
+)
+def test_each_auth_file_location_is_searched(mreg: Mreg, home: Path, where: str, env_of) -> None:
+    auth_json(home / where, mreg.host, *READER)
+    push_tiny(mreg, "manage/creds", ["1"])
+    result = manage("--plain-http", "ls", f"{mreg.host}/manage/creds", env=base_env(home, **env_of(home)))
+    assert result.returncode == 0, result.stderr
+
+
+def test_legacy_dockercfg_is_searched_last(mreg: Mreg, home: Path) -> None:
+    token = base64.b64encode(f"{READER[0]}:{READER[1]}".encode()).decode()
+    (home / ".dockercfg").write_text(json.dumps({f"https://{mreg.host}": {"auth": token, "email": ""}}))
+    push_tiny(mreg, "manage/creds", ["1"])
+    assert manage("--plain-http", "ls", f"{mreg.host}/manage/creds", env=base_env(home)).returncode == 0
+
+
+def fake_helper(folder: Path, name: str, host: str, user: str, password: str) -> Path:
+    """docker-credential-NAME as docker runs it: ``get``, the server on stdin, JSON on stdout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / f"docker-credential-{name}"
+    answer = json.dumps({"ServerURL": host, "Username": user, "Secret": password})
+    script.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = get ] || exit 2\n'
+        "read -r server\n"
+        f"if [ \"$server\" = '{host}' ]; then printf '%s' '{answer}'; exit 0; fi\n"
+        "echo 'credentials not found in native keychain'; exit 1\n"
+    )
+    script.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("config", ["credHelpers", "credsStore"])
+def test_docker_credential_helpers_are_asked(mreg: Mreg, home: Path, config: str) -> None:
+    bin_dir = fake_helper(home / "bin", "fake", mreg.host, *READER)
+    docker = home / ".docker"
+    docker.mkdir()
+    setting = {mreg.host: "fake"} if config == "credHelpers" else "fake"
+    (docker / "config.json").write_text(json.dumps({"auths": {mreg.host: {}}, config: setting}))
+    push_tiny(mreg, "manage/creds", ["1"])
+    env = base_env(home, PATH=f"{bin_dir}:/usr/bin:/bin")
+    result = manage("--plain-http", "ls", f"{mreg.host}/manage/creds", env=env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_refused_stored_login_names_the_file_it_came_from(mreg: Mreg, home: Path) -> None:
+    auth = auth_json(home / ".config" / "containers" / "auth.json", mreg.host, READER[0], "stale")
+    result = manage("--plain-http", "ls", mreg.host, env=base_env(home))
+    assert f"(401) with the login from {auth}" in one_line_error(result)
+
+
+def test_options_after_the_command_and_an_http_prefix(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    push_tiny(mreg, "manage/anywhere", ["1"])
+    result = manage("ls", f"http://{mreg.host}/manage/anywhere", "--user", READER[0], "--password-stdin",
+                    env=admin_env, stdin=READER[1])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == "1"
+
+
+def test_a_repository_without_tags_says_so(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    push_tiny(mreg, "manage/emptied", ["only"])
+    assert admin(mreg, admin_env, "rm", "manage/emptied:only").returncode == 0
+    result = admin(mreg, admin_env, "ls", "manage/emptied")
+    assert (result.returncode, result.stdout) == (0, "")
+    assert result.stderr == f"mreg-manage: {mreg.host}/manage/emptied has no tags\n"
+
+
+def test_the_old_rm_form_gets_a_hint(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    result = manage("rm", mreg.host, "team/app:1.0", env=admin_env)
+    assert one_line_error(result).endswith(f"mreg-manage rm {mreg.host}/team/app:1.0")
 
 
 def test_user_and_password_stdin(mreg: Mreg, home: Path) -> None:
     push_tiny(mreg, "manage/creds", ["1"])
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home)}
+    env = base_env(home)
     result = manage("--plain-http", "--user", READER[0], "--password-stdin", "ls", f"{mreg.host}/manage/creds", env=env, stdin=READER[1] + "\n")
     assert result.returncode == 0, result.stderr
 
 
 def test_no_credentials_and_no_terminal_is_an_error(mreg: Mreg, home: Path) -> None:
-    result = manage("--plain-http", "ls", mreg.host, env={"PATH": "/usr/bin:/bin", "HOME": str(home)})
-    assert "no credentials for" in one_line_error(result)
+    result = manage("--plain-http", "ls", mreg.host, env=base_env(home))
+    error = one_line_error(result)
+    assert f"no login for {mreg.host} in {home / 'run' / 'containers' / 'auth.json'}, " in error
+    assert f"'podman login {mreg.host}'" in error
 
 
 # --- errors ---
@@ -152,14 +239,14 @@ def test_no_credentials_and_no_terminal_is_an_error(mreg: Mreg, home: Path) -> N
 
 def test_wrong_password_is_401(mreg: Mreg, home: Path, tmp_path: Path) -> None:
     auth = auth_json(tmp_path / "auth.json", mreg.host, ADMIN[0], "wrong")
-    result = manage("--plain-http", "ls", mreg.host, env={"PATH": "/usr/bin:/bin", "HOME": str(home), "REGISTRY_AUTH_FILE": str(auth)})
+    result = manage("--plain-http", "ls", mreg.host, env=base_env(home, REGISTRY_AUTH_FILE=str(auth)))
     assert "authentication failed" in one_line_error(result) and "401" in result.stderr
 
 
 def test_reader_rm_is_403(mreg: Mreg, home: Path, tmp_path: Path) -> None:
     push_tiny(mreg, "manage/guarded", ["keep"])
     auth = auth_json(tmp_path / "auth.json", mreg.host, *READER)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "REGISTRY_AUTH_FILE": str(auth)}
+    env = base_env(home, REGISTRY_AUTH_FILE=str(auth))
     result = manage("--plain-http", "rm", f"{mreg.host}/manage/guarded:keep", env=env)
     assert "may not do this (403)" in one_line_error(result)
     assert tag_list(mreg, "manage/guarded") == ["keep"]
@@ -259,10 +346,22 @@ def test_untrusted_certificate_is_a_tls_failure(self_signed: tuple[str, Path], a
 def test_ca_cert_makes_it_trusted(self_signed: tuple[str, Path], admin_env: dict[str, str]) -> None:
     host, cert = self_signed
     result = manage("--ca-cert", str(cert), "--user", "x", "--password-stdin", "ls", host, env=admin_env, stdin="pw")
-    assert (result.returncode, result.stderr) == (0, "")
+    assert (result.returncode, result.stderr) == (0, f"mreg-manage: no tagged images in {host}\n")
+
+
+def test_a_certs_d_folder_is_trusted_as_podman_trusts_it(
+    self_signed: tuple[str, Path], admin_env: dict[str, str]
+) -> None:
+    host, cert = self_signed
+    folder = Path(admin_env["HOME"]) / ".config" / "containers" / "certs.d" / host
+    folder.mkdir(parents=True)
+    (folder / "ca.crt").write_bytes(cert.read_bytes())
+    result = manage("ls", host, "--user", "x", "--password-stdin", env=admin_env, stdin="pw")
+    assert (result.returncode, result.stdout) == (0, "")
+    assert result.stderr == f"mreg-manage: no tagged images in {host}\n"
 
 
 def test_insecure_skips_verification(self_signed: tuple[str, Path], admin_env: dict[str, str]) -> None:
     host, _ = self_signed
     result = manage("--insecure", "--user", "x", "--password-stdin", "ls", host, env=admin_env, stdin="pw")
-    assert (result.returncode, result.stderr) == (0, "")
+    assert (result.returncode, result.stderr) == (0, f"mreg-manage: no tagged images in {host}\n")

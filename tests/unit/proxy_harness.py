@@ -78,7 +78,10 @@ async def running_proxy(settings: Settings) -> AsyncIterator[ProxyClient]:
     runner = web.AppRunner(app, **RUNNER_OPTIONS)
     await runner.setup()
     port = free_port()
-    site = SwitchingSite(runner, "127.0.0.1", port, app[TLS])
+    site = SwitchingSite(
+        runner, "127.0.0.1", port, app[TLS],
+        max_connections=settings.max_connections, first_byte_timeout=settings.idle_timeout,
+    )
     await site.start()
     try:
         async with aiohttp.ClientSession(auto_decompress=False) as session:

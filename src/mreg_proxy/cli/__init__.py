@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import stat
 import sys
 from typing import Iterator, NoReturn
 
@@ -36,6 +38,12 @@ def refuse(prog: str, message: str) -> NoReturn:
 
 def warn(prog: str, message: str) -> None:
     print(f"{prog}: warning: {message}", file=sys.stderr)
+
+
+def stdin_is_absent() -> bool:
+    """True when stdin is a character device but no terminal: /dev/null, which is what
+    ``podman exec`` / ``kubectl exec`` give without ``-i``. Reading it would look like empty input."""
+    return stat.S_ISCHR(os.fstat(sys.stdin.fileno()).st_mode) and not sys.stdin.isatty()
 
 
 def os_error_text(exc: OSError) -> str:

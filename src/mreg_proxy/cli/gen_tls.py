@@ -2,7 +2,7 @@
 
 Runs on the operator's host (``bin/mreg-gen-tls`` works from a checkout with only the
 ``cryptography`` package installed), so it imports nothing beyond the standard library,
-``cryptography`` and ``files``. The certificate is its own CA (basicConstraints CA:TRUE), so
+``cryptography``, ``files`` and ``pod`` (the container names). The certificate is its own CA (basicConstraints CA:TRUE), so
 clients can trust it directly as ``ca.crt``.
 """
 
@@ -22,11 +22,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..files import atomic_write
 from . import OneLineParser, Refusal, one_line_errors
+from .pod import pod_names
 
 PROG = "mreg-gen-tls"
 DEFAULT_DAYS = 365
 MAX_DAYS = 3650
 MREG_PORT = 5000
+# what `podman kube play mreg.yml` names the auth container: podman 4.4 and later, podman 4.3
+AUTH_CONTAINERS = tuple(f"{pod}-auth" for pod in pod_names("mreg"))
 # backdated so that a client whose clock is a little behind still accepts it
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 MAX_COMMON_NAME = 64  # X.509 upper bound for CN; the SAN is what clients check anyway
@@ -102,9 +105,11 @@ def instructions(address: str, cert: Path, key: Path, days: int) -> str:
         [
             f"wrote {cert} (certificate, valid {days} days)"
             f" and {key} (private key: keep it secret)",
-            "load them into mreg, certificate first, then key:",
-            f"  podman exec -i mreg-pod-auth manage-tls cert < {cert}",
-            f"  podman exec -i mreg-pod-auth manage-tls key < {key}",
+            "load them into mreg, certificate first, then key"
+            f" (the auth container is {AUTH_CONTAINERS[0]}; on podman 4.3 {AUTH_CONTAINERS[1]}:"
+            " 'podman ps' shows yours):",
+            f"  podman exec -i {AUTH_CONTAINERS[0]} manage-tls cert < {cert}",
+            f"  podman exec -i {AUTH_CONTAINERS[0]} manage-tls key < {key}",
             f"trust it on every client ({MREG_PORT} is mreg's port;"
             " use the one clients connect to):",
             f"  podman/skopeo/buildah: /etc/containers/certs.d/{where}/ca.crt",
@@ -119,13 +124,14 @@ def generate(address: str, days: int, out: Path) -> str:
     """Write ``out``/tls.crt and ``out``/tls.key; return what to tell the operator."""
     if not 1 <= days <= MAX_DAYS:
         raise Refusal(f"--days {days}: must be between 1 and {MAX_DAYS}")
-    if not out.is_dir():
-        raise Refusal(f"{out} is not a folder")
+    cert_pem, key_pem = self_signed(address, days)  # refuses a bad address before any folder is made
+    if out.exists() and not out.is_dir():
+        raise Refusal(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
     cert, key = out / "tls.crt", out / "tls.key"
     for path in (cert, key):
         if path.exists():  # never replace a key someone may already have deployed
             raise Refusal(f"{path} exists; move it away or choose another --out")
-    cert_pem, key_pem = self_signed(address, days)
     atomic_write(key, key_pem, mode=0o600)
     atomic_write(cert, cert_pem, mode=0o644)  # public: it is copied to every client as ca.crt
     return instructions(address, cert, key, days)

@@ -6,7 +6,9 @@
     mreg-manage rm HOST[:PORT]/REPO@sha256:...      the manifest, and every tag pointing at it
 
 It speaks the registry API through the proxy, with the credentials ``podman login`` or
-``docker login`` stored. Only the standard library: it runs wherever Python 3.11 does.
+``docker login`` stored and the certificates podman trusts (logins.py says where it looks).
+Options may come anywhere, as with podman and docker. Only the standard library: it runs wherever
+Python 3.11 does.
 The environment is read in main() only; everything below it gets what it needs as arguments.
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import binascii
 import getpass
 import http.client
 import json
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 from ..refs import ACCEPT_ALL, is_digest, is_name, is_tag
 from . import OneLineParser, one_line_errors
+from .logins import AuthFile, Login, LoginError, auth_files, certs_dir, run_helper, stored_login, trusted_cas
 
 PROG = "mreg-manage"
 PAGE_SIZE = 100  # registry 2.8 refuses a catalog page above 1000
@@ -62,8 +64,17 @@ class Target:
         return f"{text}@{self.digest}" if self.digest else text
 
 
+def split_scheme(text: str) -> tuple[str | None, str]:
+    """``https://reg:5000/app`` -> ("https", "reg:5000/app"): people paste URLs."""
+    for scheme in ("http", "https"):
+        if text.lower().startswith(f"{scheme}://"):
+            return scheme, text[len(scheme) + 3:].rstrip("/")
+    return None, text
+
+
 def parse_target(text: str, *, reference: bool) -> Target:
-    """HOST[:PORT][/REPO] for ``ls`` (reference=False); HOST[:PORT]/REPO:TAG or @DIGEST for ``rm``."""
+    """HOST[:PORT][/REPO] for ``ls`` (reference=False); HOST[:PORT]/REPO:TAG or @DIGEST for ``rm``.
+    ``text`` comes without its http(s):// prefix (split_scheme)."""
     host, slash, rest = text.partition("/")
     if not host or "@" in host:
         raise ManageError(f"{text!r}: expected HOST[:PORT]/REPO")
@@ -89,67 +100,34 @@ def parse_target(text: str, *, reference: bool) -> Target:
 # --- credentials ---
 
 
-def auth_files(env: Mapping[str, str], home: Path) -> list[Path]:
-    """Where podman and docker keep logins, in the order they are consulted."""
-    files = []
-    if env.get("REGISTRY_AUTH_FILE"):
-        files.append(Path(env["REGISTRY_AUTH_FILE"]))
-    if env.get("XDG_RUNTIME_DIR"):
-        files.append(Path(env["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
-    files.append(home / ".docker" / "config.json")
-    return files
-
-
-def _auth_key_host(key: str) -> str:
-    """``https://host:5000/v1/`` or ``host:5000/team`` -> ``host:5000``: how both tools key logins."""
-    if "://" in key:
-        key = urlsplit(key).netloc
-    return key.split("/", 1)[0]
-
-
-def stored_credentials(host: str, files: Sequence[Path]) -> tuple[str, str] | None:
-    """The first ``auths`` entry for ``host`` with a base64 ``user:password``; None when none has."""
-    for path in files:
-        try:
-            auths = json.loads(path.read_text()).get("auths", {})
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError, AttributeError) as exc:
-            raise ManageError(f"cannot read credentials from {path}: {exc}") from None
-        for key, entry in auths.items():
-            if _auth_key_host(key) == host and isinstance(entry, dict) and entry.get("auth"):
-                try:
-                    user, sep, password = base64.b64decode(entry["auth"]).decode().partition(":")
-                except (binascii.Error, UnicodeDecodeError):
-                    raise ManageError(f"{path}: the entry for {key} is not base64 user:password") from None
-                if sep:
-                    return user, password
-    return None
-
-
 def credentials(
     host: str,
     user: str | None,
     password_stdin: bool,
-    files: Sequence[Path],
+    stored: Callable[[], Login | None],
+    searched: Sequence[AuthFile],
     stdin: TextIO,
     ask: Callable[[str], str],
     ask_secret: Callable[[str], str],
-) -> tuple[str, str]:
+) -> Login:
     """--user (password from stdin or a prompt), else a stored login, else prompts."""
     if user is not None:
         if password_stdin:
-            return user, stdin.read().rstrip("\r\n")
+            return Login(user, stdin.read().rstrip("\r\n"), "--user")
         if not stdin.isatty():
             raise ManageError("cannot prompt for a password: stdin is not a terminal (use --password-stdin)")
-        return user, ask_secret(f"Password for {user}@{host}: ")
-    stored = stored_credentials(host, files)
-    if stored is not None:
-        return stored
+        return Login(user, ask_secret(f"Password for {user}@{host}: "), "--user")
+    login = stored()
+    if login is not None:
+        return login
     if not stdin.isatty():
-        where = ", ".join(str(f) for f in files)
-        raise ManageError(f"no credentials for {host} in {where}: run 'podman login {host}' or pass --user")
-    return ask(f"Username for {host}: "), ask_secret("Password: ")
+        where = ", ".join(str(f.path) for f in searched)
+        raise ManageError(
+            f"no login for {host} in {where}: log in with 'podman login {host}' or 'docker login {host}' "
+            "as the user who runs mreg-manage, or pass --user"
+        )
+    user = ask(f"Username for {host}: ")
+    return Login(user, ask_secret("Password: "), "the prompt")
 
 
 # --- the registry API ---
@@ -178,21 +156,26 @@ class Registry:
     """The registry API of one host: HTTPS first; plain HTTP only when the operator allows it."""
 
     def __init__(
-        self, host: str, auth: tuple[str, str], *, insecure: bool, plain_http: bool, ca_cert: Path | None
+        self, host: str, login: Login, *, insecure: bool, plain_http: bool, ca_cert: Path | None, certs: Path | None
     ) -> None:
         self.host = host
-        self.user = auth[0]
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        self.user = login.user
+        self._source = login.source
+        token = base64.b64encode(f"{login.user}:{login.password}".encode()).decode()
         self._authorization = f"Basic {token}"
         self._insecure = insecure
         self._scheme = "http" if plain_http else "https"
-        self._context = _tls_context(insecure, ca_cert)
+        self._certs = certs
+        self._context = _tls_context(insecure, ca_cert, trusted_cas(certs))
 
     def request(self, method: str, path: str, accept: str = "application/json") -> Answer:
         """One request; 401 and 403 end the command (nothing else can work without rights)."""
         answer = self._send(method, path, accept)
         if answer.status == 401:
-            raise ManageError(f"{self.host}: authentication failed for user {self.user!r} (401); check the login")
+            raise ManageError(
+                f"{self.host}: authentication failed for user {self.user!r} (401) with the login from "
+                f"{self._source}; log in again or pass --user"
+            )
         if answer.status == 403:
             raise ManageError(f"{self.host}: user {self.user!r} may not do this (403): {answer.error_message()}")
         return answer
@@ -201,9 +184,11 @@ class Registry:
         try:
             return self._exchange(method, path, accept)
         except ssl.SSLCertVerificationError as exc:
+            trusted = f"the CAs of {self._certs} and the system" if self._certs else "the system CAs"
             raise ManageError(
-                f"TLS failure with {self.host}: {exc.verify_message or exc.reason}; "
-                "pass --ca-cert FILE for a self-signed certificate, or --insecure"
+                f"TLS failure with {self.host}: {exc.verify_message or exc.reason} (trusted: {trusted}); "
+                f"pass --ca-cert FILE for a self-signed certificate, or put it in "
+                f"/etc/containers/certs.d/{self.host}/ca.crt as for podman, or --insecure"
             ) from None
         except (ssl.SSLError, ConnectionResetError) as exc:
             if self._scheme == "http":
@@ -261,19 +246,25 @@ class _Status(Exception):
         self.answer = answer
 
 
-def _tls_context(insecure: bool, ca_cert: Path | None) -> ssl.SSLContext:
+def _tls_context(insecure: bool, ca_cert: Path | None, cas: Sequence[Path]) -> ssl.SSLContext:
+    """The system CAs, plus --ca-cert, plus the ``certs.d`` CAs podman would trust for the host."""
+    context = ssl.create_default_context()
     if insecure:
-        context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    try:
-        context = ssl.create_default_context()
-        if ca_cert is not None:
-            context.load_verify_locations(cafile=str(ca_cert))
-    except (OSError, ssl.SSLError) as exc:
-        raise ManageError(f"--ca-cert {ca_cert}: {getattr(exc, 'strerror', None) or exc}") from None
+    if ca_cert is not None:
+        _load_ca(context, ca_cert, f"--ca-cert {ca_cert}")
+    for path in cas:
+        _load_ca(context, path, str(path))
     return context
+
+
+def _load_ca(context: ssl.SSLContext, path: Path, name: str) -> None:
+    try:
+        context.load_verify_locations(cafile=str(path))
+    except (OSError, ssl.SSLError) as exc:
+        raise ManageError(f"{name}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def next_page_path(link: str | None) -> str | None:
@@ -328,10 +319,14 @@ def list_all(registry: Registry, out: TextIO) -> None:
             continue  # removed since the catalog was read
     for image in sorted(images):
         print(image, file=out)
+    if not images:
+        print(f"{PROG}: no tagged images in {registry.host}", file=sys.stderr)
 
 
 def list_repository(registry: Registry, repo: str, out: TextIO) -> None:
     rows = tag_digests(registry, repo)
+    if not rows:  # every tag deleted: the repository stays in the catalog
+        print(f"{PROG}: {registry.host}/{repo} has no tags", file=sys.stderr)
     width = max((len(tag) for tag, _ in rows), default=0)
     for tag, digest in rows:
         print(f"{tag:<{width}}  {digest}", file=out)
@@ -357,35 +352,70 @@ def remove(registry: Registry, target: Target, out: TextIO) -> None:
 
 # --- the edge ---
 
+COMMANDS = """\
+commands:
+  ls HOST[:PORT]                 every repository:tag, sorted
+  ls HOST[:PORT]/REPO            the tags of REPO with their digests
+  rm HOST[:PORT]/REPO:TAG        only that tag; other tags of the image stay
+  rm HOST[:PORT]/REPO@DIGEST     the manifest and every tag pointing at it
+HOST may carry http:// (plain HTTP) or https://; options may come anywhere."""
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """One parser, no subparsers, read with parse_intermixed_args: options may come anywhere
+    (``mreg-manage ls HOST --ca-cert tls.crt``), as podman and docker allow."""
     parser = OneLineParser(
         prog=PROG,
-        description="List and remove images of an mreg registry, with the credentials of "
-        "'podman login' or 'docker login' (REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, "
-        "~/.docker/config.json), else a prompt.",
+        usage=f"{PROG} (ls|rm) TARGET [options]",
+        description="List and remove images of an mreg registry, with the login of 'podman login' or "
+        "'docker login' (the files of containers-auth.json(5), and docker credential helpers), else a "
+        "prompt; certificates in certs.d/HOST:PORT folders are trusted as podman trusts them.",
+        epilog=COMMANDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("command", choices=["ls", "rm"], metavar="COMMAND", help="ls or rm")
+    parser.add_argument("target", metavar="TARGET", help="HOST[:PORT][/REPO][:TAG|@DIGEST]; http(s):// is allowed")
+    parser.add_argument("extra", nargs="?", help=argparse.SUPPRESS)  # the old 'rm HOST IMAGE:TAG'
     parser.add_argument("--user", help="log in as this user instead of a stored login")
     parser.add_argument("--password-stdin", action="store_true", help="read the password of --user from stdin")
     parser.add_argument("--ca-cert", type=Path, metavar="FILE", help="trust this CA (e.g. the registry's self-signed certificate)")
     parser.add_argument("--insecure", action="store_true", help="skip TLS verification; allow plain HTTP when the server has no TLS")
     parser.add_argument("--plain-http", action="store_true", help="talk plain HTTP, no TLS at all")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    ls = commands.add_parser("ls", help="HOST[:PORT]: every repository:tag; HOST[:PORT]/REPO: its tags and digests")
-    ls.add_argument("target", metavar="HOST[:PORT][/REPO]")
-    rm = commands.add_parser("rm", help="HOST[:PORT]/REPO:TAG removes that tag; HOST[:PORT]/REPO@DIGEST the manifest and its tags")
-    rm.add_argument("target", metavar="HOST[:PORT]/REPO(:TAG|@DIGEST)")
     return parser
 
 
-def run(args: argparse.Namespace, env: Mapping[str, str], home: Path, stdin: TextIO, out: TextIO) -> None:
+def checked_args(args: argparse.Namespace) -> tuple[Target, bool]:
+    """(target, plain HTTP?) from what was typed; the old two-word rm form gets the new spelling."""
+    if args.extra is not None:
+        if args.command == "rm":
+            host = split_scheme(args.target)[1].rstrip("/")
+            raise ManageError(
+                f"'rm HOST IMAGE:TAG' is the old form; the image is one argument now: "
+                f"{PROG} rm {host}/{args.extra}"
+            )
+        raise ManageError(f"ls takes one HOST[:PORT][/REPO], not {args.target!r} and {args.extra!r}")
     if args.password_stdin and args.user is None:
         raise ManageError("--password-stdin needs --user")
-    target = parse_target(args.target, reference=args.command == "rm")
-    auth = credentials(
-        target.host, args.user, args.password_stdin, auth_files(env, home), stdin, input, getpass.getpass
+    scheme, text = split_scheme(args.target)
+    if scheme == "https" and args.plain_http:
+        raise ManageError(f"{args.target!r} says https:// but --plain-http says plain HTTP")
+    target = parse_target(text, reference=args.command == "rm")
+    return target, args.plain_http or scheme == "http"
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str], home: Path, uid: int, stdin: TextIO, out: TextIO) -> None:
+    target, plain_http = checked_args(args)
+    files = auth_files(env, home, uid)
+    search_path = env.get("PATH")
+
+    def stored() -> Login | None:
+        return stored_login(target.host, files, lambda name, host: run_helper(name, host, search_path))
+
+    login = credentials(target.host, args.user, args.password_stdin, stored, files, stdin, input, getpass.getpass)
+    registry = Registry(
+        target.host, login, insecure=args.insecure, plain_http=plain_http, ca_cert=args.ca_cert,
+        certs=certs_dir(target.host, home),
     )
-    registry = Registry(target.host, auth, insecure=args.insecure, plain_http=args.plain_http, ca_cert=args.ca_cert)
     if args.command == "rm":
         remove(registry, target, out)
     elif target.repo is None:
@@ -395,9 +425,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str], home: Path, stdin: Tex
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    with one_line_errors(PROG, (ManageError,)):
-        run(args, os.environ, Path.home(), sys.stdin, sys.stdout)
+    args = build_parser().parse_intermixed_args(argv)
+    with one_line_errors(PROG, (ManageError, LoginError)):
+        run(args, os.environ, Path.home(), os.getuid(), sys.stdin, sys.stdout)
 
 
 if __name__ == "__main__":

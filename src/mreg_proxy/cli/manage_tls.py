@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import stat
 import sys
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar, Union, get_args
@@ -24,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from ..config import Settings
 from ..files import atomic_write, remove
-from . import OneLineParser, Refusal, warn
+from ..tls import build_context, why_unusable
+from . import OneLineParser, Refusal, stdin_is_absent, warn
 from .command import audit, run
 
 PROG = "manage-tls"
@@ -147,6 +146,23 @@ def attempt(load: Callable[[Path], T | None], path: Path) -> tuple[T | None, str
         return None, str(exc)
 
 
+def served_problem(settings: Settings) -> str | None:
+    """Why the proxy would refuse the installed pair, asked of the proxy's own loader (OpenSSL
+    refuses things the parsing above accepts, such as an RSA key under 2048 bits); None if it
+    would serve it."""
+    try:
+        build_context(settings.tls_cert, settings.tls_key)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        return why_unusable(settings.tls_cert, settings.tls_key, exc)
+    return None
+
+
+REFUSED_PAIR = (
+    "the proxy keeps the last good pair it loaded; "
+    "started without one, it answers every request with an error"
+)
+
+
 def cmd_print(settings: Settings, args: argparse.Namespace) -> None:
     chain, cert_problem = attempt(certificates_in, settings.tls_cert)
     key, key_problem = attempt(private_key_in, settings.tls_key)
@@ -164,12 +180,16 @@ def cmd_print(settings: Settings, args: argparse.Namespace) -> None:
     if chain and key:
         matches = key_matches(chain[0], key)
         print(f"key matches certificate: {'yes' if matches else 'NO'}")
-        if matches:
+        problem = served_problem(settings) if matches else None
+        if matches and problem is None:
             print("pair complete: yes (the proxy serves HTTPS with it)")
+            return
+        if problem:
+            print(f"pair complete: NO ({problem}; {REFUSED_PAIR})")
             return
     both_present = (chain or cert_problem) and (key or key_problem)
     if both_present:  # the proxy treats a present but unusable pair as a rotation half done
-        print("pair complete: NO (the proxy keeps the last good pair it loaded, or plain HTTP)")
+        print(f"pair complete: NO ({REFUSED_PAIR})")
     else:
         print("pair complete: no (the proxy serves plain HTTP)")
 
@@ -184,14 +204,16 @@ def report_pair(settings: Settings) -> None:
     if chain is None or key is None:
         missing = "manage-tls cert" if chain is None else "manage-tls key"
         print(f"TLS starts once '{missing}' installs the other half of the pair")
-    elif key_matches(chain[0], key):
-        print("certificate and key match: the proxy serves HTTPS with them within seconds")
-    else:
+    elif not key_matches(chain[0], key):
         warn(
             PROG,
             f"the certificate in {settings.tls_cert} does not match the key in {settings.tls_key}; "
             "the proxy keeps serving the previous pair until they match",
         )
+    elif problem := served_problem(settings):
+        warn(PROG, f"the proxy cannot serve this pair: {problem}; {REFUSED_PAIR}")
+    else:
+        print("certificate and key match: the proxy serves HTTPS with them within seconds")
 
 
 def install(path: Path, data: bytes, what: str) -> None:
@@ -207,20 +229,22 @@ def uninstall(path: Path, what: str) -> None:
         print(f"no {what} at {path}: nothing to remove (the proxy serves plain HTTP)")
 
 
-def read_input() -> bytes:
-    """All of stdin. A character device that is not a terminal is /dev/null: what
-    ``podman exec`` / ``kubectl exec`` give without ``-i``. Reading it as empty input would
-    delete the file and turn TLS off, so it is refused; deleting takes a pipe or a file."""
-    if stat.S_ISCHR(os.fstat(sys.stdin.fileno()).st_mode) and not sys.stdin.isatty():
+def read_input(what: str) -> bytes:
+    """All of stdin. No stdin at all (``podman exec`` without ``-i``) would read as empty input,
+    delete the file and turn TLS off, so it is refused; deleting takes a pipe or a file. On a
+    terminal, say what to paste and how to end it: a silent wait looks like a hang."""
+    if stdin_is_absent():
         raise Refusal(
             "no input on stdin (forgot 'podman exec -i' / 'kubectl exec -i'?); "
             "to remove the file, pipe empty input: 'podman exec -i ... < /dev/null'"
         )
+    if sys.stdin.isatty():
+        print(f"paste the PEM {what}, then press Ctrl-D on an empty line", file=sys.stderr, flush=True)
     return sys.stdin.buffer.read()
 
 
 def cmd_cert(settings: Settings, args: argparse.Namespace) -> None:
-    data = read_input()
+    data = read_input("certificate (chain)")
     if not data.strip():
         uninstall(settings.tls_cert, "certificate")
         audit(settings, "tls_certificate_removed", path=str(settings.tls_cert))
@@ -241,7 +265,7 @@ def cmd_cert(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_key(settings: Settings, args: argparse.Namespace) -> None:
-    data = read_input()
+    data = read_input("private key")
     if not data.strip():
         uninstall(settings.tls_key, "key")
         audit(settings, "tls_key_removed", path=str(settings.tls_key))

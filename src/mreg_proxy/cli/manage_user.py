@@ -30,8 +30,9 @@ from ..tokens import hash_secret, new_secret, parse_duration, utc_text
 from ..users import (
     ANONYMOUS_LEVELS, ROLES, Store, Token, User, UsersFileError, name_problem, read_store, write_store,
 )
-from . import OneLineParser, Refusal
+from . import OneLineParser, Refusal, stdin_is_absent
 from .command import audit, run
+from .user_import import add_import_command
 
 PROG = "manage-user"
 RANDOM_PASSWORD_BYTES = 24  # 192 bits, 32 URL-safe characters: well under bcrypt's 72 bytes
@@ -107,6 +108,12 @@ def cmd_add(settings: Settings, args: argparse.Namespace) -> None:
         password = secrets.token_urlsafe(RANDOM_PASSWORD_BYTES)
     elif sys.stdin.isatty():
         password = prompt_password(name)
+    elif stdin_is_absent():
+        raise Refusal(
+            f"no password on stdin ('podman exec' without -i gives none): use 'podman exec -it ... "
+            f"{PROG} add {name}' to be asked, or pipe it: printf '%s\\n' PASSWORD | podman exec -i ... "
+            f"{PROG} add {name}"
+        )
     else:
         password = first_line_of_stdin()
     # bcrypt is slow by design: hash before taking the lock so concurrent adds do not queue on it
@@ -410,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "explain", "REPOSITORY", cmd_explain,
         help="the access of USER (a user or a token) on REPOSITORY, and the rule that gives it",
     )
+    add_import_command(commands)
     return parser
 
 

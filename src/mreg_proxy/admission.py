@@ -1,0 +1,53 @@
+"""A request body is read only once the request is authorized.
+
+Until then the connection's reading is paused (only what arrived with the headers is buffered),
+``Expect: 100-continue`` is not granted, and a refused request is answered with
+``Connection: close``; whatever body the client still sends is dropped, never buffered or
+forwarded: a stranger cannot make the proxy hold megabytes per connection while a password is
+being checked, nor upload anything through it.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+from aiohttp.typedefs import Handler
+
+ADMITTED = web.RequestKey("admitted", bool)
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _body_pending(request: web.BaseRequest) -> bool:
+    return request.body_exists and not request.content.is_eof()
+
+
+async def no_early_continue(request: web.Request) -> None:
+    """The routes' expect handler: aiohttp's default grants 100-continue before any middleware
+    or handler runs, that is before authentication; ``admit`` grants it instead."""
+
+
+async def admit(request: web.Request) -> None:
+    """The request is authorized: let its body come."""
+    request[ADMITTED] = True
+    if not _body_pending(request):
+        return
+    request.protocol.resume_reading()
+    if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(CONTINUE)
+        request.writer.output_size = 0  # as aiohttp's own expect handler: the response starts later
+
+
+@web.middleware
+async def body_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Hold the body back until a handler calls ``admit``; close the connection of a request that
+    is answered without having been admitted while its body is still unread."""
+    if _body_pending(request):
+        request.protocol.pause_reading()
+    response = await handler(request)
+    if not request.get(ADMITTED) and _body_pending(request):
+        # The connection closes after the answer. aiohttp first reads and drops what the client
+        # keeps sending, for at most its lingering time (app.py): closing a socket with unread
+        # bytes sends a reset, and a client still sending would lose the answer.
+        response.force_close()
+        request.protocol.resume_reading()
+    return response
