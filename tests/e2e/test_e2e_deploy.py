@@ -405,8 +405,9 @@ def test_14_manage_tls_installs_the_certificate_from_mreg_gen_tls(pod: Pod, stat
 
 
 def test_15_plain_http_is_no_longer_served(pod: Pod) -> None:
-    with pytest.raises(OSError):
-        http(f"http://{REGISTRY}/v2/", timeout=5)
+    """Plain HTTP on the HTTPS port is told so (400), never served the API."""
+    status, _, body = http(f"http://{REGISTRY}/v2/", auth=(READER, READER_PW), timeout=5)
+    assert status == 400 and b"this port speaks HTTPS" in body
 
 
 def test_16_a_client_that_does_not_trust_the_certificate_is_refused(pod: Pod, cmd: Cmd, client_dir: Path) -> None:
