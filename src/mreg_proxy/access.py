@@ -14,11 +14,20 @@ from aiohttp import web
 
 from . import errors
 from .audit import AuditLog
-from .authn import Authenticator, parse_basic, sends_no_credentials
+from .authn import Authenticator, parse_basic
 from .authz import Decision, Kind, Principal
 from .routes import Route
 from .tokenauth import TokenUsage, check_token
 from .users import UserStore
+
+
+def sends_no_credentials(header: str | None) -> bool:
+    """No Authorization header, or Basic with an empty user and password: what podman and skopeo
+    send, once challenged, when they have no credentials for the registry."""
+    if header is None:
+        return True
+    scheme, _, token = header.strip().partition(" ")
+    return scheme.lower() == "basic" and token.strip() in ("", "Og==")  # base64(":")
 
 
 class Access:

@@ -38,15 +38,6 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def sends_no_credentials(header: str | None) -> bool:
-    """No Authorization header, or Basic with an empty user and password: what podman and skopeo
-    send, once challenged, when they have no credentials for the registry."""
-    if header is None:
-        return True
-    scheme, _, token = header.strip().partition(" ")
-    return scheme.lower() == "basic" and token.strip() in ("", "Og==")  # base64(":")
-
-
 class Authenticator:
     """``await authenticate(user, password) -> User | None``.
 
