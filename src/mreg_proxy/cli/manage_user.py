@@ -295,9 +295,13 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> None:
         since = datetime.datetime.now(datetime.timezone.utc) - parse_duration(args.since) if args.since else None
     except ValueError as exc:
         raise Refusal(f"--since: {exc}") from None
+    shown = 0
     for entry in selected(read_events(Path(settings.audit_target)), since, args.user):
         fields = " ".join(f"{key}={value}" for key, value in entry.items() if key not in ("time", "event"))
         print(f"{entry['time']}  {entry['event']}  {fields}".rstrip())
+        shown += 1
+    if not shown:
+        print(f"no matching events in {settings.audit_target}", file=sys.stderr)
 
 
 def cmd_explain(settings: Settings, args: argparse.Namespace) -> None:
