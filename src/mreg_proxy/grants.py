@@ -14,6 +14,8 @@ everything, ``admin`` deletes everything), so any matching grant overrides it, u
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Iterable
@@ -83,19 +85,20 @@ class Grant:
 
 def matches(pattern: str, name: str) -> bool:
     """Does the (valid) ``pattern`` match the repository ``name``?"""
-    wanted = pattern.split("/")
-    parts = name.split("/")
-    if wanted[-1] == "**":
-        head = wanted[:-1]
-        if len(parts) <= len(head):
-            return False  # ``**`` stands for at least one component
-        parts = parts[: len(head)]
-        wanted = head
-    if len(wanted) != len(parts):
-        return False
-    return all(w == "*" or w == p for w, p in zip(wanted, parts))
+    return _regex(pattern).fullmatch(name) is not None
 
 
+@functools.lru_cache(maxsize=4096)
+def _regex(pattern: str) -> re.Pattern[str]:
+    """``*`` is one component, a final ``**`` one or more; cached: a file holds few patterns,
+    and every request (and every name of a filtered catalog) is matched against them."""
+    parts = []
+    for part in pattern.split("/"):
+        parts.append("[^/]+" if part == "*" else "[^/]+(?:/[^/]+)*" if part == "**" else re.escape(part))
+    return re.compile("/".join(parts))
+
+
+@functools.lru_cache(maxsize=4096)
 def specificity(pattern: str) -> tuple[int, int, int, int]:
     """Larger is more specific: (exact, literal prefix components, literal components, no ``**``)."""
     parts = pattern.split("/")
