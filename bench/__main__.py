@@ -1,4 +1,7 @@
-"""``python -m bench [--quick] [--json FILE]``: the registry direct vs through mreg, one run.
+"""``python -m bench [--quick] [--s3] [--json FILE]``: the registry direct vs through mreg, one run.
+
+``--s3`` adds the S3 section (bench/s3bench.py): the registry on a Ceph radosgw started for the
+run, direct, through one mreg replica and through two.
 
 Every figure is the median over repetitions that alternate direct and proxied runs (the order
 flips each repetition), so slow drifts of a shared machine hit both sides alike. A second table
@@ -24,10 +27,11 @@ from mreg_proxy.grants import Grant, Level
 from mreg_proxy.tokens import hash_secret, new_secret
 from mreg_proxy.users import Store, Token, User, write_store
 
+from .s3bench import S3_FULL, S3_QUICK, run_s3, s3_markdown
 from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
-    MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_chunked,
-    push_monolithic, seed_blob, seed_manifest, timed_push, verify_pull,
+    MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_and_sign, push_chunked,
+    push_monolithic, seed_blob, seed_manifest, sha256_digest, timed_push, verify_pull,
 )
 
 USER, PASSWORD = "bench", "bench-Secret-1"
@@ -45,10 +49,11 @@ class Plan:
     transfer_reps: int
     head_seconds: float
     head_reps: int
+    signed_images: int  # image manifests pushed and signed per repetition
 
 
-FULL = Plan(1024 * MiB, 8, 128 * MiB, 256 * MiB, 16 * MiB, transfer_reps=5, head_seconds=5, head_reps=3)
-QUICK = Plan(64 * MiB, 8, 8 * MiB, 32 * MiB, 16 * MiB, transfer_reps=1, head_seconds=1, head_reps=1)
+FULL = Plan(1024 * MiB, 8, 128 * MiB, 256 * MiB, 16 * MiB, transfer_reps=5, head_seconds=5, head_reps=3, signed_images=100)
+QUICK = Plan(64 * MiB, 8, 8 * MiB, 32 * MiB, 16 * MiB, transfer_reps=1, head_seconds=1, head_reps=1, signed_images=10)
 
 
 @dataclass
@@ -129,6 +134,9 @@ def measure_all(plan: Plan, direct: Endpoint, proxy: Endpoint, proxy_pid: int) -
         rows.append(Row(f"push {plan.push_size // MiB} MiB, {plan.patch_size // MiB} MiB PATCHes", "MB/s", d, p))
         memory["rss_peak_pushes_mib"] = rss.peak / 1024
 
+    print("manifests and referrers ...", file=sys.stderr)
+    rows += sign_rows(plan, direct, proxy)
+
     print("HEAD ...", file=sys.stderr)
     for connections in (1, 32):
         samples: dict[str, list[HeadResult]] = {direct.name: [], proxy.name: []}
@@ -170,9 +178,36 @@ def measure_token(plan: Plan, password: Endpoint, token: Endpoint) -> list[Row]:
     return rows
 
 
+def sign_rows(plan: Plan, direct: Endpoint, proxy: Endpoint) -> list[Row]:
+    """Mean PUT time of an image manifest (by tag) and of a referrer (a signature of it, by
+    digest), alternating sides.
+
+    Through mreg a referrer costs a second registry write: its subject's referrers index (read
+    while the referrer is stored) is written back under its tag.
+    """
+    config = b"{}"
+    push_monolithic(direct, REPO, config)
+    results: dict[str, list[tuple[float, float]]] = {direct.name: [], proxy.name: []}
+    for rep in range(plan.transfer_reps):
+        for endpoint in (direct, proxy) if rep % 2 == 0 else (proxy, direct):
+            salt = f"{endpoint.name}-{rep}"
+            results[endpoint.name].append(push_and_sign(endpoint, REPO, sha256_digest(config), plan.signed_images, salt))
+    (d_image, d_referrer), (p_image, p_referrer) = (
+        tuple(statistics.median(r[i] for r in results[e.name]) for i in (0, 1)) for e in (direct, proxy)
+    )
+    return [
+        Row("PUT image manifest by tag", "ms", d_image, p_image, False),
+        Row("PUT referrer manifest by digest", "ms", d_referrer, p_referrer, False),
+    ]
+
+
 def markdown(rows: list[Row], memory: dict[str, float], token_rows: list[Row]) -> str:
     lines = ["| measure | registry direct | through mreg | mreg / direct |", "|---|---:|---:|---:|"]
     lines += _row_lines(rows)
+    by_label = {row.label: row for row in rows}
+    image, referrer = by_label["PUT image manifest by tag"], by_label["PUT referrer manifest by digest"]
+    lines.append(f"| PUT referrer / PUT image manifest | {referrer.direct / image.direct:.2f}x | "
+                 f"{referrer.proxy / image.proxy:.2f}x | - |")
     lines.append(
         f"| mreg-proxy RSS (MiB): idle / peak in pulls / peak in pushes / high-water mark | - | "
         f"{memory['rss_idle_mib']:.0f} / {memory['rss_peak_pulls_mib']:.0f} / "
@@ -199,6 +234,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (well under a minute)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--registry", default="docker-registry", help="registry binary (default docker-registry)")
+    parser.add_argument("--s3", action="store_true",
+                        help="also measure on S3: a single-node Ceph cluster (Debian packages ceph-mon, ceph-osd, radosgw)")
     return parser.parse_args(argv)
 
 
@@ -209,15 +246,28 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"bench: {tool} not found (Debian packages: docker-registry, curl)")
     registry_binary = shutil.which(args.registry)
     assert registry_binary is not None
+    if args.s3:
+        for tool in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
+            if shutil.which(tool) is None:
+                sys.exit(f"bench: {tool} not found (Debian packages: ceph-mon, ceph-osd, radosgw, ceph-common)")
+    s3_rows = []
     with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
         try:
             rows, memory, token_rows = run(QUICK if args.quick else FULL, registry_binary, Path(work))
+            if args.s3:
+                hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+                users = {USER: User(USER, "admin", hashed)}
+                s3_rows = run_s3(S3_QUICK if args.quick else S3_FULL, registry_binary, Path(work), users, (USER, PASSWORD))
         except BenchError as exc:
             sys.exit(f"bench: FAILED: {exc}")
     print(markdown(rows, memory, token_rows))
+    if s3_rows:
+        print()
+        print(s3_markdown(s3_rows))
     if args.json:
         payload = {
             "rows": [{**vars(r), "ratio": r.ratio} for r in rows], "memory_mib": memory, "quick": args.quick,
+            "s3_rows": [vars(r) for r in s3_rows],
             # direct = cached password, proxy = CI token, both through mreg
             "token_rows": [{**vars(r), "ratio": r.ratio} for r in token_rows],
         }

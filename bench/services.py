@@ -20,12 +20,14 @@ from mreg_proxy.users import User, write_users_file
 HOST = "127.0.0.1"
 SRC = Path(__file__).resolve().parent.parent / "src"
 
-REGISTRY_CONFIG = """\
+_REGISTRY_LOG = """\
 version: 0.1
 log:
   level: warn
   accesslog:
     disabled: true
+"""
+REGISTRY_CONFIG = _REGISTRY_LOG + """\
 storage:
   filesystem:
     rootdirectory: {root}
@@ -34,6 +36,40 @@ storage:
 http:
   addr: {host}:{port}
 """
+
+# Replicas on one bucket: the redirect is off so that every byte passes the proxy (a client would
+# otherwise be sent to a presigned S3 URL), and they share http.secret so that an upload started
+# on one can be finished on another.
+REGISTRY_S3_CONFIG = _REGISTRY_LOG + """\
+storage:
+  s3:
+    region: {s3.region}
+    regionendpoint: {s3.endpoint}
+    bucket: {s3.bucket}
+    accesskey: {s3.access_key}
+    secretkey: {s3.secret_key}
+    secure: false
+    v4auth: true
+    rootdirectory: /registry
+  redirect:
+    disable: true
+  delete:
+    enabled: true
+http:
+  addr: {host}:{port}
+  secret: {secret}
+"""
+
+
+@dataclass(frozen=True)
+class S3:
+    """A bucket on an S3 engine, and the credentials of its user."""
+
+    endpoint: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
 
 
 class BenchError(RuntimeError):
@@ -88,20 +124,44 @@ def _started(process: subprocess.Popen[bytes], url: str, probe: str) -> Service:
     return Service(url, process)
 
 
-def start_registry(binary: str, workdir: Path) -> Service:
-    port = free_port()
+def registry_config(workdir: Path, port: int, s3: S3 | None = None, secret: str = "") -> Path:
+    """The registry's config file: filesystem storage under ``workdir``, or the bucket ``s3``."""
     config = workdir / "registry.yml"
-    config.write_text(REGISTRY_CONFIG.format(root=workdir / "registry-data", host=HOST, port=port))
+    if s3 is None:
+        config.write_text(REGISTRY_CONFIG.format(root=workdir / "registry-data", host=HOST, port=port))
+    else:
+        config.write_text(REGISTRY_S3_CONFIG.format(s3=s3, host=HOST, port=port, secret=secret))
+    return config
+
+
+def registry_env() -> dict[str, str]:
+    """The registry's environment: this machine's AWS_CA_BUNDLE makes registry 2.8 panic at start
+    (LoadCustomCABundleError) when its storage is S3."""
+    return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+
+def start_registry(binary: str, workdir: Path, s3: S3 | None = None, secret: str = "") -> Service:
+    """docker-registry on a free loopback port; on ``s3``, replicas share ``secret`` (http.secret)."""
+    port = free_port()
+    config = registry_config(workdir, port, s3, secret)
     with open(workdir / "registry.log", "wb") as log:
-        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT, env=registry_env()
+        )
     return _started(process, f"http://{HOST}:{port}", "/v2/")
 
 
-def start_proxy(upstream: str, workdir: Path, users: Mapping[str, User]) -> Service:
+def start_proxy(
+    upstream: str, workdir: Path, users: Mapping[str, User] | Path, extra_env: Mapping[str, str] | None = None
+) -> Service:
     """mreg-proxy from this checkout, as operators run it (settings from the environment, its
-    default log level), with ``users`` in its users file; its log is ``workdir/proxy.log``."""
-    users_file = workdir / "users.yml"
-    write_users_file(users_file, users)
+    default log level), with ``users`` in its users file (or the users file ``users``, which
+    replicas share); its log is ``workdir/proxy.log``."""
+    if isinstance(users, Path):
+        users_file = users
+    else:
+        users_file = workdir / "users.yml"
+        write_users_file(users_file, users)
     port = free_port()
     env = {
         **os.environ,
@@ -109,8 +169,9 @@ def start_proxy(upstream: str, workdir: Path, users: Mapping[str, User]) -> Serv
         "MREG_LISTEN": f"{HOST}:{port}",
         "MREG_UPSTREAM": upstream,
         "MREG_USERS_FILE": str(users_file),
-        "MREG_TLS_CERT": str(workdir / "tls.crt"),
-        "MREG_TLS_KEY": str(workdir / "tls.key"),
+        "MREG_TLS_CERT": str(users_file.parent / "tls.crt"),
+        "MREG_TLS_KEY": str(users_file.parent / "tls.key"),
+        **(extra_env or {}),
     }
     with open(workdir / "proxy.log", "wb") as log:
         process = subprocess.Popen(

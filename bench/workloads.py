@@ -198,15 +198,22 @@ def pull(endpoint: Endpoint, repo: str, blobs: list[tuple[str, int]]) -> float:
     Bodies are discarded and only their sizes checked: hashing at line rate would take most of
     a core from the servers on a two-core machine (``verify_pull`` checks the contents).
     """
+    return pull_spread([endpoint], repo, blobs)
+
+
+def pull_spread(endpoints: list[Endpoint], repo: str, blobs: list[tuple[str, int]]) -> float:
+    """``pull``, the blobs dealt out over ``endpoints`` in turn (replicas behind one bucket)."""
     started = time.perf_counter()
     processes = [
-        subprocess.Popen(_curl_command(endpoint, repo, digest, "--output", os.devnull, "--write-out", "%{size_download}"),
+        subprocess.Popen(_curl_command(endpoints[i % len(endpoints)], repo, digest, "--output", os.devnull,
+                                       "--write-out", "%{size_download}"),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for digest, _size in blobs
+        for i, (digest, _size) in enumerate(blobs)
     ]
     results = [p.communicate() for p in processes]
     elapsed = time.perf_counter() - started
-    for process, (out, err), (_digest, size) in zip(processes, results, blobs):
+    for index, (process, (out, err), (_digest, size)) in enumerate(zip(processes, results, blobs)):
+        endpoint = endpoints[index % len(endpoints)]
         if process.returncode != 0:
             raise BenchError(f"{endpoint.name}: curl failed: {err.decode().strip()}")
         if int(out) != size:
@@ -310,3 +317,39 @@ def check_head(endpoint: Endpoint, url: str, digest: str, length: int) -> None:
     got = (response.getheader("Docker-Content-Digest"), response.getheader("Content-Length"))
     if got != (digest, str(length)):
         raise BenchError(f"{endpoint.name}: HEAD manifest gave {got}, expected {(digest, str(length))}")
+
+
+def push_and_sign(endpoint: Endpoint, repo: str, config: str, count: int, salt: str) -> tuple[float, float]:
+    """Push ``count`` small image manifests by tag (as ``podman push`` does), each followed by a
+    signature-style referrer (``artifactType``, ``subject`` = that image) pushed by digest (as
+    ``oras attach`` does); returns the mean milliseconds of an image PUT and of a referrer PUT.
+
+    Every manifest and tag is new (``salt``, a tag-safe word, and the counter make them unique),
+    so the registry stores each one; ``config`` is a blob of the repository (``{}``), used as
+    the image config and as the empty artifact config.
+    """
+    image_seconds = referrer_seconds = 0.0
+    conn = _connect(endpoint.url)
+    try:
+        for n in range(count):
+            image = json.dumps({
+                "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "layers": [],
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+                "annotations": {"bench": f"{salt}-{n}"},
+            }).encode()
+            referrer = json.dumps({
+                "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": "application/vnd.bench.signature",
+                "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+                "layers": [], "subject": {"mediaType": MANIFEST_TYPE, "digest": sha256_digest(image), "size": len(image)},
+            }).encode()
+            started = time.perf_counter()
+            _request(conn, "PUT", f"{endpoint.url}/v2/{repo}/manifests/{salt}-{n}", endpoint,
+                     body=image, headers={"Content-Type": MANIFEST_TYPE}, expect=201)
+            signed = time.perf_counter()
+            _request(conn, "PUT", f"{endpoint.url}/v2/{repo}/manifests/{sha256_digest(referrer)}", endpoint,
+                     body=referrer, headers={"Content-Type": MANIFEST_TYPE}, expect=201)
+            image_seconds += signed - started
+            referrer_seconds += time.perf_counter() - signed
+    finally:
+        conn.close()
+    return image_seconds / count * 1000, referrer_seconds / count * 1000

@@ -50,10 +50,12 @@ class Cli:
     env: dict[str, str]
     cwd: Path
 
-    def run(self, module: str, *args: str, stdin: bytes = b"") -> Result:
+    def run(self, module: str, *args: str, stdin: bytes | None = b"") -> Result:
+        """``stdin=None``: no stdin at all (/dev/null), as ``podman exec`` without ``-i`` gives."""
         done = subprocess.run(
             [sys.executable, "-m", f"mreg_proxy.cli.{module}", *args],
             input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None,
             env=self.env,
             cwd=self.cwd,
             capture_output=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stat
-import subprocess
 
 import pytest
 from cryptography import x509
@@ -11,8 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 
 from cli_helpers import (
-    CLI_TIMEOUT, AuthFiles, Cli, Result, assert_refused, encrypted, fingerprint, rsa_1024_pair,
-    run_on_terminal, tls_pair,
+    AuthFiles, Cli, Result, assert_refused, encrypted, fingerprint, rsa_1024_pair, run_on_terminal, tls_pair,
 )
 
 PROG = "manage-tls"
@@ -129,11 +127,7 @@ def test_no_stdin_at_all_is_refused_and_keeps_the_file(cli: Cli, auth_files: Aut
     install(cli, *tls_pair())
     path = auth_files.cert if command == "cert" else auth_files.key
     before = path.read_bytes()
-    done = subprocess.run(
-        cli.command("manage_tls", command), stdin=subprocess.DEVNULL, env=cli.env, cwd=cli.cwd,
-        capture_output=True, timeout=CLI_TIMEOUT,
-    )
-    result = Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+    result = cli.run("manage_tls", command, stdin=None)
     assert_refused(result, "manage-tls")
     assert "exec -i" in result.err
     assert path.read_bytes() == before

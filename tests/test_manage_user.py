@@ -139,11 +139,7 @@ def test_twenty_concurrent_adds_keep_twenty_users(cli: Cli, auth_files: AuthFile
 
 def test_add_without_stdin_says_to_use_exec_it_or_a_pipe(cli: Cli, auth_files: AuthFiles) -> None:
     """`podman exec` without -i gives /dev/null: not "the password is empty", but what to type."""
-    done = subprocess.run(
-        cli.command("manage_user", "add", "bob"), stdin=subprocess.DEVNULL, env=cli.env, cwd=cli.cwd,
-        capture_output=True, timeout=CLI_TIMEOUT,
-    )
-    result = Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+    result = cli.run("manage_user", "add", "bob", stdin=None)
     assert_refused(result, PROG)
     assert "podman exec -it ... manage-user add bob" in result.err
     assert "| podman exec -i ... manage-user add bob" in result.err

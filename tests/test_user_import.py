@@ -3,14 +3,13 @@ them, become the YAML store; bcrypt hashes (``$2y$``, cost 13) are taken over un
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import aiohttp
 import bcrypt
 import pytest
 
-from cli_helpers import CLI_TIMEOUT, AuthFiles, Cli, Proxy, Result, assert_refused
+from cli_helpers import AuthFiles, Cli, Proxy, Result, assert_refused
 from helpers import TEST_COST, basic
 
 from mreg_proxy.users import read_users_file
@@ -134,11 +133,7 @@ def test_an_admin_missing_from_the_htpasswd_file_is_named(cli: Cli, seed: tuple[
 
 
 def test_import_without_stdin_says_to_pipe_it(cli: Cli, auth_files: AuthFiles) -> None:
-    done = subprocess.run(
-        cli.command("manage_user", "import", "-"), stdin=subprocess.DEVNULL, env=cli.env, cwd=cli.cwd,
-        capture_output=True, timeout=CLI_TIMEOUT,
-    )
-    result = Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+    result = cli.run("manage_user", "import", "-", stdin=None)
     assert_refused(result, PROG)
     assert "podman exec -i" in result.err
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+from typing import Callable
+
 from aiohttp import web
 
 from . import errors
 from .audit import AuditLog
-from .authn import Authenticator, parse_basic
+from .authn import Authenticator, LoginRefused, parse_basic
 from .authz import Decision, Kind, Principal
 from .routes import Route
+from .throttle import Throttle
 from .tokenauth import TokenUsage, check_token
-from .users import UserStore
+from .users import Token, UserStore
 
 
 def sends_no_credentials(header: str | None) -> bool:
@@ -31,38 +34,55 @@ def sends_no_credentials(header: str | None) -> bool:
 
 
 class Access:
-    def __init__(self, store: UserStore, authenticator: Authenticator, usage: TokenUsage, audit: AuditLog) -> None:
+    def __init__(
+        self, store: UserStore, authenticator: Authenticator, throttle: Throttle, usage: TokenUsage, audit: AuditLog
+    ) -> None:
         self.store = store
         self.authenticator = authenticator
+        self.throttle = throttle
         self.usage = usage
         self.audit = audit
         self._flushes: set[asyncio.Task[None]] = set()
 
-    async def identify(self, request: web.Request) -> Principal | None:
-        """The principal behind the request; None when it sent credentials that do not log in."""
-        header = request.headers.get("Authorization")
-        snapshot = self.store.snapshot()
+    async def identify(self, header: str | None, client: str, connected: Callable[[], bool]) -> Principal | None:
+        """The principal behind the Authorization ``header``; None when the credentials sent do
+        not log in. Raises LoginRefused when they could not be checked now (throttled, busy)."""
+        snapshot = await self.store.fresh_store()
         if sends_no_credentials(header):
             return Principal.anonymous(snapshot.anonymous)
         credentials = parse_basic(header)
         if credentials is None:
-            self.audit.record("login_failed", user=None, address=request.remote, reason="malformed Authorization")
+            self.audit.record("login_failed", user=None, address=client, reason="malformed Authorization")
             return None
         name, secret = credentials
         token = snapshot.tokens.get(name)
         if token is not None:
-            now = datetime.datetime.now(datetime.timezone.utc)
-            problem = check_token(token, secret, now)
-            if problem is None:
-                self._note_use(name, now)
-                return Principal.of_token(token)
+            principal, problem = await self._token(token, secret, client)
+            if principal is not None:
+                return principal
         else:
-            user = await self.authenticator.authenticate(name, secret)
+            user = await self.authenticator.authenticate(name, secret, client, connected)
             if user is not None:
                 return Principal.of_user(user)
             problem = "wrong user name or password"
-        self.audit.record("login_failed", user=name, address=request.remote, reason=problem)
+        self.audit.record("login_failed", user=name, address=client, reason=problem)
         return None
+
+    async def _token(self, token: Token, secret: str, client: str) -> tuple[Principal | None, str]:
+        """A token's secret costs one keyed hash, so it is checked first; only a failure is
+        charged to the throttle shared with passwords (held, or refused with 429 once it has
+        piled up): a good token is never slowed down, a guessing client is."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        problem = check_token(token, secret, now)
+        if problem is None:
+            self._note_use(token.name, now)
+            return Principal.of_token(token), ""
+        verdict = self.throttle.attempt(client, token.name)
+        if verdict.wait > 0:
+            await asyncio.sleep(verdict.wait)
+        if verdict.refused:
+            raise LoginRefused(429, "TOOMANYREQUESTS", "too many failed logins: try again later", verdict.retry_after)
+        return None, problem
 
     def _note_use(self, name: str, now: datetime.datetime) -> None:
         self.usage.note(name, now)

@@ -43,7 +43,12 @@ async def body_gate(request: web.Request, handler: Handler) -> web.StreamRespons
     is answered without having been admitted while its body is still unread."""
     if _body_pending(request):
         request.protocol.pause_reading()
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # a refusal raised before authorization (e.g. a 429)
+        if request.get(ADMITTED) or not _body_pending(request):
+            raise
+        response = web.Response(status=exc.status, reason=exc.reason, body=exc.body, headers=exc.headers)
     if not request.get(ADMITTED) and _body_pending(request):
         # The connection closes after the answer. aiohttp first reads and drops what the client
         # keeps sending, for at most its lingering time (app.py): closing a socket with unread

@@ -21,22 +21,30 @@ from . import errors
 from .access import Access
 from .admission import admit, body_gate, no_early_continue
 from .audit import AuditLog
-from .authn import Authenticator, parse_basic
+from .authn import Authenticator, LoginRefused, parse_basic
+from .checkpool import CheckPool
 from .authz import Decision, Kind, Principal, decide
 from .catalog import list_catalog
 from .connection import HEADER_BUDGET, MAX_HEADERS, MAX_LINE_BYTES
 from .config import ConfigError, Settings, configure_logging, load_settings
-from .grants import Level
+from .escape import escaped
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .mount import allowed_source, mount_source, without_mount
 from .proxy import BODY_BYTES, CHUNK_SIZE, UPSTREAM_ERROR, forward, make_session
-from .routes import Endpoint, Route, classify
+from .readiness import Readiness
+from .references import manifest_refusal
+from .referrers_api import delete_manifest, list_referrers, put_manifest
+from .routes import Action, Endpoint, Route, classify
 from .server import SwitchingSite
 from .tagdelete import RepositoryLocks, delete_tag
 from .taglist import list_tags
+from .throttle import Policy, Throttle, client_address
 from .tls import TlsState
 from .tokenauth import TokenUsage
+from .uploads import UploadMemory
+from .uploads_api import continue_upload, start_upload
 from .users import UserStore
+from .writepause import CONTROL_REPOSITORY, WritePause, control, refused, reserved
 
 log = logging.getLogger("mreg")
 
@@ -47,6 +55,9 @@ TLS = web.AppKey("tls", TlsState)
 USERS = web.AppKey("users", UserStore)
 METRICS = web.AppKey("metrics", Metrics)
 TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
+READINESS = web.AppKey("readiness", Readiness)
+UPLOADS = web.AppKey("uploads", UploadMemory)
+WRITE_PAUSE = web.AppKey("write_pause", WritePause)
 ACCESS = web.AppKey("access", Access)
 USER = web.RequestKey("user", str)  # who made the request, for the access log
 PRINCIPAL = web.RequestKey("principal", Principal)  # who made it, for the handlers
@@ -56,14 +67,30 @@ LINGERING_SECONDS = 2.0
 
 
 async def _authenticate(request: web.Request) -> Principal | None:
-    """Who is behind the request's credentials (None: they do not log in), for the access log too."""
-    principal = await request.app[ACCESS].identify(request)
+    """Who is behind the request (a user, a CI token or an anonymous client; None when the
+    credentials sent do not log in), recorded for the access log and the handlers.
+
+    Raises a 400 for two Authorization headers (which one would the client mean?), and a 429 or
+    503 when the credentials could not be checked now (throttled, or too many checks waiting).
+    """
+    headers = request.headers.getall("Authorization", [])
+    if len(headers) > 1:
+        raise errors.error_exception(400, "UNSUPPORTED", "more than one Authorization header")
+    header = headers[0] if headers else None
+    if credentials := parse_basic(header):
+        request[USER] = f"!{credentials[0]}"  # a failed attempt, shown as such in the log
+    settings = request.app[SETTINGS]
+    client = client_address(request.remote, request.headers.getall("X-Forwarded-For", []), settings.trusted_proxies)
+    try:
+        principal = await request.app[ACCESS].identify(
+            header, client, lambda: request.transport is not None and not request.transport.is_closing()
+        )
+    except LoginRefused as refusal:
+        raise errors.error_exception(refusal.status, refusal.code, str(refusal), retry_after=refusal.retry_after) from None
     if principal is not None:
         request[PRINCIPAL] = principal
         if principal.kind is not Kind.ANONYMOUS:
             request[USER] = principal.name
-    elif credentials := parse_basic(request.headers.get("Authorization")):
-        request[USER] = f"!{credentials[0]}"  # failed attempt, shown as such in the log
     return principal
 
 
@@ -74,20 +101,42 @@ async def _forward(request: web.Request, route: Route) -> web.StreamResponse:
     return await forward(request, request.app[SESSION], request.app[SETTINGS].upstream)
 
 
+def _refused(route: Route) -> web.Response | None:
+    """The proxy's answer to a malformed manifest reference (registry 2.8 answers some with 500)."""
+    assert route.reference is not None
+    refusal = manifest_refusal(route.method, route.reference)
+    return None if refusal is None else errors.error_response(refusal.status, refusal.code, refusal.message)
+
+
+async def _read_manifest(request: web.Request, route: Route) -> web.StreamResponse:
+    return _refused(route) or await _forward(request, route)
+
+
 async def _write_manifest(request: web.Request, route: Route) -> web.StreamResponse:
     """registry 2.8 fails a delete by digest (500, a tag left dangling) while another tag link of
     the repository is being written: manifest writes of one repository take turns with each other
-    and with tag deletions. Manifests are small; blob uploads are not held up."""
+    and with tag deletions. Manifests are small; blob uploads are not held up. A manifest with a
+    ``subject`` is added to its subject's referrers index under the same lock."""
+    if refused := _refused(route):
+        return refused
+    app = request.app
     assert route.name is not None
-    async with request.app[TAG_LOCKS](route.name):
-        return await _forward(request, route)
+    # across replicas the lock orders nothing: each push by tag is also verified (manifestguard.py)
+    tag = route.reference if route.is_tag else None
+    return await put_manifest(
+        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, tag
+    )
 
 
 async def _delete_manifest(request: web.Request, route: Route) -> web.StreamResponse:
-    if not route.is_tag:  # by digest: the registry's own delete, under the lock
-        return await _write_manifest(request, route)
+    if refused := _refused(route):
+        return refused
     app = request.app
     assert route.name is not None and route.reference is not None
+    if not route.is_tag:  # by digest: the registry's own delete, then the referrers index
+        return await delete_manifest(
+            request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, route.reference
+        )
     return await delete_tag(
         request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS], route.name, route.reference
     )
@@ -96,6 +145,11 @@ async def _delete_manifest(request: web.Request, route: Route) -> web.StreamResp
 async def _list_tags(request: web.Request, route: Route) -> web.StreamResponse:
     assert route.name is not None
     return await list_tags(request, request.app[SESSION], request.app[SETTINGS].upstream, route.name)
+
+
+async def _list_referrers(request: web.Request, route: Route) -> web.StreamResponse:
+    assert route.name is not None and route.reference is not None
+    return await list_referrers(request, request.app[SESSION], request.app[SETTINGS].upstream, route.name, route.reference)
 
 
 async def _list_catalog(request: web.Request, route: Route) -> web.StreamResponse:
@@ -107,16 +161,24 @@ async def _list_catalog(request: web.Request, route: Route) -> web.StreamRespons
 
 async def _start_upload(request: web.Request, route: Route) -> web.StreamResponse:
     """A mount from a repository the caller may not pull becomes a plain upload start (mount.py)."""
+    app, principal = request.app, request[PRINCIPAL]
+    raw_path = None
     source = mount_source(request.query)
-    if source is None or allowed_source(source, request[PRINCIPAL].may_pull):
-        return await _forward(request, route)
-    principal = request[PRINCIPAL]
-    request.app[ACCESS].audit.record(
-        "mount_refused", user=principal.name, kind=principal.kind.value, address=request.remote,
-        repository=route.name, source=source,
+    if source is not None and not allowed_source(source, principal.may_pull):
+        app[ACCESS].audit.record(
+            "mount_refused", user=principal.name, kind=principal.kind.value, address=request.remote,
+            repository=route.name, source=source,
+        )
+        raw_path = without_mount(request.rel_url.raw_path, request.rel_url.raw_query_string)
+    return await start_upload(request, app[SESSION], app[SETTINGS].upstream, app[UPLOADS], raw_path=raw_path)
+
+
+async def _continue_upload(request: web.Request, route: Route) -> web.StreamResponse:
+    app = request.app
+    assert route.name is not None and route.reference is not None
+    return await continue_upload(
+        request, app[SESSION], app[SETTINGS].upstream, app[UPLOADS], route.name, route.reference
     )
-    raw_path = without_mount(request.rel_url.raw_path, request.rel_url.raw_query_string)
-    return await forward(request, request.app[SESSION], request.app[SETTINGS].upstream, raw_path)
 
 
 def _audited(event: str, handler: RouteHandler) -> RouteHandler:
@@ -140,12 +202,17 @@ def _audited(event: str, handler: RouteHandler) -> RouteHandler:
 # The requests the proxy answers itself or wraps, by (endpoint, method); everything else is
 # forwarded as it is. What registry 2.8 gets wrong is mended here, one entry each.
 HANDLERS: dict[tuple[Endpoint, str], RouteHandler] = {
+    (Endpoint.MANIFEST, "GET"): _read_manifest,
+    (Endpoint.MANIFEST, "HEAD"): _read_manifest,
     (Endpoint.MANIFEST, "PUT"): _audited("manifest_pushed", _write_manifest),
     (Endpoint.MANIFEST, "DELETE"): _audited("manifest_deleted", _delete_manifest),
     (Endpoint.BLOB, "DELETE"): _audited("blob_deleted", _forward),
-    (Endpoint.TAGS, "GET"): _list_tags,
     (Endpoint.CATALOG, "GET"): _list_catalog,
+    (Endpoint.TAGS, "GET"): _list_tags,
+    (Endpoint.REFERRERS, "GET"): _list_referrers,
+    (Endpoint.REFERRERS, "HEAD"): _list_referrers,
     (Endpoint.UPLOADS, "POST"): _start_upload,
+    **{(Endpoint.UPLOAD, method): _continue_upload for method in ("GET", "HEAD", "PATCH", "PUT", "DELETE")},
 }
 
 
@@ -158,6 +225,11 @@ async def handle_v2(request: web.Request) -> web.StreamResponse:
     decision = decide(principal, route)
     if decision is not Decision.ALLOW:
         return app[ACCESS].refuse(request, principal, route, decision, app[SETTINGS].realm)
+    if route.action is not Action.PULL:
+        if route.name == CONTROL_REPOSITORY:
+            return reserved(request.method)
+        if remaining := await app[WRITE_PAUSE].remaining(app[SESSION]):
+            return refused(remaining)  # before admit: the body is dropped, never forwarded
     await admit(request)
     return await HANDLERS.get((route.endpoint, route.method), _forward)(request, route)
 
@@ -167,19 +239,37 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 
 async def handle_readyz(request: web.Request) -> web.Response:
-    """Ready when the registry answers its API root (any status below 500) and TLS, if wanted,
-    can be served."""
+    """Ready when TLS, if wanted, can be served and the registry answers its API root (any
+    status below 500; asked at most once a second, see Readiness)."""
     if request.app[TLS].refused:
         return web.Response(status=503, text="not ready: the TLS certificate and key are unusable\n")
-    url = request.app[SETTINGS].upstream / "v2/"
+    problem = await request.app[READINESS].problem()
+    if problem is None:
+        return web.Response(text="ok\n")
+    return web.Response(status=503, text=f"not ready: {problem}\n")
+
+
+async def _registry_problem(app: web.Application) -> str | None:
+    """None when the registry answers its API root (any status below 500), else why not."""
+    url = app[SETTINGS].upstream / "v2/"
     try:
-        async with request.app[SESSION].get(url, timeout=READY_TIMEOUT) as response:
+        async with app[SESSION].get(url, timeout=READY_TIMEOUT) as response:
             if response.status < 500:
-                return web.Response(text="ok\n")
-            reason = f"registry answered {response.status}"
+                return None
+            return f"registry answered {response.status}"
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        reason = f"registry unreachable: {exc.__class__.__name__}"
-    return web.Response(status=503, text=f"not ready: {reason}\n")
+        return f"registry unreachable: {exc.__class__.__name__}"
+
+
+async def handle_write_pause(request: web.Request) -> web.Response:
+    """The shared write pause (writepause.py), for admins."""
+    principal = await _authenticate(request)
+    if principal is None or principal.kind is Kind.ANONYMOUS:
+        return errors.unauthorized(request.app[SETTINGS].realm)
+    if not principal.is_admin:
+        return errors.error_response(403, "DENIED", f"{principal.name!r} may not pause writes")
+    await admit(request)
+    return await control(request, request.app[SESSION], request.app[WRITE_PAUSE], principal.name)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -190,7 +280,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
         principal = await _authenticate(request)
         if principal is None or principal.kind is Kind.ANONYMOUS:
             return errors.unauthorized(request.app[SETTINGS].realm)
-        if principal.kind is not Kind.USER or principal.base is not Level.DELETE:
+        if not principal.is_admin:
             return errors.error_response(403, "DENIED", f"{principal.name!r} may not read the metrics")
     return web.Response(body=request.app[METRICS].exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
@@ -254,14 +344,15 @@ class AccessLogger(AbstractAccessLogger):
 
     The query string is left out (upload state tokens are long and useless in a log); no header is
     ever logged, so neither is a password. The path is logged as sent (percent-encoded) and a
-    failed user name escaped, so that no client can write a line break, or a fake line, into the log.
+    failed user name escaped (spaces too), so that no client can write a line break, a fake line
+    or an extra field into the log.
     """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             "%s %s %s %s %d %d %.3fs",
             request.remote,
-            request.get(USER, "-").encode("unicode_escape").decode("ascii"),
+            escaped(request.get(USER, "-"), 80),
             request.method,
             request.rel_url.raw_path,
             response.status,
@@ -281,6 +372,10 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     async with make_session() as session:
         app[SESSION] = session
         yield
+
+
+async def _stop_password_checks(app: web.Application) -> None:
+    app[AUTHENTICATOR].close()
 
 
 async def _tls_watcher(app: web.Application) -> AsyncIterator[None]:
@@ -326,18 +421,28 @@ def create_app(settings: Settings) -> web.Application:
     store = UserStore(settings.users_file)
     store.refresh()
     app[USERS] = store
+    throttle = Throttle(  # one for passwords and CI tokens alike
+        Policy(settings.login_free_failures, settings.login_max_delay),
+        Policy(settings.login_address_free_failures, settings.login_max_delay),
+    )
     app[AUTHENTICATOR] = Authenticator(
-        store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost
+        store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost,
+        pool=CheckPool(settings.bcrypt_workers, settings.bcrypt_queue), throttle=throttle,
     )
     app[ACCESS] = Access(
-        store, app[AUTHENTICATOR], TokenUsage(settings.token_usage_file),
+        store, app[AUTHENTICATOR], throttle, TokenUsage(settings.token_usage_file),
         AuditLog(settings.audit_target, settings.audit_max_bytes),
     )
+    # before the server waits for its handlers: queued and held password checks end at once
+    app.on_shutdown.append(_stop_password_checks)
+    app[READINESS] = Readiness(lambda: _registry_problem(app))
     app[METRICS] = Metrics(app[AUTHENTICATOR])
     tls = TlsState(settings.tls_cert, settings.tls_key)
     tls.refresh()
     app[TLS] = tls
     app[TAG_LOCKS] = RepositoryLocks()
+    app[UPLOADS] = UploadMemory()
+    app[WRITE_PAUSE] = WritePause(settings.upstream, settings.pause_poll_interval)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
     app.cleanup_ctx.append(_token_usage)
@@ -345,6 +450,7 @@ def create_app(settings: Settings) -> web.Application:
     routes.add_get("/healthz", handle_healthz, expect_handler=no_early_continue)
     routes.add_get("/readyz", handle_readyz, expect_handler=no_early_continue)
     routes.add_get("/metrics", handle_metrics, expect_handler=no_early_continue)
+    routes.add_route("*", "/mreg/write-pause", handle_write_pause, expect_handler=no_early_continue)
     routes.add_route("*", r"/v2{tail:(/.*)?}", handle_v2, expect_handler=no_early_continue)
     routes.add_route("*", r"/{tail:.*}", handle_not_found, expect_handler=no_early_continue)
     return app

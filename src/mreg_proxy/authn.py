@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import functools
 import hashlib
 import hmac
 import os
@@ -13,9 +15,18 @@ from typing import Callable, Mapping
 
 import bcrypt
 
+from .checkpool import CheckPool, PoolFull
+from .throttle import Throttle
 from .users import User, UserStore
 
 BCRYPT_MAX_BYTES = 72
+GONE_POLL = 0.2  # seconds between looks at a waiting client's connection
+DEFAULT_QUEUE = 32  # password checks waiting at most (Settings.bcrypt_queue)
+
+
+def hash_cost(password_hash: str) -> int:
+    """The cost of a bcrypt hash ``$2b$12$...`` (validated by the users file loader)."""
+    return int(password_hash[4:6])
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -38,15 +49,38 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-class Authenticator:
-    """``await authenticate(user, password) -> User | None``.
+class LoginRefused(Exception):
+    """The password was not checked: the client must come back later (429 or 503, Retry-After)."""
 
-    bcrypt runs in a worker thread. Unknown users are checked against a hash of the store (or a
-    dummy of the configured cost when it is empty), so they take as long as known ones. A verified
+    def __init__(self, status: int, code: str, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
+class _Check:
+    """One bcrypt check, shared by every request presenting the same credentials meanwhile."""
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Future[bool]) -> None:
+        self.task = task
+        self.waiters = 0
+
+
+class Authenticator:
+    """``await authenticate(user, password, client) -> User | None``.
+
+    bcrypt runs in a CheckPool (own threads, bounded queue), never on the event loop. Unknown
+    users are checked against the costliest hash of the store (or a dummy of the configured cost
+    when it is empty), so they take as long as the slowest known ones. A verified
     (user, password) is remembered for ``ttl`` seconds under a keyed hash (the password itself is
     never stored); the memory is tied to the user's current password hash, so a changed or removed
-    entry is re-checked at once. Concurrent checks of the same credentials share one bcrypt call:
-    a push opens several connections at once.
+    entry is re-checked at once. Remembered credentials are never throttled. Other checks go
+    through the Throttle (when one is given), keyed by the client's address. Concurrent checks of
+    the same credentials share one bcrypt call (a push opens several connections at once); a check
+    nobody waits for any more is dropped before it runs.
     """
 
     def __init__(
@@ -56,6 +90,8 @@ class Authenticator:
         ttl: float,
         dummy_cost: int,
         max_entries: int = 4096,
+        pool: CheckPool | None = None,
+        throttle: Throttle | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -65,12 +101,21 @@ class Authenticator:
         self._key = os.urandom(32)
         self._dummy_hash = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(dummy_cost))
         self._cache: dict[bytes, tuple[str, float]] = {}  # digest -> (password_hash, expiry)
-        self._inflight: dict[tuple[bytes, bytes], asyncio.Future[bool]] = {}
+        self._inflight: dict[tuple[bytes, bytes], _Check] = {}
+        self._pool = pool if pool is not None else CheckPool(workers=1, max_queued=DEFAULT_QUEUE)
+        self._throttle = throttle
+        self._costliest: tuple[Mapping[str, User], bytes] | None = None
+        self._closing: asyncio.Event | None = None
         self.bcrypt_checks = 0
         self.cache_hits = 0
+        self.throttled = 0
 
-    async def authenticate(self, name: str, password: str) -> User | None:
-        users = self._store.current()
+    async def authenticate(
+        self, name: str, password: str, client: str = "unknown", connected: Callable[[], bool] = lambda: True
+    ) -> User | None:
+        """``client`` is the address the throttle counts; ``connected`` tells whether the client
+        still waits (aiohttp 3 does not cancel a handler whose client hung up)."""
+        users = await self._store.fresh()
         user = users.get(name)
         digest = hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
         if user is not None and self._ttl > 0:
@@ -82,33 +127,84 @@ class Authenticator:
         if len(secret) > BCRYPT_MAX_BYTES:
             return None  # bcrypt cannot represent it; no stored hash can match
         stored = self._hash_to_check(user, users)
-        ok = await self._verify(digest, secret, stored)
+        ok = await self._verify(digest, secret, stored, client, name, connected)
         if not ok or user is None:
             return None
+        if self._throttle is not None:
+            self._throttle.succeeded(client, name)
         if self._ttl > 0:
             self._remember(digest, user.password_hash)
         return user
 
+    def close(self) -> None:
+        """Stop: checks still queued or held are refused (503) at once."""
+        self._pool.close()
+        if self._closing is not None:
+            self._closing.set()
+
     def _hash_to_check(self, user: User | None, users: Mapping[str, User]) -> bytes:
-        """The user's hash; for an unknown name, a hash from the store itself (the result is
-        thrown away), so that it costs what a known name costs whatever cost the store's hashes
-        were made with; the dummy only when the store is empty."""
+        """The user's hash; for an unknown name, the costliest hash of the store (the result is
+        thrown away), so that a failure takes as long as for the slowest known name whatever
+        costs the store's hashes were made with; the dummy only when the store is empty."""
         if user is not None:
             return user.password_hash.encode()
-        for other in users.values():
-            return other.password_hash.encode()
-        return self._dummy_hash
+        if self._costliest is None or self._costliest[0] is not users:
+            costliest = max(users.values(), key=lambda u: hash_cost(u.password_hash), default=None)
+            self._costliest = (users, costliest.password_hash.encode() if costliest else self._dummy_hash)
+        return self._costliest[1]
 
-    async def _verify(self, digest: bytes, secret: bytes, stored: bytes) -> bool:
+    async def _verify(
+        self, digest: bytes, secret: bytes, stored: bytes, client: str, name: str, connected: Callable[[], bool]
+    ) -> bool:
         key = (digest, stored)
-        future = self._inflight.get(key)
-        if future is None:
-            self.bcrypt_checks += 1
-            future = asyncio.ensure_future(asyncio.to_thread(bcrypt.checkpw, secret, stored))
-            self._inflight[key] = future
-            future.add_done_callback(lambda _f: self._inflight.pop(key, None))
-        # shield: a client that hangs up must not cancel a check other requests are waiting on
-        return await asyncio.shield(future)
+        check = self._inflight.get(key)
+        if check is None:
+            check = _Check(asyncio.ensure_future(self._check(secret, stored, client, name)))
+            self._inflight[key] = check
+            check.task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        check.waiters += 1
+        try:
+            # not cancelled by one client hanging up: others may be waiting on the same check ...
+            while not check.task.done():
+                await asyncio.wait({check.task}, timeout=GONE_POLL)
+                if not connected():
+                    return False  # the answer goes nowhere
+            return check.task.result()
+        finally:
+            check.waiters -= 1
+            if check.waiters == 0 and not check.task.done():
+                check.task.cancel()  # ... but once nobody waits, a queued check is not run
+
+    async def _check(self, secret: bytes, stored: bytes, client: str, name: str) -> bool:
+        priority = 0
+        if self._throttle is not None:
+            priority = self._throttle.priority(client)
+            verdict = self._throttle.attempt(client, name)
+            if verdict.wait > 0:
+                await self._hold(verdict.wait)
+            if verdict.refused:
+                self.throttled += 1
+                raise LoginRefused(429, "TOOMANYREQUESTS", "too many failed logins: try again later",
+                                   verdict.retry_after)
+        try:
+            future = self._pool.submit(priority, functools.partial(bcrypt.checkpw, secret, stored))
+        except PoolFull:
+            raise LoginRefused(503, "UNAVAILABLE", "too many logins at once: try again shortly", 1) from None
+        try:
+            ok: bool = await asyncio.wrap_future(future)
+        except PoolFull:
+            raise LoginRefused(503, "UNAVAILABLE", "too many logins at once: try again shortly", 1) from None
+        self.bcrypt_checks += 1
+        return ok
+
+    async def _hold(self, seconds: float) -> None:
+        """Sleep ``seconds``, cut short (and refused) when the proxy stops."""
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        if self._closing.is_set():
+            raise LoginRefused(503, "UNAVAILABLE", "the proxy is stopping", 1)
 
     def _remember(self, digest: bytes, password_hash: str) -> None:
         now = self._clock()

@@ -72,6 +72,11 @@ class Principal:
         return self.access(repository)[0] >= Level.PULL
 
     @property
+    def is_admin(self) -> bool:
+        """A user whose role is admin: the proxy's own endpoints (metrics, write pause) are theirs."""
+        return self.kind is Kind.USER and self.base is Level.DELETE
+
+    @property
     def floor(self) -> Level:
         """The level held on every repository whatever its name: the role's, unless a grant
         narrows it somewhere."""

@@ -7,7 +7,9 @@ Flags win over environment variables, which win over the defaults.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -17,6 +19,15 @@ from yarl import URL
 
 class ConfigError(ValueError):
     """A setting is unusable; the message is one line meant for the operator."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def default_bcrypt_workers() -> int:
+    """One CPU fewer than the process may use, at least one: the event loop keeps a core for
+    the requests that need no password check (cached credentials, transfers)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +43,8 @@ class Settings:
     auth_cache_ttl: float = 60.0
     bcrypt_cost: int = 12
     tls_poll_interval: float = 1.0
+    # how stale this replica's view of the shared write pause may be (writepause.py)
+    pause_poll_interval: float = 2.0
     # who may read /metrics: "admin" (an authenticated admin), "open" (anyone who can reach the
     # port, for a scraper inside the pod's network) or "off". Admins only by default: the
     # counters tell an outsider how busy the registry is and how often passwords fail.
@@ -44,6 +57,18 @@ class Settings:
     # seconds a connection may go without a request in progress (idle keep-alive, a silent new
     # connection, headers that never finish); a transfer under way is never cut
     idle_timeout: float = 60.0
+    # password checks (bcrypt) run in their own threads; at most bcrypt_queue wait, beyond that
+    # a login is answered 503 with Retry-After at once (docs/security.md)
+    bcrypt_workers: int = default_bcrypt_workers()
+    bcrypt_queue: int = 32
+    # failed logins: free per (address, user) and per address, then a doubling delay (1 s, 2 s,
+    # 4 s, ...) up to login_max_delay seconds; an attempt that would wait more than 2 s gets 429
+    login_free_failures: int = 5
+    login_address_free_failures: int = 20
+    login_max_delay: float = 300.0
+    # front proxies whose X-Forwarded-For names the client (addresses or CIDR networks); none by
+    # default: the client is the direct peer, and a forged header changes nothing
+    trusted_proxies: tuple[Network, ...] = ()
     # security events as JSON lines (audit.py); "-" is standard output; None: audit.log beside
     # the users file (/auth/audit.log), on the auth volume
     audit_log: str | None = None
@@ -74,6 +99,8 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--auth-cache-ttl", "MREG_AUTH_CACHE_TTL", "auth_cache_ttl",
      "seconds a verified password is remembered, 0 disables (default 60)"),
     ("--bcrypt-cost", "MREG_BCRYPT_COST", "bcrypt_cost", "bcrypt cost for new hashes, 4-16 (default 12)"),
+    ("--pause-poll-interval", "MREG_PAUSE_POLL_INTERVAL", "pause_poll_interval",
+     "seconds between looks at the shared write pause, 0.1-60 (default 2)"),
     ("--metrics", "MREG_METRICS", "metrics",
      "who may read /metrics: admin (Basic auth, an admin user), open (no auth) or off (default admin)"),
     ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
@@ -82,6 +109,18 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "client connections open at once; more are closed at accept (default 1000)"),
     ("--idle-timeout", "MREG_IDLE_TIMEOUT", "idle_timeout",
      "seconds a connection may wait without a request in progress (default 60)"),
+    ("--bcrypt-workers", "MREG_BCRYPT_WORKERS", "bcrypt_workers",
+     "threads checking passwords (default: the CPUs less one, at least 1)"),
+    ("--bcrypt-queue", "MREG_BCRYPT_QUEUE", "bcrypt_queue",
+     "password checks that may wait; more get 503 (default 32)"),
+    ("--login-free-failures", "MREG_LOGIN_FREE_FAILURES", "login_free_failures",
+     "failed logins per address and user before delays start (default 5)"),
+    ("--login-address-free-failures", "MREG_LOGIN_ADDRESS_FREE_FAILURES", "login_address_free_failures",
+     "failed logins per address, any user, before delays start (default 20)"),
+    ("--login-max-delay", "MREG_LOGIN_MAX_DELAY", "login_max_delay",
+     "cap of the doubling delay after failed logins, seconds (default 300)"),
+    ("--trusted-proxies", "MREG_TRUSTED_PROXIES", "trusted_proxies",
+     "comma-separated addresses/CIDRs of front proxies whose X-Forwarded-For is believed (default none)"),
     ("--audit-log", "MREG_AUDIT_LOG", "audit_log",
      "security events as JSON lines, - for stdout (default audit.log beside the users file)"),
     ("--audit-max-bytes", "MREG_AUDIT_MAX_BYTES", "audit_max_bytes",
@@ -120,6 +159,17 @@ def parse_upstream(value: str, name: str) -> URL:
     return url.with_path("")
 
 
+def parse_networks(value: str, name: str) -> tuple[Network, ...]:
+    """``10.0.0.1, 192.168.0.0/16, fd00::/8`` -> networks; empty -> none."""
+    networks = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {part!r} is not an address or a CIDR network") from None
+    return tuple(networks)
+
+
 def _number(name: str, value: str, kind: type, low: float, high: float) -> float:
     try:
         number = kind(value)
@@ -150,6 +200,8 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _choice(env_name, raw.upper(), raw, _LOG_LEVELS)}
     if field == "auth_cache_ttl":
         return {field: _number(env_name, raw, float, 0, 86400)}
+    if field == "pause_poll_interval":
+        return {field: _number(env_name, raw, float, 0.1, 60)}
     if field == "max_connections":
         return {field: _number(env_name, raw, int, 1, 1_000_000)}
     if field == "idle_timeout":
@@ -160,6 +212,12 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _choice(env_name, raw.lower(), raw, METRICS_MODES)}
     if field == "event_loop":
         return {field: _choice(env_name, raw.lower(), raw, EVENT_LOOPS)}
+    if field in ("bcrypt_workers", "bcrypt_queue", "login_free_failures", "login_address_free_failures"):
+        return {field: _number(env_name, raw, int, 1, 10_000)}
+    if field == "login_max_delay":
+        return {field: _number(env_name, raw, float, 1, 86400)}
+    if field == "trusted_proxies":
+        return {field: parse_networks(raw, env_name)}
     if field == "audit_log":
         if not raw:
             raise ConfigError(f"{env_name}: empty path (use - for standard output)")

@@ -28,6 +28,23 @@ def error_response(
     return response
 
 
+_RAISABLE: dict[int, type[web.HTTPError]] = {
+    400: web.HTTPBadRequest,
+    429: web.HTTPTooManyRequests,
+    503: web.HTTPServiceUnavailable,
+}
+
+
+def error_exception(
+    status: int, code: str, message: str, *, retry_after: int | None = None
+) -> web.HTTPError:
+    """The same envelope, to raise from deep inside a handler (aiohttp answers it as is)."""
+    headers = {API_VERSION[0]: API_VERSION[1]}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return _RAISABLE[status](text=envelope(code, message), content_type="application/json", headers=headers)
+
+
 def unauthorized(realm: str) -> web.Response:
     return error_response(
         401,

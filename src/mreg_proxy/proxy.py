@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
+from typing import Mapping, cast
 
 import aiohttp
 from aiohttp import web
@@ -47,21 +47,10 @@ def make_session(*, read_bufsize: int = CHUNK_SIZE) -> aiohttp.ClientSession:
 
 
 async def forward(
-    request: web.Request, session: aiohttp.ClientSession, upstream: URL, raw_path: str | None = None
+    request: web.Request, session: aiohttp.ClientSession, upstream: URL
 ) -> web.StreamResponse:
-    """``raw_path``: the path and query to ask for, when not the client's own."""
-    url = upstream_url(upstream, request.raw_path if raw_path is None else raw_path)
-    headers = forwarded_headers(request, with_body=True)
-    body = request.content if request.body_exists else None
     try:
-        upstream_response = await session.request(
-            request.method,
-            url,
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            compress=None,
-        )
+        upstream_response = await send(request, session, upstream)
     except UPSTREAM_ERRORS as exc:
         return upstream_failure(request, exc)
 
@@ -70,6 +59,27 @@ async def forward(
     finally:
         # close, not release: an unfinished body must not return its connection to the pool
         upstream_response.close()
+
+
+async def send(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    upstream: URL,
+    *,
+    raw_path: str | None = None,
+    body: bytes | None = None,
+) -> aiohttp.ClientResponse:
+    """The client's request sent to the registry (raises UPSTREAM_ERRORS); the caller relays and
+    closes the response. ``raw_path`` replaces the client's path and query, ``body`` its body when
+    the proxy has read it whole (same bytes, so the client's Content-Length still holds)."""
+    return await session.request(
+        request.method,
+        upstream_url(upstream, raw_path or request.raw_path),
+        headers=forwarded_headers(request, with_body=True),
+        data=body if body is not None else request.content if request.body_exists else None,
+        allow_redirects=False,
+        compress=None,
+    )
 
 
 def forwarded_headers(request: web.Request, *, with_body: bool) -> CIMultiDict[str]:
@@ -105,9 +115,14 @@ def upstream_failure(request: web.Request, exc: BaseException) -> web.Response:
 
 
 async def relay(
-    request: web.Request, upstream_response: aiohttp.ClientResponse, upstream: URL
+    request: web.Request,
+    upstream_response: aiohttp.ClientResponse,
+    upstream: URL,
+    *,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Stream the registry's answer to the client; the caller closes ``upstream_response``."""
+    """Stream the registry's answer to the client, with ``extra_headers`` the proxy adds; the
+    caller closes ``upstream_response``."""
     response = web.StreamResponse(
         status=upstream_response.status, reason=upstream_response.reason
     )
@@ -118,6 +133,7 @@ async def relay(
             public_origin=f"{request.scheme}://{request.host}",
         )
     )
+    response.headers.update(extra_headers or {})
     try:
         await response.prepare(request)
         if request.method != "HEAD":

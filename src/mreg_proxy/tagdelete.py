@@ -51,7 +51,7 @@ class RepositoryLocks:
         return lock
 
 
-class _RegistryAnswer(Exception):
+class RegistryAnswer(Exception):
     """The registry answered a step with something else than the flow needs: that answer, as the
     registry gave it, becomes the client's answer."""
 
@@ -71,7 +71,7 @@ async def delete_tag(
 ) -> web.StreamResponse:
     try:
         await _delete_tag(request, session, upstream, locks(name), name, tag)
-    except _RegistryAnswer as answer:
+    except RegistryAnswer as answer:
         if answer.step not in _VERDICTS:
             log.warning("deleting %s:%s stopped at %s: the registry answered %d",
                         name, tag, answer.step, answer.response.status)
@@ -92,22 +92,22 @@ async def _delete_tag(
     name: str,
     tag: str,
 ) -> None:
-    """Returns when the tag is gone; raises _RegistryAnswer when the registry's answer ends it."""
+    """Returns when the tag is gone; raises RegistryAnswer when the registry's answer ends it."""
     manifests = f"/v2/{name}/manifests"
     headers = forwarded_headers(request, with_body=False)
     # Anything but 400 is the registry's own verdict: done (202), no such tag (404), deletes
     # disabled (405: the throw-away manifest could not be deleted either), or a failure.
-    await _expect(
+    await expect(
         "delete by tag", {400}, session.delete(upstream_url(upstream, f"{manifests}/{tag}"), headers=headers)
     )
     # GET, not HEAD: a 404 then carries the registry's error code (NAME_UNKNOWN, MANIFEST_UNKNOWN).
-    await _expect(
+    await expect(
         "resolve", {200}, session.get(upstream_url(upstream, f"{manifests}/{tag}"), headers={"Accept": ACCEPT_ALL})
     )
     async with lock:
         manifest = await _push_placeholder(session, upstream, name, tag)
         digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-        await _expect(
+        await expect(
             "delete placeholder", {202}, session.delete(upstream_url(upstream, f"{manifests}/{digest}"))
         )
 
@@ -120,7 +120,7 @@ async def _push_placeholder(
         {"mreg": f"placeholder for deleting tag {tag}", "nonce": secrets.token_hex(16)}
     ).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    await _upload_blob(session, upstream, name, config, config_digest)
+    await upload_blob(session, upstream, name, config, config_digest)
     manifest = json.dumps(
         {
             "schemaVersion": 2,
@@ -129,7 +129,7 @@ async def _push_placeholder(
             "layers": [],
         }
     ).encode()
-    await _expect(
+    await expect(
         "push placeholder manifest",
         {201},
         session.put(
@@ -141,18 +141,18 @@ async def _push_placeholder(
     return manifest
 
 
-async def _upload_blob(
+async def upload_blob(
     session: aiohttp.ClientSession, upstream: URL, name: str, data: bytes, digest: str
 ) -> None:
     """Upload with POST then PUT ?digest= (registry 2.8 ignores a monolithic POST's body)."""
-    started = await _expect(
+    started = await expect(
         "start placeholder upload", {202}, session.post(upstream_url(upstream, f"/v2/{name}/blobs/uploads/"))
     )
     # The registry's Location may name any host; only its path and query are ours to use.
     location = URL(started.headers["Location"], encoded=True)
     query = location.raw_query_string
     target = f"{location.raw_path}?{query + '&' if query else ''}digest={digest}"
-    await _expect(
+    await expect(
         "upload placeholder config",
         {201},
         session.put(
@@ -163,13 +163,13 @@ async def _upload_blob(
     )
 
 
-async def _expect(
+async def expect(
     step: str, statuses: set[int], sending: Awaitable[aiohttp.ClientResponse]
 ) -> aiohttp.ClientResponse:
     """The response when its status is one of ``statuses`` (body read, connection reusable);
     otherwise raise it as the client's answer."""
     response = await sending
     if response.status not in statuses:
-        raise _RegistryAnswer(response, step)
+        raise RegistryAnswer(response, step)
     await response.read()  # small bodies; reading them returns the connection to the pool
     return response

@@ -18,11 +18,14 @@ File format (only ``users`` is required; docs/access-control.md explains the acc
         expires: "2027-03-02T15:00:00Z"   # optional: never expires without it
 
 A file that does not parse or validate is rejected whole. The proxy keeps its last good copy; the
-CLIs refuse to touch it.
+CLIs refuse to touch it. The file is a stranger's input too (anyone who can write the auth volume):
+it may be at most MAX_FILE_BYTES, YAML aliases are refused (a few hundred bytes of nested aliases
+expand to gigabytes), and errors quote at most a short escaped prefix of any value.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import re
@@ -32,6 +35,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from .escape import escaped
 from .files import atomic_write, signature
 from .grants import Grant, GrantError, Level, checked_pattern, parse_level
 from .tokens import is_secret_hash, parse_utc, utc_text
@@ -45,6 +49,8 @@ _TOP_KEYS = frozenset({"users", "anonymous", "tokens"})
 _ENTRY_KEYS = frozenset({"role", "password_hash", "grants"})
 _TOKEN_KEYS = frozenset({"secret_hash", "grants", "created", "expires"})
 ANONYMOUS_LEVELS = (Level.NONE, Level.PULL)  # clients without credentials never write
+MAX_FILE_BYTES = 1 << 20  # ~9,000 users; parsing that much takes about a second, in a thread
+QUOTE_LIMIT = 32  # characters of a bad value shown in an error
 
 
 class UsersFileError(ValueError):
@@ -97,6 +103,39 @@ def is_bcrypt_hash(value: object) -> bool:
     return isinstance(value, str) and _BCRYPT_HASH.fullmatch(value) is not None
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load without aliases: the users file never needs them (dump_users writes none)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed", self.peek_event().start_mark
+            )
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+
+
+def _shown(value: object) -> str:
+    """A bad value as an error may show it: a short escaped prefix of a string, else its type."""
+    if isinstance(value, str):
+        return f"'{escaped(value, QUOTE_LIMIT)}'"
+    if isinstance(value, (int, float, bool)) or value is None:
+        return escaped(str(value), QUOTE_LIMIT)
+    return f"a {type(value).__name__}"
+
+
+def _load_yaml(text: str) -> object:
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as exc:
+        # where and what, without PyYAML's snippet of the file: it can quote a password hash
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise UsersFileError(f"not valid YAML{where}: {escaped(problem, 80)}") from None
+    except RecursionError:
+        raise UsersFileError("not valid YAML: nested too deeply") from None
+
+
 def parse_users(text: str) -> dict[str, User]:
     """The users of the document (see parse_store)."""
     return dict(parse_store(text).users)
@@ -104,14 +143,7 @@ def parse_users(text: str) -> dict[str, User]:
 
 def parse_store(text: str) -> Store:
     """Validate the whole document; raise UsersFileError naming the first problem."""
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        # where and what, without PyYAML's snippet of the file: it can quote a password hash
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "cannot be parsed"
-        raise UsersFileError(f"not valid YAML{where}: {problem}") from None
+    doc = _load_yaml(text)
     if doc is None:
         return Store()
     if not isinstance(doc, dict) or "users" not in doc or set(doc) - _TOP_KEYS:
@@ -124,7 +156,7 @@ def parse_store(text: str) -> Store:
     tokens = {name: _parse_token(name, entry) for name, entry in _mapping(doc, "tokens", "token names to entries")}
     for name in tokens:
         if name in users:
-            raise UsersFileError(f"token {name!r}: a user has that name (tokens log in by name)")
+            raise UsersFileError(f"token {_shown(name)}: a user has that name (tokens log in by name)")
     return Store(users, tokens, anonymous)
 
 
@@ -134,35 +166,35 @@ def _mapping(doc: dict[Any, Any], key: str, what: str) -> list[tuple[str, Any]]:
         raise UsersFileError(f"'{key}' must map {what}")
     for name in entries:
         if not isinstance(name, str):
-            raise UsersFileError(f"{key[:-1]} name {name!r} is not a string")
+            raise UsersFileError(f"{key[:-1]} name {_shown(name)} is not a string")
         problem = name_problem(name)
         if problem:
-            raise UsersFileError(f"{key[:-1]} {name!r}: {problem}")
+            raise UsersFileError(f"{key[:-1]} {_shown(name)}: {problem}")
     return list(entries.items())
 
 
 def _parse_user(name: str, entry: object) -> User:
     if not isinstance(entry, dict):
-        raise UsersFileError(f"user {name!r}: entry must be a mapping with role and password_hash")
+        raise UsersFileError(f"user {_shown(name)}: entry must be a mapping with role and password_hash")
     unknown = set(entry) - _ENTRY_KEYS
     if unknown:
-        raise UsersFileError(f"user {name!r}: unknown keys {sorted(map(str, unknown))}")
+        raise UsersFileError(f"user {_shown(name)}: unknown key {_shown(min(map(str, unknown)))}")
     role = entry.get("role")
     if role not in ROLES:
-        raise UsersFileError(f"user {name!r}: role must be one of {', '.join(ROLES)}, not {role!r}")
+        raise UsersFileError(f"user {_shown(name)}: role must be one of {', '.join(ROLES)}, not {_shown(role)}")
     password_hash = entry.get("password_hash")
     if not is_bcrypt_hash(password_hash):
-        raise UsersFileError(f"user {name!r}: password_hash is not a bcrypt hash")
-    return User(name, role, password_hash, _parse_grants(f"user {name!r}", entry.get("grants")))
+        raise UsersFileError(f"user {_shown(name)}: password_hash is not a bcrypt hash")
+    return User(name, role, password_hash, _parse_grants(f"user {_shown(name)}", entry.get("grants")))
 
 
 def _parse_token(name: str, entry: object) -> Token:
-    where = f"token {name!r}"
+    where = f"token {_shown(name)}"
     if not isinstance(entry, dict):
         raise UsersFileError(f"{where}: entry must be a mapping with secret_hash, grants and created")
     unknown = set(entry) - _TOKEN_KEYS
     if unknown:
-        raise UsersFileError(f"{where}: unknown keys {sorted(map(str, unknown))}")
+        raise UsersFileError(f"{where}: unknown key {_shown(min(map(str, unknown)))}")
     if not is_secret_hash(entry.get("secret_hash")):
         raise UsersFileError(f"{where}: secret_hash is not an hmac-sha256 token hash")
     try:
@@ -226,11 +258,18 @@ def read_users_file(path: Path) -> dict[str, User]:
 def read_store(path: Path) -> Store:
     """Everything in ``path``; a missing file is an empty store."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         return Store()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsersFileError(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise UsersFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise UsersFileError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsersFileError(f"{path}: not UTF-8 (byte {exc.start})") from None
     try:
         return parse_store(text)
     except UsersFileError as exc:
@@ -247,10 +286,12 @@ def write_store(path: Path, store: Store) -> None:
 
 
 class UserStore:
-    """The proxy's live view of the users file.
+    """The proxy's live view of the users file: users, tokens and anonymous grants (a Store).
 
-    ``current()`` stats the file (cheap) and re-reads it only when its identity, size or times
-    changed, so edits take effect on the next request. A broken edit is logged once and the last
+    ``fresh()`` / ``fresh_store()`` (on the event loop) and ``current()`` / ``snapshot()``
+    (anywhere else) stat the file (cheap) and re-read it only when its identity, size or times
+    changed, so edits take effect on the next request. The fresh ones read and parse in a thread,
+    one read at a time, so that no file stalls the loop. A broken edit is logged once and the last
     good copy stays in force; a missing file means no users.
     """
 
@@ -258,37 +299,67 @@ class UserStore:
         self.path = path
         self._signature: tuple[int, ...] | None = None
         self._store = Store()
+        self._loading: asyncio.Future[None] | None = None
 
     def current(self) -> Mapping[str, User]:
         return self.snapshot().users
 
     def snapshot(self) -> Store:
-        """The whole file as last loaded: users, tokens and anonymous grants."""
         self.refresh()
         return self._store
 
     def refresh(self) -> None:
+        if self._stale():
+            self._apply(_outcome(self.path))
+
+    async def fresh(self) -> Mapping[str, User]:
+        return (await self.fresh_store()).users
+
+    async def fresh_store(self) -> Store:
+        if self._loading is None and self._stale():
+            outcome = asyncio.ensure_future(asyncio.to_thread(_outcome, self.path))
+            self._loading = asyncio.ensure_future(self._finish(outcome))
+        if self._loading is not None:
+            await asyncio.shield(self._loading)  # a client hanging up does not cancel the read
+        return self._store
+
+    async def _finish(self, outcome: asyncio.Future[Store | UsersFileError]) -> None:
+        try:
+            self._apply(await outcome)
+        finally:
+            self._loading = None
+
+    def _stale(self) -> bool:
+        """True when the file must be (re-)read; a file that is gone empties the store here."""
         try:
             current = signature(self.path)
         except OSError as exc:
             log.error("cannot stat users file %s: %s; keeping the last good copy", self.path, exc)
-            return
+            return False
         if current is None:
             if self._signature != ():
                 if self._signature is not None:
                     log.warning("users file %s is gone: no user can log in", self.path)
                 self._signature = ()
                 self._store = Store()
-            return
+            return False
         if current == self._signature:
-            return
-        self._signature = current
-        try:
-            store = read_store(self.path)
-        except UsersFileError as exc:
+            return False
+        self._signature = current  # a broken file is reported once, not on every request
+        return True
+
+    def _apply(self, outcome: Store | UsersFileError) -> None:
+        if isinstance(outcome, UsersFileError):
             log.error(
-                "rejected users file: %s; keeping the last good copy (%d users)", exc, len(self._store.users)
+                "rejected users file: %s; keeping the last good copy (%d users)", outcome, len(self._store.users)
             )
             return
-        self._store = store
-        log.info("loaded %d users and %d tokens from %s", len(store.users), len(store.tokens), self.path)
+        self._store = outcome
+        log.info("loaded %d users and %d tokens from %s", len(outcome.users), len(outcome.tokens), self.path)
+
+
+def _outcome(path: Path) -> Store | UsersFileError:
+    try:
+        return read_store(path)
+    except UsersFileError as exc:
+        return exc

@@ -386,9 +386,10 @@ def http(
     headers: dict[str, str] | None = None,
     verify: bool | str = True,
     timeout: float = 30,
+    data: bytes | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request; verify=False skips certificate checks, verify=PATH trusts only that PEM."""
-    req = urllib.request.Request(url, method=method, headers=dict(headers or {}))
+    req = urllib.request.Request(url, method=method, headers=dict(headers or {}), data=data)
     if auth:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")

@@ -15,6 +15,7 @@ import hashlib
 import json
 import socket
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class State:
     untagged: dict[str, str] = field(default_factory=dict)  # digest of an image that lost its tag -> repo
     untagged_blobs: list[str] = field(default_factory=list)
     kept_blobs: list[str] = field(default_factory=list)
+    referrers: dict[tuple[str, str], str] = field(default_factory=dict)  # (repo, subject) -> referrer
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +101,46 @@ def manifest(pod: Pod, state: State, repo: str, reference: str) -> tuple[str, di
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
     assert headers.get("Docker-Content-Digest") == digest
     return digest, json.loads(body), headers["Content-Type"].split(";")[0]
+
+
+def upload(pod: Pod, state: State, repo: str, data: bytes) -> str:
+    """One blob through the registry API (POST, then PUT with the digest); its digest."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    status, headers, _ = registry_api(pod, state, f"{repo}/blobs/uploads/", method="POST")
+    assert status == 202
+    location = urllib.parse.urlsplit(headers["Location"])
+    status, _, body = http(f"{base_url(pod)}{location.path}?{location.query}&digest={digest}", method="PUT",
+                           auth=(ADMIN, ADMIN_PW), headers={"Content-Type": "application/octet-stream"},
+                           verify=verify_of(state), data=data)
+    assert status == 201, body
+    return digest
+
+
+def attach(pod: Pod, state: State, repo: str, subject: str, subject_type: str) -> None:
+    """A signature-style artifact whose subject is ``subject``, pushed by digest as oras attach does."""
+    payload = f"signature of {subject}".encode()
+    doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+           "artifactType": "application/vnd.example.signature.v1",
+           "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": upload(pod, state, repo, b"{}"), "size": 2},
+           "layers": [{"mediaType": "application/octet-stream", "digest": upload(pod, state, repo, payload), "size": len(payload)}],
+           "subject": {"mediaType": subject_type, "digest": subject, "size": 1}}
+    body = json.dumps(doc).encode()
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    status, headers, answer = http(f"{base_url(pod)}/v2/{repo}/manifests/{digest}", method="PUT", auth=(ADMIN, ADMIN_PW),
+                                   headers={"Content-Type": doc["mediaType"]}, verify=verify_of(state), data=body)
+    assert (status, headers.get("OCI-Subject")) == (201, subject), answer
+    state.referrers[(repo, subject)] = digest
+    index_digest, _, _ = manifest(pod, state, repo, "sha256-" + subject.removeprefix("sha256:"))
+    state.kept_blobs += [digest, *blob_digests(doc), index_digest]
+
+
+def assert_referrers_listed(pod: Pod, state: State) -> None:
+    """Each referrer is listed by the referrers API, and its manifest is served."""
+    assert state.referrers
+    for (repo, subject), digest in state.referrers.items():
+        status, _, body = registry_api(pod, state, f"{repo}/referrers/{subject}", user=(READER, READER_PW))
+        assert status == 200 and [e["digest"] for e in json.loads(body)["manifests"]] == [digest]
+        assert manifest(pod, state, repo, digest)[0] == digest
 
 
 def blob_digests(doc: dict) -> list[str]:
@@ -367,6 +409,13 @@ def test_12b_an_overwritten_tag_and_a_deleted_tag_leave_untagged_images(
     assert all(blob_dir(pod, d).is_dir() for d in state.untagged_blobs)
 
 
+def test_12c_admin_signs_the_plain_image_and_the_multi_arch_index(pod: Pod, state: State) -> None:
+    """Referrers (OCI 1.1): GC at start and prune must keep them and their referrers index."""
+    attach(pod, state, split(REPO_PLAIN)[0], state.digests[REPO_PLAIN], "application/vnd.oci.image.manifest.v1+json")
+    attach(pod, state, split(REPO_MULTI)[0], state.digests[REPO_MULTI], manifest(pod, state, *split(REPO_MULTI))[2])
+    assert_referrers_listed(pod, state)
+
+
 def test_13_admin_deletes_an_image_with_skopeo_delete(pod: Pod, admin: Client, cmd: Cmd, state: State) -> None:
     """As the README says: `skopeo delete` resolves the tag and deletes the manifest by digest."""
     cmd.run(["skopeo", "delete", "--authfile", str(admin.authfile), *skopeo_tls(state, ""),
@@ -405,9 +454,10 @@ def test_14_manage_tls_installs_the_certificate_from_mreg_gen_tls(pod: Pod, stat
 
 
 def test_15_plain_http_is_no_longer_served(pod: Pod) -> None:
-    """Plain HTTP on the HTTPS port is told so (400), never served the API."""
+    """Plain HTTP on the HTTPS port gets a 400 that says so, never registry content."""
     status, _, body = http(f"http://{REGISTRY}/v2/", auth=(READER, READER_PW), timeout=5)
-    assert status == 400 and b"this port speaks HTTPS" in body
+    assert status == 400
+    assert b"this port speaks HTTPS" in body
 
 
 def test_16_a_client_that_does_not_trust_the_certificate_is_refused(pod: Pod, cmd: Cmd, client_dir: Path) -> None:
@@ -473,6 +523,10 @@ def test_21_gc_kept_every_blob_of_every_tagged_image(pod: Pod, state: State) -> 
 
 def test_22_every_tagged_image_keeps_its_digest(pod: Pod, state: State) -> None:
     assert_tagged_images_intact(pod, state)
+
+
+def test_22b_gc_at_start_kept_the_referrers_and_their_index(pod: Pod, state: State) -> None:
+    assert_referrers_listed(pod, state)
 
 
 def test_23_every_platform_of_the_index_pulls_with_identical_digests(
@@ -544,6 +598,10 @@ def test_29_prune_kept_every_tagged_image_and_every_platform(
     assert_index_pulls(reader, cmd, state, client_dir / "after-prune")
 
 
+def test_29b_prune_kept_the_referrers_of_tagged_images(pod: Pod, state: State) -> None:
+    assert_referrers_listed(pod, state)
+
+
 # ------------------------------------------------------------------------------------------------
 # 8. moving in from the httpd-based setup: its htpasswd file and admin group, as they are
 
@@ -600,7 +658,8 @@ def test_32_mreg_pod_up_refuses_an_image_not_built_and_cleans_up_after_a_failed_
                  if cmd.podman("pod", "exists", name, check=False).returncode == 0]
     refused = pod.mreg_pod("up", manifest=unbuilt, check=False)
     assert refused.returncode == 1
-    assert f"the image {TEST_IMAGES}never-built:{run_id} is not built yet: run 'podman build -t" in refused.stderr
+    assert f"the image {TEST_IMAGES}never-built:{run_id} is not built yet" in refused.stderr
+    assert "run 'podman build --layers=false -t" in refused.stderr
     # A play that fails on the way (port 5000 taken) is cleaned up, the leftover of the first with it.
     with socket.socket() as taken:
         taken.bind((HOST, 5000))

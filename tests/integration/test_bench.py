@@ -23,6 +23,8 @@ ROWS = [
     "pull 8 x 8 MiB in parallel",
     "push 32 MiB, monolithic",
     "push 32 MiB, 16 MiB PATCHes",
+    "PUT image manifest by tag",
+    "PUT referrer manifest by digest",
     "HEAD manifest, 1 conn",
     "HEAD manifest, 1 conn, p50",
     "HEAD manifest, 1 conn, p99",
@@ -53,3 +55,25 @@ def test_quick_benchmark_runs_correctly(tmp_path: Path) -> None:
     assert [row["label"] for row in data["token_rows"]] == [label for label in ROWS if label.startswith("HEAD")]
     assert all(row["direct"] > 0 and row["proxy"] > 0 for row in data["token_rows"])
     assert "| through mreg | cached password | CI token | token / password |" in result.stdout
+
+
+S3_ROWS = ["pull 32 MiB, 1 stream", "pull 8 x 4 MiB in parallel", "push 16 MiB, monolithic", "2 pushes of 16 MiB in parallel"]
+
+
+def test_quick_benchmark_with_the_s3_section_runs_correctly(tmp_path: Path) -> None:
+    registry = require_tool("docker-registry", "registry")
+    for tool in ("curl", "ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
+        require_tool(tool)
+    report = tmp_path / "bench.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--s3", "--registry", registry, "--json", str(report)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(report.read_text())["s3_rows"]
+    assert [row["label"] for row in rows] == S3_ROWS
+    assert all(row["direct"] > 0 and row["one"] > 0 for row in rows)
+    assert [row["two"] is not None for row in rows] == [False, True, False, True]
+    for label in S3_ROWS:
+        assert f"| {label} |" in result.stdout

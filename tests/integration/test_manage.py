@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 from live import ADMIN, READER, Mreg
 from helpers import free_port, require_tool
-from registry_calls import push_tiny, tag_list
+from registry_calls import artifact, push_tiny, tag_list
 
 pytestmark = pytest.mark.integration
 
@@ -139,6 +140,27 @@ def test_registry_auth_file_comes_first(mreg: Mreg, home: Path, tmp_path: Path) 
     push_tiny(mreg, "manage/creds", ["1"])
     env = base_env(home, REGISTRY_AUTH_FILE=str(auth))
     assert manage("--plain-http", "ls", f"{mreg.host}/manage/creds", env=env).returncode == 0
+
+
+def test_rootful_podman_login_without_xdg_runtime_dir(mreg: Mreg, home: Path, tmp_path: Path) -> None:
+    """`sudo podman login` writes /run/containers/0/auth.json. The test puts its own /run in
+    front of mreg-manage in a private mount namespace: the machine's real file is never touched."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("a private mount namespace needs root: CI runs as root")
+        pytest.skip("a private mount namespace needs root")
+    unshare = require_tool("unshare")
+    run = tmp_path / "run"
+    auth_json(run / "containers" / "0" / "auth.json", mreg.host, *READER)
+    push_tiny(mreg, "manage/creds", ["1"])
+    env = {k: v for k, v in base_env(home).items() if k != "XDG_RUNTIME_DIR"}
+    done = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "sh", "-c", 'mount --bind "$1" /run && shift && exec "$@"',
+         "sh", str(run), sys.executable, str(MANAGE), "--plain-http", "ls", f"{mreg.host}/manage/creds"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "1"
 
 
 @pytest.mark.parametrize(
@@ -365,3 +387,26 @@ def test_insecure_skips_verification(self_signed: tuple[str, Path], admin_env: d
     host, _ = self_signed
     result = manage("--insecure", "--user", "x", "--password-stdin", "ls", host, env=admin_env, stdin="pw")
     assert (result.returncode, result.stderr) == (0, f"mreg-manage: no tagged images in {host}\n")
+
+
+def test_ls_hides_referrers_index_tags_and_counts_referrers(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    image = push_tiny(mreg, "manage/signed", ["v1"])
+    artifact(mreg, "manage/signed", image, note="one")
+    artifact(mreg, "manage/signed", image, note="two")
+    index_tag = "sha256-" + image.removeprefix("sha256:")
+    result = admin(mreg, admin_env, "ls", "manage/signed")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"v1  {image}  2 referrers"]
+    listed = admin(mreg, admin_env, "ls", "").stdout.splitlines()
+    assert "manage/signed:v1" in listed and f"manage/signed:{index_tag}" not in listed
+
+
+def test_ls_all_shows_referrers_index_tags(mreg: Mreg, admin_env: dict[str, str]) -> None:
+    image = push_tiny(mreg, "manage/signed-all", ["v1"])
+    artifact(mreg, "manage/signed-all", image)
+    index_tag = "sha256-" + image.removeprefix("sha256:")
+    result = manage("--plain-http", "ls", "--all", f"{mreg.host}/manage/signed-all", env=admin_env)
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()] == sorted([index_tag, "v1"])
+    everything = manage("--plain-http", "ls", "--all", mreg.host, env=admin_env).stdout.splitlines()
+    assert f"manage/signed-all:{index_tag}" in everything

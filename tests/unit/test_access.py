@@ -47,6 +47,8 @@ async def catalog(request: web.Request) -> web.Response:
 
 async def anything(request: web.Request) -> web.Response:
     await request.read()
+    if request.path.startswith("/v2/mreg-internal/"):
+        return web.Response(status=404)  # no write pause (writepause.py asks before writes)
     request.app[SEEN].append((request.method, request.raw_path))
     if request.method == "PUT" and "/manifests/" in request.path:
         return web.Response(status=201, headers={"Docker-Content-Digest": DIGEST})

@@ -39,6 +39,9 @@ def test_flags_win_over_environment() -> None:
         ({"MREG_USERS_FILE": ""}, "empty path"),
         ({"MREG_METRICS": "public"}, "MREG_METRICS"),
         ({"MREG_EVENT_LOOP": "tokio"}, "MREG_EVENT_LOOP"),
+        ({"MREG_BCRYPT_QUEUE": "0"}, "between"),
+        ({"MREG_LOGIN_MAX_DELAY": "forever"}, "not a number"),
+        ({"MREG_TRUSTED_PROXIES": "10.0.0.1, proxy.example"}, "proxy.example"),
     ],
 )
 def test_bad_values_name_the_setting(env: dict[str, str], fragment: str) -> None:
@@ -74,3 +77,14 @@ def test_uvloop_is_used_only_when_wanted_and_installed() -> None:
         assert loop_factory(Settings()) is None
     else:
         assert loop_factory(Settings()) is uvloop.new_event_loop
+
+
+def test_login_limits_have_defaults() -> None:
+    s = load_settings([], {})
+    assert (s.bcrypt_queue, s.login_free_failures, s.login_address_free_failures, s.login_max_delay) == (32, 5, 20, 300)
+    assert s.bcrypt_workers >= 1 and s.trusted_proxies == ()
+
+
+def test_trusted_proxies_are_networks() -> None:
+    s = load_settings([], {"MREG_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16,fd00::/8"})
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.1/32", "192.168.0.0/16", "fd00::/8"]

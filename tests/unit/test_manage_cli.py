@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from mreg_proxy.cli.logins import AuthFile, Login, LoginError, auth_files, certs_dir, stored_login, trusted_cas
-from mreg_proxy.cli.manage import ManageError, Target, build_parser, checked_args, next_page_path, parse_target, split_scheme
+from mreg_proxy.cli.manage import (
+    ManageError, Target, build_parser, checked_args, next_page_path, parse_target, shown, split_scheme,
+)
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -200,3 +202,27 @@ def test_usage_errors_are_one_line() -> None:
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1
     assert done.stderr.startswith("mreg-manage: error: ")
+
+
+def test_ls_hides_referrers_index_tags_unless_all() -> None:
+    tags = ["latest", "sha256-" + "ab" * 32, "sha256-short", "v1"]
+    assert shown(tags, False) == ["latest", "sha256-short", "v1"]
+    assert shown(tags, True) == tags
+
+
+def test_all_goes_with_ls_only() -> None:
+    with pytest.raises(ManageError, match="--all goes with ls"):
+        checked_args(build_parser().parse_intermixed_args(["rm", "reg.example/app:1", "--all"]))
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [(["pause", "reg:5000", "0"], "SECONDS must be 1-86400"), (["pause", "reg:5000", "86401"], "SECONDS must be"),
+     (["pause", "reg:5000/team/app", "60"], "HOST[:PORT] only"), (["resume", "reg:5000/app"], "HOST[:PORT] only")],
+)
+def test_pause_and_resume_take_a_host_and_a_bounded_duration(args: list[str], fragment: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "mreg_proxy.cli.manage", *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1
+    assert fragment in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -174,3 +174,34 @@ def test_recent_pushes_are_kept_when_a_minimum_age_is_given(storage: Storage) ->
 def test_main_refuses_a_folder_without_registry_storage(tmp_path: Path) -> None:
     """A mistyped path must not look like a clean run."""
     assert main([str(tmp_path / "typo")]) == 1
+
+
+def fallback_tag(digest: str) -> str:
+    return "sha256-" + digest[7:]
+
+
+def test_a_referrers_index_of_a_kept_image_is_kept_with_its_referrers(storage: Storage) -> None:
+    image = storage.image("app", "image", tag="1")
+    signature = storage.image("app", "signature", subject=image)
+    index = storage.index("app", [signature], tag=fallback_tag(image))
+    assert prune(storage.root) == []
+    assert storage.revisions("app") == {image, signature, index}
+
+
+def test_a_referrers_index_keeps_a_referrer_a_client_listed_without_subject(storage: Storage) -> None:
+    image = storage.image("app", "image", tag="1")
+    listed = storage.image("app", "listed by a client")
+    index = storage.index("app", [listed], tag=fallback_tag(image))
+    assert prune(storage.root) == []
+    assert storage.revisions("app") == {image, listed, index}
+
+
+def test_the_referrers_index_of_a_forgotten_image_goes_with_its_tag(storage: Storage) -> None:
+    image = storage.image("app", "image")  # untagged
+    signature = storage.image("app", "signature", subject=image)
+    index = storage.index("app", [signature], tag=fallback_tag(image))
+    kept = storage.image("app", "kept", tag="1")
+    assert {p.digest for p in prune(storage.root)} == {image, signature, index}
+    assert storage.revisions("app") == {kept}
+    assert not (storage.manifests("app") / "tags" / fallback_tag(image)).exists()
+    assert (storage.manifests("app") / "tags" / "1").exists()

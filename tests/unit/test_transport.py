@@ -305,3 +305,17 @@ async def test_an_unusable_pair_at_start_answers_errors_only(
                 assert alive.status == 200
     reason = "does not match" if problem == "mismatch" else "too small"
     assert any(reason in r.getMessage() and "never plain" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_refusal_raised_before_authorization_closes_without_reading_the_body(
+    proxy: ProxyClient,
+) -> None:
+    """Two Authorization headers are refused by an exception, not a returned answer: the body
+    that would follow is still never read or waited for."""
+    head = upload_head(ADMIN, 64 << 20, expect=True)
+    twice = head.replace(b"\r\n\r\n", f"\r\n{auth_line(ADMIN)}\r\n".encode(), 1)
+    response = await exchange(proxy.port, twice)
+    head_text, _body = head_and_body(response)
+    assert status_of(response) == 400, head_text
+    assert b"100 Continue" not in response
+    assert "Connection: close" in head_text

@@ -2,8 +2,12 @@
 
     mreg-manage ls HOST[:PORT]                      every repository:tag, sorted
     mreg-manage ls HOST[:PORT]/REPO                 that repository's tags with their digests
+                                                    (and how many referrers each image has)
+    mreg-manage ls --all ...                        referrers index tags (sha256-<hex>) too
     mreg-manage rm HOST[:PORT]/REPO:TAG             only that tag
     mreg-manage rm HOST[:PORT]/REPO@sha256:...      the manifest, and every tag pointing at it
+    mreg-manage pause HOST[:PORT] SECONDS           refuse writes on every replica (before GC)
+    mreg-manage resume HOST[:PORT]                  lift that pause
 
 It speaks the registry API through the proxy, with the credentials ``podman login`` or
 ``docker login`` stored and the certificates podman trusts (logins.py says where it looks).
@@ -23,11 +27,13 @@ import os
 import re
 import ssl
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit
 
+from ..referrers import is_fallback_tag
 from ..refs import ACCEPT_ALL, is_digest, is_name, is_tag
 from . import OneLineParser, one_line_errors
 from .logins import AuthFile, Login, LoginError, auth_files, certs_dir, run_helper, stored_login, trusted_cas
@@ -168,9 +174,9 @@ class Registry:
         self._certs = certs
         self._context = _tls_context(insecure, ca_cert, trusted_cas(certs))
 
-    def request(self, method: str, path: str, accept: str = "application/json") -> Answer:
+    def request(self, method: str, path: str, accept: str = "application/json", body: bytes | None = None) -> Answer:
         """One request; 401 and 403 end the command (nothing else can work without rights)."""
-        answer = self._send(method, path, accept)
+        answer = self._send(method, path, accept, body)
         if answer.status == 401:
             raise ManageError(
                 f"{self.host}: authentication failed for user {self.user!r} (401) with the login from "
@@ -180,9 +186,9 @@ class Registry:
             raise ManageError(f"{self.host}: user {self.user!r} may not do this (403): {answer.error_message()}")
         return answer
 
-    def _send(self, method: str, path: str, accept: str) -> Answer:
+    def _send(self, method: str, path: str, accept: str, body: bytes | None) -> Answer:
         try:
-            return self._exchange(method, path, accept)
+            return self._exchange(method, path, accept, body)
         except ssl.SSLCertVerificationError as exc:
             trusted = f"the CAs of {self._certs} and the system" if self._certs else "the system CAs"
             raise ManageError(
@@ -200,7 +206,7 @@ class Registry:
                     "continuing over plain HTTP (--insecure): the password crosses the network in clear",
                     file=sys.stderr,
                 )
-                return self._send(method, path, accept)
+                return self._send(method, path, accept, body)
             raise ManageError(
                 f"TLS failure with {self.host}: {getattr(exc, 'reason', None) or exc}; "
                 "if it serves plain HTTP, pass --plain-http"
@@ -209,7 +215,7 @@ class Registry:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
             raise ManageError(f"cannot connect to {self.host}: {reason}") from None
 
-    def _exchange(self, method: str, path: str, accept: str) -> Answer:
+    def _exchange(self, method: str, path: str, accept: str, body: bytes | None) -> Answer:
         if self._scheme == "https":
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(
                 self.host, timeout=TIMEOUT, context=self._context
@@ -217,7 +223,10 @@ class Registry:
         else:
             connection = http.client.HTTPConnection(self.host, timeout=TIMEOUT)
         try:
-            connection.request(method, path, headers={"Authorization": self._authorization, "Accept": accept})
+            headers = {"Authorization": self._authorization, "Accept": accept}
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
             return Answer(response.status, response.headers, response.read())
         finally:
@@ -294,10 +303,28 @@ def repository_tags(registry: Registry, repo: str) -> list[str]:
         raise _unexpected(registry, failed.answer, f"listing the tags of {repo}") from None
 
 
-def tag_digests(registry: Registry, repo: str) -> list[tuple[str, str]]:
-    """(tag, digest) for every tag; a tag deleted meanwhile is left out."""
+def shown(tags: list[str], show_all: bool) -> list[str]:
+    """The tags ``ls`` prints: referrers index tags (``sha256-<hex>``, the referrers of the image
+    with that digest, kept by mreg or a client) only with --all; they are no images of their own."""
+    return tags if show_all else [tag for tag in tags if not is_fallback_tag(tag)]
+
+
+def referrer_counts(registry: Registry, repo: str, tags: list[str]) -> dict[str, int]:
+    """digest -> number of referrers, for each digest that has a referrers index tag."""
+    counts = {}
+    for tag in tags:
+        if is_fallback_tag(tag):
+            digest = tag.replace("-", ":", 1)
+            answer = registry.request("GET", f"/v2/{repo}/referrers/{digest}")
+            if answer.status == 200:
+                counts[digest] = len(json.loads(answer.body).get("manifests") or [])
+    return counts
+
+
+def tag_digests(registry: Registry, repo: str, tags: list[str] | None = None) -> list[tuple[str, str]]:
+    """(tag, digest) for every tag (or those given); a tag deleted meanwhile is left out."""
     found = []
-    for tag in repository_tags(registry, repo):
+    for tag in repository_tags(registry, repo) if tags is None else tags:
         answer = registry.request("HEAD", f"/v2/{repo}/manifests/{tag}", accept=ACCEPT_ALL)
         if answer.status == 200:
             found.append((tag, answer.headers["Docker-Content-Digest"]))
@@ -306,7 +333,7 @@ def tag_digests(registry: Registry, repo: str) -> list[tuple[str, str]]:
     return found
 
 
-def list_all(registry: Registry, out: TextIO) -> None:
+def list_all(registry: Registry, out: TextIO, show_all: bool = False) -> None:
     try:
         repos = registry.pages(f"/v2/_catalog?n={PAGE_SIZE}", "repositories")
     except _Status as failed:
@@ -314,7 +341,7 @@ def list_all(registry: Registry, out: TextIO) -> None:
     images = []
     for repo in repos:
         try:
-            images.extend(f"{repo}:{tag}" for tag in repository_tags(registry, repo))
+            images.extend(f"{repo}:{tag}" for tag in shown(repository_tags(registry, repo), show_all))
         except UnknownRepository:
             continue  # removed since the catalog was read
     for image in sorted(images):
@@ -323,13 +350,17 @@ def list_all(registry: Registry, out: TextIO) -> None:
         print(f"{PROG}: no tagged images in {registry.host}", file=sys.stderr)
 
 
-def list_repository(registry: Registry, repo: str, out: TextIO) -> None:
-    rows = tag_digests(registry, repo)
+def list_repository(registry: Registry, repo: str, out: TextIO, show_all: bool = False) -> None:
+    tags = repository_tags(registry, repo)
+    counts = referrer_counts(registry, repo, tags)
+    rows = tag_digests(registry, repo, shown(tags, show_all))
     if not rows:  # every tag deleted: the repository stays in the catalog
         print(f"{PROG}: {registry.host}/{repo} has no tags", file=sys.stderr)
     width = max((len(tag) for tag, _ in rows), default=0)
     for tag, digest in rows:
-        print(f"{tag:<{width}}  {digest}", file=out)
+        count = counts.get(digest, 0)
+        note = f"  {count} referrer{'s' if count != 1 else ''}" if count else ""
+        print(f"{tag:<{width}}  {digest}{note}", file=out)
 
 
 def remove(registry: Registry, target: Target, out: TextIO) -> None:
@@ -350,14 +381,40 @@ def remove(registry: Registry, target: Target, out: TextIO) -> None:
         print(f"deleted {target} (tags: {', '.join(going) if going else 'none'})", file=out)
 
 
+WRITE_PAUSE_PATH = "/mreg/write-pause"
+MAX_PAUSE_SECONDS = 86400  # as the proxy accepts
+# after every replica has seen the pause: time for writes already past the check to finish
+SETTLE_SECONDS = 5.0
+
+
+def write_pause(registry: Registry, seconds: int, out: TextIO, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Pause writes on every replica (``seconds`` > 0) or lift the pause (0). A pause returns once
+    every replica refuses writes: the proxy says how stale a replica's view may be."""
+    answer = registry.request("POST", WRITE_PAUSE_PATH, body=json.dumps({"seconds": seconds}).encode())
+    if answer.status == 404:
+        raise ManageError(f"{registry.host}: this mreg has no write pause (an older mreg-proxy?)")
+    if answer.status != 200:
+        raise _unexpected(registry, answer, "setting the write pause")
+    if not seconds:
+        print(f"{registry.host}: writes allowed again", file=out)
+        return
+    sleep(float(json.loads(answer.body)["propagation_seconds"]) + SETTLE_SECONDS)
+    print(f"{registry.host}: writes paused on every replica for {seconds} s (pulls keep working); "
+          f"lift with: {PROG} resume {registry.host}", file=out)
+
+
 # --- the edge ---
 
 COMMANDS = """\
 commands:
   ls HOST[:PORT]                 every repository:tag, sorted
-  ls HOST[:PORT]/REPO            the tags of REPO with their digests
+  ls HOST[:PORT]/REPO            the tags of REPO with their digests (and their referrers' count)
+  ls --all ...                   referrers index tags (sha256-<hex>) too
   rm HOST[:PORT]/REPO:TAG        only that tag; other tags of the image stay
   rm HOST[:PORT]/REPO@DIGEST     the manifest and every tag pointing at it
+  pause HOST[:PORT] SECONDS      refuse pushes and deletes on every replica for SECONDS (at most
+                                 86400), e.g. during garbage collection; returns once all refuse
+  resume HOST[:PORT]             lift that pause
 HOST may carry http:// (plain HTTP) or https://; options may come anywhere."""
 
 
@@ -366,40 +423,52 @@ def build_parser() -> argparse.ArgumentParser:
     (``mreg-manage ls HOST --ca-cert tls.crt``), as podman and docker allow."""
     parser = OneLineParser(
         prog=PROG,
-        usage=f"{PROG} (ls|rm) TARGET [options]",
+        usage=f"{PROG} (ls|rm|pause|resume) TARGET [SECONDS] [options]",
         description="List and remove images of an mreg registry, with the login of 'podman login' or "
         "'docker login' (the files of containers-auth.json(5), and docker credential helpers), else a "
         "prompt; certificates in certs.d/HOST:PORT folders are trusted as podman trusts them.",
         epilog=COMMANDS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["ls", "rm"], metavar="COMMAND", help="ls or rm")
+    parser.add_argument("command", choices=["ls", "rm", "pause", "resume"], metavar="COMMAND",
+                        help="ls, rm, pause or resume")
     parser.add_argument("target", metavar="TARGET", help="HOST[:PORT][/REPO][:TAG|@DIGEST]; http(s):// is allowed")
-    parser.add_argument("extra", nargs="?", help=argparse.SUPPRESS)  # the old 'rm HOST IMAGE:TAG'
+    # pause's SECONDS; for rm, the old 'rm HOST IMAGE:TAG'
+    parser.add_argument("extra", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("--user", help="log in as this user instead of a stored login")
     parser.add_argument("--password-stdin", action="store_true", help="read the password of --user from stdin")
     parser.add_argument("--ca-cert", type=Path, metavar="FILE", help="trust this CA (e.g. the registry's self-signed certificate)")
     parser.add_argument("--insecure", action="store_true", help="skip TLS verification; allow plain HTTP when the server has no TLS")
     parser.add_argument("--plain-http", action="store_true", help="talk plain HTTP, no TLS at all")
+    parser.add_argument("--all", action="store_true",
+                        help="ls: also the referrers index tags (sha256-<hex>: signatures, SBOMs, ... of that image)")
     return parser
 
 
 def checked_args(args: argparse.Namespace) -> tuple[Target, bool]:
     """(target, plain HTTP?) from what was typed; the old two-word rm form gets the new spelling."""
-    if args.extra is not None:
+    if args.command == "pause":
+        seconds = args.extra or ""
+        if not seconds.isdigit() or not 1 <= int(seconds) <= MAX_PAUSE_SECONDS:
+            raise ManageError(f"pause {seconds or '(missing)'}: SECONDS must be 1-{MAX_PAUSE_SECONDS}")
+    elif args.extra is not None:
         if args.command == "rm":
             host = split_scheme(args.target)[1].rstrip("/")
             raise ManageError(
                 f"'rm HOST IMAGE:TAG' is the old form; the image is one argument now: "
                 f"{PROG} rm {host}/{args.extra}"
             )
-        raise ManageError(f"ls takes one HOST[:PORT][/REPO], not {args.target!r} and {args.extra!r}")
+        raise ManageError(f"{args.command} takes one TARGET, not {args.target!r} and {args.extra!r}")
     if args.password_stdin and args.user is None:
         raise ManageError("--password-stdin needs --user")
+    if args.all and args.command != "ls":
+        raise ManageError("--all goes with ls")
     scheme, text = split_scheme(args.target)
     if scheme == "https" and args.plain_http:
         raise ManageError(f"{args.target!r} says https:// but --plain-http says plain HTTP")
     target = parse_target(text, reference=args.command == "rm")
+    if args.command in ("pause", "resume") and target.repo is not None:
+        raise ManageError(f"{args.target!r}: {args.command} takes HOST[:PORT] only")
     return target, args.plain_http or scheme == "http"
 
 
@@ -418,10 +487,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str], home: Path, uid: int, 
     )
     if args.command == "rm":
         remove(registry, target, out)
+    elif args.command in ("pause", "resume"):
+        write_pause(registry, int(args.extra) if args.command == "pause" else 0, out)
     elif target.repo is None:
-        list_all(registry, out)
+        list_all(registry, out, args.all)
     else:
-        list_repository(registry, target.repo, out)
+        list_repository(registry, target.repo, out, args.all)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

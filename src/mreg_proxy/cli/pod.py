@@ -155,7 +155,7 @@ class Deploy:
         for image in must_be_built(self.manifest.images()):
             if not self.podman.exists("image", image):
                 raise Refusal(
-                    f"the image {image} is not built yet: run 'podman build -t {image} .' in the mreg "
+                    f"the image {image} is not built yet: run 'podman build --layers=false -t {image} .' in the mreg "
                     f"checkout first (nothing was started)"
                 )
 

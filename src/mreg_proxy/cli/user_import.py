@@ -142,13 +142,14 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
             users[entry.name] = User(entry.name, role, entry.password_hash)
         if added:
             write_store(path, dataclasses.replace(store, users=users))
-    for entry in added:
-        print(f"added {entry.name} ({users[entry.name].role})")
-        audit(settings, "user_added", user=entry.name, role=users[entry.name].role, source=source)
+    added_names = {entry.name for entry in added}
     for entry in entries:
-        if entry.name in store.tokens:
+        if entry.name in added_names:
+            print(f"added {entry.name} ({users[entry.name].role})")
+            audit(settings, "user_added", user=entry.name, role=users[entry.name].role, source=source)
+        elif entry.name in store.tokens:
             warn(PROG, f"left out {entry.name}: a CI token has that name")
-        elif entry not in added:
+        else:
             print(f"kept {entry.name} ({users[entry.name].role}): already in {path}")
     for name, kind in skipped.items():
         warn(PROG, f"left out {name}: the hash is {kind}, which mreg cannot check; "

@@ -1,0 +1,297 @@
+"""The referrers API and ``OCI-Subject`` on registry 2.8 (the index itself: referrers.py).
+
+- ``PUT /v2/<name>/manifests/<reference>``: the manifest is read whole (at most MAX_MANIFEST
+  bytes) and forwarded; when it has a ``subject`` and the registry stored it, its descriptor is
+  added to the subject's referrers index (tag ``sha256-<hex>``) and the answer carries
+  ``OCI-Subject``. When the index cannot be written the answer goes without the header, which
+  tells a client to keep the fallback tag itself, as it does on any registry without the API.
+- ``DELETE /v2/<name>/manifests/<digest>``: the manifest is fetched first (afterwards nothing
+  tells its subject) and, once the registry deleted it, dropped from its subject's index.
+- ``GET /v2/<name>/referrers/<digest>[?artifactType=...]``: answered from the index; an unknown
+  digest has an empty one.
+
+All of it runs under the repository's lock (RepositoryLocks): every manifest write of a
+repository takes its turn, so two referrers of one subject cannot overwrite each other's entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from typing import AsyncIterable, Awaitable
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from . import errors
+from .manifestguard import tag_stands
+from .proxy import UPSTREAM_ERRORS, relay, send, upstream_failure, upstream_url
+from .references import digest_refusal, is_known_digest
+from .referrers import (
+    INDEX,
+    MAX_MANIFEST,
+    Document,
+    NotAnIndex,
+    descriptor,
+    encode,
+    entries_of,
+    fallback_tag,
+    index_document,
+    json_object,
+    listing,
+    subject_of,
+    with_referrer,
+    without,
+)
+from .refs import ACCEPT_ALL
+
+log = logging.getLogger("mreg.referrers")
+
+
+class TooLarge(Exception):
+    """A body beyond MAX_MANIFEST."""
+
+
+class IndexUnavailable(Exception):
+    """The referrers index could not be read or written; the message says why, for the log."""
+
+
+async def read_capped(content: AsyncIterable[bytes], limit: int = MAX_MANIFEST) -> bytes:
+    """The whole body, or TooLarge as soon as it passes ``limit`` bytes."""
+    chunks, size = [], 0
+    async for chunk in content:
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large() -> web.Response:
+    return errors.error_response(413, "MANIFEST_INVALID", f"a manifest may hold at most {MAX_MANIFEST} bytes")
+
+
+async def put_manifest(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    upstream: URL,
+    lock: asyncio.Lock,
+    name: str,
+    tag: str | None,
+) -> web.StreamResponse:
+    """The manifest is read whole (capped), stored, then, after a 201: a push by ``tag`` is
+    verified against a delete on another replica (manifestguard.py), and a manifest with a
+    ``subject`` joins its subject's referrers index."""
+    if (request.content_length or 0) > MAX_MANIFEST:
+        return too_large()
+    try:
+        body = await read_capped(request.content.iter_any())
+    except TooLarge:
+        return too_large()
+    doc = json_object(body)
+    subject = subject_of(doc) if doc is not None else None
+    async with lock:
+        # The subject's index is read while the registry stores the manifest: under the lock
+        # nothing else writes it, and a referrer then costs one more registry write, no more.
+        reading = _start_reading(session, upstream, name, subject) if subject is not None else None
+        try:
+            try:
+                answer = await send(request, session, upstream, body=body)
+            except UPSTREAM_ERRORS as exc:
+                return upstream_failure(request, exc)
+            try:
+                try:
+                    stands = answer.status != 201 or tag is None or await tag_stands(
+                        request, session, upstream, body, name, tag
+                    )
+                except UPSTREAM_ERRORS as exc:
+                    return upstream_failure(request, exc)
+                if not stands:
+                    return errors.unavailable(503, f"{name}:{tag} was deleted while it was pushed; push it again")
+                added = {}
+                if reading is not None and doc is not None and subject is not None and answer.status == 201:
+                    stored = answer.headers.get("Docker-Content-Digest", "")
+                    digest = stored if is_known_digest(stored) else "sha256:" + hashlib.sha256(body).hexdigest()
+                    entry = descriptor(doc, media_type=request.headers.get("Content-Type", ""), digest=digest, size=len(body))
+                    if await _update_index(session, upstream, name, subject, reading, entry=entry):
+                        added["OCI-Subject"] = subject
+                return await relay(request, answer, upstream, extra_headers=added)
+            finally:
+                answer.close()
+        finally:
+            if reading is not None:
+                reading.cancel()  # unused (the registry refused the manifest), or done: no effect
+
+
+async def delete_manifest(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    upstream: URL,
+    lock: asyncio.Lock,
+    name: str,
+    digest: str,
+) -> web.StreamResponse:
+    async with lock:
+        try:
+            subject = await _subject_of_stored(session, upstream, name, digest)
+            answer = await send(request, session, upstream)
+        except UPSTREAM_ERRORS as exc:
+            return upstream_failure(request, exc)
+        try:
+            if subject is not None and answer.status == 202:
+                await _update_index(
+                    session, upstream, name, subject, _start_reading(session, upstream, name, subject), gone={digest}
+                )
+            return await relay(request, answer, upstream)
+        finally:
+            answer.close()
+
+
+async def list_referrers(
+    request: web.Request, session: aiohttp.ClientSession, upstream: URL, name: str, digest: str
+) -> web.StreamResponse:
+    refusal = digest_refusal(digest)
+    if refusal is not None:
+        return errors.error_response(refusal.status, refusal.code, refusal.message)
+    try:
+        async with session.get(_index_url(upstream, name, digest), headers={"Accept": ACCEPT_ALL}) as found:
+            if found.status == 404:  # no referrers yet (or no such repository): the empty index
+                entries: list[Document] = []
+            elif found.status != 200:
+                return await relay(request, found, upstream)
+            else:
+                entries = entries_of(json_object(await read_capped(found.content.iter_any())) or {})
+    except UPSTREAM_ERRORS as exc:
+        return upstream_failure(request, exc)
+    except (TooLarge, NotAnIndex):
+        log.warning("referrers of %s@%s: the tag %s is not a referrers index", name, digest, fallback_tag(digest))
+        entries = []
+    artifact_type = request.query.get("artifactType") or None
+    headers = {"Content-Type": INDEX, errors.API_VERSION[0]: errors.API_VERSION[1]}
+    if artifact_type is not None:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    return web.Response(body=encode(listing(entries, artifact_type)), headers=headers)
+
+
+async def _subject_of_stored(
+    session: aiohttp.ClientSession, upstream: URL, name: str, digest: str
+) -> str | None:
+    """The subject of the stored manifest ``digest``; None when it has none (or is not there)."""
+    url = upstream_url(upstream, f"/v2/{name}/manifests/{digest}")
+    async with session.get(url, headers={"Accept": ACCEPT_ALL}) as found:
+        if found.status != 200:
+            return None
+        try:
+            doc = json_object(await read_capped(found.content.iter_any()))
+        except TooLarge:
+            return None
+    return subject_of(doc) if doc is not None else None
+
+
+def _index_url(upstream: URL, name: str, subject: str) -> URL:
+    return upstream_url(upstream, f"/v2/{name}/manifests/{fallback_tag(subject)}")
+
+
+def _start_reading(
+    session: aiohttp.ClientSession, upstream: URL, name: str, subject: str
+) -> asyncio.Task[Document | None]:
+    task = asyncio.ensure_future(_read_index(session, _index_url(upstream, name, subject)))
+    # a reading nobody awaits (cancelled, or the manifest was refused) must not log its failure
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return task
+
+
+async def _update_index(
+    session: aiohttp.ClientSession,
+    upstream: URL,
+    name: str,
+    subject: str,
+    reading: Awaitable[Document | None],
+    *,
+    entry: Document | None = None,
+    gone: frozenset[str] | set[str] = frozenset(),
+) -> bool:
+    """Add ``entry`` to, and drop the digests ``gone`` from, the referrers index of ``subject``
+    (``reading`` gives the stored one). False (and one log line) when it could not be written."""
+    try:
+        await _rewrite_index(session, upstream, name, _index_url(upstream, name, subject), await reading, entry, set(gone))
+    except (IndexUnavailable, *UPSTREAM_ERRORS) as exc:
+        log.warning("referrers index of %s@%s not updated: %s", name, subject, exc)
+        return False
+    return True
+
+
+async def _rewrite_index(
+    session: aiohttp.ClientSession,
+    upstream: URL,
+    name: str,
+    url: URL,
+    previous: Document | None,
+    entry: Document | None,
+    gone: set[str],
+) -> None:
+    before = entries_of(previous) if previous is not None else []
+    entries = without(before, gone)
+    if entry is not None:
+        entries = with_referrer(entries, entry)
+    if entries == before:
+        return  # a referrer pushed again, or nothing to drop: the stored index (or none) is right
+    missing = await _put_index(session, url, index_document(previous, entries))
+    if missing is None:
+        return
+    # registry 2.8 refuses an index listing a manifest it does not hold: an entry whose manifest
+    # was deleted behind the proxy's back. Drop every such entry (one HEAD each), then try again.
+    absent = {e["digest"] for e in entries if not await _exists(session, upstream, name, e["digest"])}
+    if not absent:
+        raise IndexUnavailable(f"the registry refused the index: {missing}")
+    if await _put_index(session, url, index_document(previous, without(entries, absent))) is not None:
+        raise IndexUnavailable("the registry refused the index twice")
+
+
+async def _read_index(session: aiohttp.ClientSession, url: URL) -> Document | None:
+    """The stored index; None when there is none yet."""
+    async with session.get(url, headers={"Accept": ACCEPT_ALL}) as found:
+        if found.status == 404:
+            return None
+        if found.status != 200:
+            raise IndexUnavailable(f"reading it answered {found.status}")
+        try:
+            doc = json_object(await read_capped(found.content.iter_any()))
+        except TooLarge:
+            doc = None
+    if doc is None:
+        raise IndexUnavailable("the tag holds something else than a JSON index")
+    try:
+        entries_of(doc)
+    except NotAnIndex as exc:
+        raise IndexUnavailable(f"the tag holds something else: {exc}") from None
+    return doc
+
+
+async def _put_index(session: aiohttp.ClientSession, url: URL, doc: Document) -> str | None:
+    """None when stored; the registry's error text when it refused."""
+    async with session.put(url, data=encode(doc), headers={"Content-Type": INDEX}) as stored:
+        if stored.status == 201:
+            return None
+        text = (await stored.read()).decode(errors="replace").strip()
+        if stored.status == 400 and _error_code(text) == "MANIFEST_BLOB_UNKNOWN":
+            return text[:300]
+        raise IndexUnavailable(f"writing it answered {stored.status}: {text[:300]}")
+
+
+async def _exists(session: aiohttp.ClientSession, upstream: URL, name: str, digest: str) -> bool:
+    url = upstream_url(upstream, f"/v2/{name}/manifests/{digest}")
+    async with session.head(url, headers={"Accept": ACCEPT_ALL}) as found:
+        if found.status not in (200, 404):
+            raise IndexUnavailable(f"checking {digest} answered {found.status}")
+        return found.status == 200
+
+
+def _error_code(text: str) -> str:
+    try:
+        return str(json.loads(text)["errors"][0]["code"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""

@@ -1,0 +1,200 @@
+"""Throttle failed logins, not people: per (client address, user name) and per client address.
+
+Every password check is charged as a failure when it starts (a success refunds it), so that many
+attempts sent at once are spaced like attempts sent one after the other. After ``free`` failures
+each one earns a delay that doubles (1 s, 2 s, 4 s, ...) up to ``max_delay``: the next attempt
+from that address (for that user) may start no earlier. An attempt that would have to wait up to
+``hold`` seconds is held that long and then checked; one that would wait longer is refused (429
+with Retry-After) without being checked. Nothing here ever locks a user out for everyone: the
+counters are keyed by the client's address, and a request with verified cached credentials never
+gets here.
+
+Memory is bounded: each table keeps at most ``max_entries`` records, least recently used first
+out, and a record is forgotten ``forget_after`` seconds after its delay ran out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Hashable, Iterable, Sequence
+
+from .escape import escaped
+
+log = logging.getLogger("mreg.auth")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+BASE_DELAY = 1.0  # seconds: the first delay after the free failures
+HOLD = 2.0  # a request is held this long at most; beyond, 429
+FORGET_AFTER = 3600.0  # seconds of calm after which a record starts from zero again
+MAX_ENTRIES = 10_000  # records per table (pairs, addresses): about 1 MiB each when full
+IPV6_PREFIX = 64  # one host usually owns a whole /64: count it as one address
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    free: int  # failures before any delay
+    max_delay: float  # seconds: the cap of the doubling
+
+
+def delay_after(policy: Policy, failures: int) -> float:
+    """Seconds the next attempt waits after ``failures`` failed ones."""
+    if failures < policy.free:
+        return 0.0
+    doublings = min(failures - policy.free, 64)  # 2**64 seconds is far past any cap
+    return min(BASE_DELAY * 2.0**doublings, policy.max_delay)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    wait: float  # seconds to hold the request (before checking it, or before refusing it)
+    refused: bool  # answer 429 after the wait, without checking the password
+    retry_after: int = 0  # seconds, for the 429's Retry-After
+
+
+@dataclass(slots=True)
+class _Record:
+    failures: int = 0
+    not_before: float = 0.0  # earliest start of the next attempt
+
+
+class _Table:
+    """Records by key, bounded, least recently used evicted first."""
+
+    def __init__(self, policy: Policy, max_entries: int, forget_after: float) -> None:
+        self.policy = policy
+        self._max_entries = max_entries
+        self._forget_after = forget_after
+        self._records: dict[Hashable, _Record] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def peek(self, key: Hashable, now: float) -> _Record:
+        record = self._records.get(key)
+        if record is None or now >= record.not_before + self._forget_after:
+            return _Record()
+        return record
+
+    def touch(self, key: Hashable, now: float) -> _Record:
+        """The live record of ``key``, now the most recently used one."""
+        record = self.peek(key, now)
+        self._records.pop(key, None)
+        while len(self._records) >= self._max_entries:
+            del self._records[next(iter(self._records))]  # dicts keep insertion order
+        self._records[key] = record
+        return record
+
+    def charge(self, record: _Record, start: float) -> bool:
+        """Count one more failure; True when it is the one that starts the delays."""
+        record.failures += 1
+        record.not_before = start + delay_after(self.policy, record.failures)
+        return record.failures == self.policy.free
+
+    def forget(self, key: Hashable) -> None:
+        self._records.pop(key, None)
+
+
+class Throttle:
+    def __init__(
+        self,
+        pair: Policy,
+        address: Policy,
+        *,
+        hold: float | None = None,
+        max_entries: int = MAX_ENTRIES,
+        forget_after: float = FORGET_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pairs = _Table(pair, max_entries, forget_after)
+        self._addresses = _Table(address, max_entries, forget_after)
+        self._hold = HOLD if hold is None else hold
+        self._clock = clock
+
+    def attempt(self, address: str, name: str) -> Verdict:
+        """May ``address`` check a password for ``name`` now? Charges a failure when it may."""
+        now = self._clock()
+        where = address_key(address)
+        pair = self._pairs.touch((where, name), now)
+        host = self._addresses.touch(where, now)
+        start = max(now, pair.not_before, host.not_before)
+        if start - now > self._hold:
+            return Verdict(self._hold, True, max(1, math.ceil(start - now - self._hold)))
+        if self._pairs.charge(pair, start):
+            log.warning("%d failed logins from %s as %s: further attempts are delayed",
+                        pair.failures, where, escaped(name, 64))
+        if self._addresses.charge(host, start):
+            log.warning("%d failed logins from %s: further attempts are delayed", host.failures, where)
+        return Verdict(start - now, False)
+
+    def succeeded(self, address: str, name: str) -> None:
+        """The password was right: that pair starts afresh; the address gets its charge back."""
+        where = address_key(address)
+        self._pairs.forget((where, name))
+        host = self._addresses.peek(where, self._clock())
+        host.failures = max(0, host.failures - 1)
+
+    def priority(self, address: str) -> int:
+        """Failures on record for ``address``: the lower, the sooner its checks run."""
+        return self._addresses.peek(address_key(address), self._clock()).failures
+
+    def size(self) -> int:
+        return len(self._pairs) + len(self._addresses)
+
+
+def address_key(address: str) -> str:
+    """What the address counters are keyed by: the address, or its /64 for IPv6."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False))
+    return str(ip)
+
+
+def client_address(peer: str | None, forwarded: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The client's address: the direct peer, or, when the peer is a trusted front proxy, the
+    rightmost X-Forwarded-For hop that is not itself a trusted proxy. Hops left of a malformed
+    one cannot be trusted: the last trusted peer is used then."""
+    if peer is None:
+        return "unknown"
+    if not _trusted(peer, trusted):
+        return peer
+    current = peer
+    for hop in reversed([part.strip() for value in forwarded for part in value.split(",")]):
+        if not _trusted(hop, trusted):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return current
+        current = hop
+    return current
+
+
+def _trusted(address: str, trusted: Iterable[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def guess_times(pair: Policy, address: Policy, *, hold: float = HOLD, seconds: float) -> list[float]:
+    """When an attacker who retries as soon as allowed gets a password checked, over ``seconds``,
+    guessing one user's password from one address (checks taken as instantaneous)."""
+    now = 0.0
+    throttle = Throttle(pair, address, hold=hold, clock=lambda: now)
+    times: list[float] = []
+    while now < seconds:
+        verdict = throttle.attempt("192.0.2.1", "victim")
+        now += verdict.wait + verdict.retry_after
+        if not verdict.refused and now < seconds:
+            times.append(now)
+    return times
