@@ -305,3 +305,14 @@ async def test_pushes_deletes_denials_and_failed_logins_are_audited_once(proxy: 
     assert failed["user"] == 'mallory\n{"event"="fake"}' and failed["address"] == "127.0.0.1"
     assert events(tmp_path, "fake") == []
     assert len((tmp_path / "audit.log").read_text().splitlines()) == 5
+
+
+async def test_wrong_token_secrets_are_throttled_and_a_right_one_is_not(fake: TestServer, tmp_path: Path) -> None:
+    write_store(tmp_path / "users.yml", STORE)
+    settings = settings_for(fake.make_url(""), tmp_path, login_free_failures=1, login_address_free_failures=100)
+    async with running_proxy(settings) as client:
+        path = "/v2/team/app0007/manifests/1"
+        statuses = [(await call(client, "HEAD", path, headers=basic("ci", "mreg_guess")))[0] for _ in range(4)]
+        assert statuses == [401, 401, 401, 429]  # held 1 s, then 2 s, then refused at once
+        assert (await call(client, "HEAD", path, headers=basic("ci", SECRET)))[0] == 200
+    assert len(events(tmp_path, "login_failed")) == 3  # a 429 is not written: the throttle bounds the log too
