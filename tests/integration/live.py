@@ -41,18 +41,23 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 class Mreg:
     host: str  # HOST:PORT as clients write it
     url: str
-    users_file: Path  # what manage-user edits (MREG_USERS_FILE); the audit log is beside it
 
 
 @pytest.fixture(scope="session")
-def mreg(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mreg]:
+def mreg_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session proxy's folder: its users file (users.yml, what manage-user edits) and the
+    audit log beside it."""
+    return tmp_path_factory.mktemp("mreg")
+
+
+@pytest.fixture(scope="session")
+def mreg(registry: Registry, mreg_home: Path) -> Iterator[Mreg]:
     """mreg-proxy started as operators start it: its own process, settings from the environment."""
     users = {u.name: u for u in (make_user(*ADMIN, role="admin"), make_user(*READER))}
-    workdir = tmp_path_factory.mktemp("mreg")
-    service = start_proxy(registry.url, workdir, users)
+    service = start_proxy(registry.url, mreg_home, users)
     try:
         host = service.url.removeprefix("http://")
-        yield Mreg(host, service.url, workdir / "users.yml")
+        yield Mreg(host, service.url)
     finally:
         stop(service.process)
 

@@ -33,12 +33,17 @@ BOB = ("bob", "bob-Secret1")
 EVE = ("eve", "eve-Secret2")
 
 
+@dataclasses.dataclass
+class Guarded(Mreg):
+    users_file: Path  # what manage-user edits here; the audit log and token-usage.json are beside it
+
+
 @pytest.fixture(scope="module")
-def guarded(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mreg]:
+def guarded(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
     users = {u.name: u for u in (make_user(*ADMIN, role="admin"), make_user(*EVE))}
     workdir = tmp_path_factory.mktemp("acl")
     service = start_proxy(registry.url, workdir, users)
-    mreg = Mreg(service.url.removeprefix("http://"), service.url, workdir / "users.yml")
+    mreg = Guarded(service.url.removeprefix("http://"), service.url, workdir / "users.yml")
     try:
         for args, stdin in [
             (["add", BOB[0], "--role", "none"], BOB[1] + "\n"),
@@ -53,7 +58,7 @@ def guarded(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Ite
         stop(service.process)
 
 
-def events(mreg: Mreg, event: str) -> list[dict[str, Any]]:
+def events(mreg: Guarded, event: str) -> list[dict[str, Any]]:
     return [e for e in read_events(mreg.users_file.with_name("audit.log")) if e["event"] == event]
 
 
@@ -88,7 +93,7 @@ def podman_image(podman: Podman, tmp_path: Path, ref: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_podman_pushes_where_its_grant_allows_and_is_refused_elsewhere(guarded: Mreg, podman: Podman, tmp_path: Path) -> None:
+def test_podman_pushes_where_its_grant_allows_and_is_refused_elsewhere(guarded: Guarded, podman: Podman, tmp_path: Path) -> None:
     login = podman("login", "--tls-verify=false", "-u", BOB[0], "--password-stdin", guarded.host, stdin=BOB[1] + "\n")
     assert login.returncode == 0, login.stderr
     ref = f"{guarded.host}/acl-team/app:1"
@@ -111,7 +116,7 @@ def test_podman_pushes_where_its_grant_allows_and_is_refused_elsewhere(guarded: 
 
 
 def test_anonymous_podman_pull_of_a_public_repository_works_and_of_a_private_one_is_refused(
-    guarded: Mreg, podman: Podman
+    guarded: Guarded, podman: Podman
 ) -> None:
     admin_creds = ":".join(ADMIN)
     push_image(guarded, "acl-public/base:1", admin_creds)
@@ -135,7 +140,7 @@ def push_image(mreg: Mreg, ref: str, creds: str, seed: int = 3) -> tuple[Any, Pa
     return done, layout
 
 
-def test_a_token_pushes_with_skopeo_within_its_grants_until_expired_or_removed(guarded: Mreg) -> None:
+def test_a_token_pushes_with_skopeo_within_its_grants_until_expired_or_removed(guarded: Guarded) -> None:
     secret = token_secret(manage_user(guarded.users_file, "token", "add", "acl-ci", "--grant", "acl-team/ci=push", "--expires", "1d"))
     creds = f"acl-ci:{secret}"
     done, layout = push_image(guarded, "acl-team/ci:1", creds)
@@ -173,7 +178,7 @@ def catalog(mreg: Mreg, auth: tuple[str, str] | None, n: int = 2) -> list[str]:
     raise AssertionError("catalog paging never ended")
 
 
-def test_catalog_shows_each_caller_exactly_what_it_may_pull(guarded: Mreg) -> None:
+def test_catalog_shows_each_caller_exactly_what_it_may_pull(guarded: Guarded) -> None:
     for repo in ("acl-team/cat1", "acl-team/cat2", "acl-team/deep/cat", "acl-other/cat", "acl-public/cat"):
         push_tiny(guarded, repo, ["1"])
     everything = catalog(guarded, ADMIN, n=1000)
@@ -188,7 +193,7 @@ def test_catalog_shows_each_caller_exactly_what_it_may_pull(guarded: Mreg) -> No
         manage_user(guarded.users_file, "token", "rm", "acl-cat")
 
 
-def test_a_hidden_repository_answers_exactly_like_a_missing_one(guarded: Mreg) -> None:
+def test_a_hidden_repository_answers_exactly_like_a_missing_one(guarded: Guarded) -> None:
     digest = push_tiny(guarded, "acl-team/hidden", ["1"])
     for path in ("manifests/1", f"manifests/{digest}", f"blobs/{digest}", "tags/list"):
         hidden = http("GET", f"{guarded.url}/v2/acl-team/hidden/{path}", auth=EVE, headers={"Accept": ACCEPT_ALL})
@@ -198,7 +203,7 @@ def test_a_hidden_repository_answers_exactly_like_a_missing_one(guarded: Mreg) -
         assert hidden[1]["Content-Type"] == missing[1]["Content-Type"]
 
 
-def test_a_mount_from_a_repository_the_user_cannot_read_does_not_share_the_blob(guarded: Mreg) -> None:
+def test_a_mount_from_a_repository_the_user_cannot_read_does_not_share_the_blob(guarded: Guarded) -> None:
     blob = b"secret layer " + os.urandom(16)
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     status, headers, _ = http("POST", f"{guarded.url}/v2/acl-other/vault/blobs/uploads/", auth=ADMIN)
@@ -220,7 +225,7 @@ def test_a_mount_from_a_repository_the_user_cannot_read_does_not_share_the_blob(
         manage_user(guarded.users_file, "revoke", BOB[0], "acl-other/vault")
 
 
-def test_every_event_lands_once_in_the_audit_log(guarded: Mreg) -> None:
+def test_every_event_lands_once_in_the_audit_log(guarded: Guarded) -> None:
     digest = push_tiny(guarded, "acl-team/audited", ["v1", "v2"])
     assert http("DELETE", f"{guarded.url}/v2/acl-team/audited/manifests/v1", auth=ADMIN)[0] == 202
     assert http("GET", f"{guarded.url}/v2/", auth=("bob", "wrong"))[0] == 401

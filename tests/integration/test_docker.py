@@ -100,9 +100,12 @@ def test_docker_push_as_reader_is_denied(docker: Docker, mreg: Mreg, pushed: tup
     assert "denied: requested access to the resource is denied: user 'reader' may not push" in message, message
 
 
-def test_docker_login_and_push_with_a_ci_token(docker: Docker, mreg: Mreg, pushed: tuple[str, str], tmp_path: Path) -> None:
+def test_docker_login_and_push_with_a_ci_token(
+    docker: Docker, mreg: Mreg, mreg_home: Path, pushed: tuple[str, str], tmp_path: Path
+) -> None:
     ref, _ = pushed
-    secret = token_secret(manage_user(mreg.users_file, "token", "add", "dci", "--grant", "team/dtoken=push"))
+    users_file = mreg_home / "users.yml"
+    secret = token_secret(manage_user(users_file, "token", "add", "dci", "--grant", "team/dtoken=push"))
     try:
         assert _login(docker, mreg, tmp_path, ("dci", secret)).returncode == 0
         mine, other = f"{mreg.host}/team/dtoken:1", f"{mreg.host}/team/dother:1"
@@ -113,7 +116,7 @@ def test_docker_login_and_push_with_a_ci_token(docker: Docker, mreg: Mreg, pushe
         refused = docker("push", other, config=tmp_path)
         assert refused.returncode != 0 and "denied" in refused.stderr + refused.stdout
     finally:
-        assert manage_user(mreg.users_file, "token", "rm", "dci").returncode == 0
+        assert manage_user(users_file, "token", "rm", "dci").returncode == 0
     assert docker("rmi", mine, config=tmp_path).returncode == 0
     gone = docker("pull", mine, config=tmp_path)
     assert gone.returncode != 0 and "unauthorized" in (gone.stderr + gone.stdout).lower()
