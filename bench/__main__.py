@@ -1,7 +1,10 @@
-"""``python -m bench [--quick] [--s3] [--json FILE]``: the registry direct vs through mreg, one run.
+"""``python -m bench [--quick] [--s3] [--json FILE] [--abuse]``: the registry direct vs through mreg, one run.
 
 ``--s3`` adds the S3 section (bench/s3bench.py): the registry on a Ceph radosgw started for the
 run, direct, through one mreg replica and through two.
+
+``--abuse`` runs the abuse section instead: what strangers on the network can do to mreg, and
+what the team still gets meanwhile (bench/abuse_*.py).
 
 Every figure is the median over repetitions that alternate direct and proxied runs (the order
 flips each repetition), so slow drifts of a shared machine hit both sides alike. A second table
@@ -27,6 +30,7 @@ from mreg_proxy.grants import Grant, Level
 from mreg_proxy.tokens import hash_secret, new_secret
 from mreg_proxy.users import Store, Token, User, write_store
 
+from . import abuse_login
 from .s3bench import S3_FULL, S3_QUICK, run_s3, s3_markdown
 from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
@@ -234,9 +238,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition (well under a minute)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--registry", default="docker-registry", help="registry binary (default docker-registry)")
+    parser.add_argument("--abuse", action="store_true", help="the abuse section instead (password floods, ...)")
     parser.add_argument("--s3", action="store_true",
                         help="also measure on S3: a single-node Ceph cluster (Debian packages ceph-mon, ceph-osd, radosgw)")
     return parser.parse_args(argv)
+
+
+def run_abuse(registry_binary: str, quick: bool) -> dict[str, object]:
+    """Each abuse workload against its own registry and proxy; prints its table, returns its figures."""
+    with tempfile.TemporaryDirectory(prefix="mreg-bench-abuse-") as work:
+        phases, rates = abuse_login.run(registry_binary, work, quick)
+    schedule = abuse_login.schedule_figures()
+    print("## Password guessing\n")
+    print(abuse_login.markdown(phases, rates, schedule))
+    return {"login": {"phases": [vars(p) | {"flood": vars(p.flood) if p.flood else None} for p in phases],
+                      "rates": rates, "schedule": schedule}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,6 +262,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"bench: {tool} not found (Debian packages: docker-registry, curl)")
     registry_binary = shutil.which(args.registry)
     assert registry_binary is not None
+    if args.abuse:
+        try:
+            figures = run_abuse(registry_binary, args.quick)
+        except BenchError as exc:
+            sys.exit(f"bench: FAILED: {exc}")
+        if args.json:
+            args.json.write_text(json.dumps({"abuse": figures, "quick": args.quick}, indent=2) + "\n")
+        return 0
     if args.s3:
         for tool in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
             if shutil.which(tool) is None:

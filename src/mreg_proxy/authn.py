@@ -108,7 +108,8 @@ class Authenticator:
         self._closing: asyncio.Event | None = None
         self.bcrypt_checks = 0
         self.cache_hits = 0
-        self.throttled = 0
+        self.throttled = 0  # refused with 429
+        self.busy = 0  # refused with 503
 
     async def authenticate(
         self, name: str, password: str, client: str = "unknown", connected: Callable[[], bool] = lambda: True
@@ -188,11 +189,9 @@ class Authenticator:
                                    verdict.retry_after)
         try:
             future = self._pool.submit(priority, functools.partial(bcrypt.checkpw, secret, stored))
-        except PoolFull:
-            raise LoginRefused(503, "UNAVAILABLE", "too many logins at once: try again shortly", 1) from None
-        try:
             ok: bool = await asyncio.wrap_future(future)
-        except PoolFull:
+        except PoolFull:  # refused at once, displaced from the queue, or the proxy is stopping
+            self.busy += 1
             raise LoginRefused(503, "UNAVAILABLE", "too many logins at once: try again shortly", 1) from None
         self.bcrypt_checks += 1
         return ok

@@ -34,6 +34,14 @@ class _AuthCollector(Collector):
             "mreg_credential_cache_hits", "Requests whose credentials were found in the verified-credential cache.",
             value=self._authenticator.cache_hits,
         )
+        yield CounterMetricFamily(
+            "mreg_logins_throttled", "Password checks refused (429) after too many failures from the address.",
+            value=self._authenticator.throttled,
+        )
+        yield CounterMetricFamily(
+            "mreg_logins_busy", "Password checks refused (503) because too many were waiting.",
+            value=self._authenticator.busy,
+        )
 
 
 class Metrics:

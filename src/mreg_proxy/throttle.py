@@ -60,6 +60,7 @@ class Verdict:
 class _Record:
     failures: int = 0
     not_before: float = 0.0  # earliest start of the next attempt
+    vouched_until: float = 0.0  # a password was right from here: its checks go first until then
 
 
 class _Table:
@@ -113,6 +114,7 @@ class Throttle:
         self._pairs = _Table(pair, max_entries, forget_after)
         self._addresses = _Table(address, max_entries, forget_after)
         self._hold = HOLD if hold is None else hold
+        self._forget_after = forget_after
         self._clock = clock
 
     def attempt(self, address: str, name: str) -> Verdict:
@@ -132,15 +134,25 @@ class Throttle:
         return Verdict(start - now, False)
 
     def succeeded(self, address: str, name: str) -> None:
-        """The password was right: that pair starts afresh; the address gets its charge back."""
+        """The password was right: that pair starts afresh; the address gets its charge back and
+        its checks go ahead of strangers' for a while."""
+        now = self._clock()
         where = address_key(address)
         self._pairs.forget((where, name))
-        host = self._addresses.peek(where, self._clock())
+        host = self._addresses.touch(where, now)
         host.failures = max(0, host.failures - 1)
+        host.not_before = max(host.not_before, now)  # the record lives as long as the vouching
+        host.vouched_until = now + self._forget_after
 
     def priority(self, address: str) -> int:
-        """Failures on record for ``address``: the lower, the sooner its checks run."""
-        return self._addresses.peek(address_key(address), self._clock()).failures
+        """The lower, the sooner checks from ``address`` run: -1 where a password was right
+        lately and few failed since (the team, even while strangers flood the queue), else the
+        failures on record."""
+        now = self._clock()
+        host = self._addresses.peek(address_key(address), now)
+        if host.vouched_until > now and host.failures < self._addresses.policy.free:
+            return -1
+        return host.failures
 
     def size(self) -> int:
         return len(self._pairs) + len(self._addresses)
@@ -186,14 +198,17 @@ def _trusted(address: str, trusted: Iterable[Network]) -> bool:
     return any(ip in network for network in trusted)
 
 
-def guess_times(pair: Policy, address: Policy, *, hold: float = HOLD, seconds: float) -> list[float]:
+def guess_times(
+    pair: Policy, address: Policy, *, hold: float = HOLD, seconds: float, rotate_names: bool = False
+) -> list[float]:
     """When an attacker who retries as soon as allowed gets a password checked, over ``seconds``,
-    guessing one user's password from one address (checks taken as instantaneous)."""
+    from one address, guessing one user's password (or a new user name each time); checks taken
+    as instantaneous."""
     now = 0.0
     throttle = Throttle(pair, address, hold=hold, clock=lambda: now)
     times: list[float] = []
     while now < seconds:
-        verdict = throttle.attempt("192.0.2.1", "victim")
+        verdict = throttle.attempt("192.0.2.1", f"name{len(times)}" if rotate_names else "victim")
         now += verdict.wait + verdict.retry_after
         if not verdict.refused and now < seconds:
             times.append(now)

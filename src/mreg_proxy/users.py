@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -258,12 +260,20 @@ def read_users_file(path: Path) -> dict[str, User]:
 def read_store(path: Path) -> Store:
     """Everything in ``path``; a missing file is an empty store."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+        # O_NONBLOCK: a FIFO put in the file's place must not hang the reader; fstat refuses it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         return Store()
     except OSError as exc:
         raise UsersFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsersFileError(f"cannot read {path}: not a regular file")
+    with open(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise UsersFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_FILE_BYTES:
         raise UsersFileError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB")
     try:

@@ -112,3 +112,12 @@ def test_full_queue_is_logged_once_per_episode(gate: threading.Event, caplog: py
         with pytest.raises(PoolFull):
             pool.submit(0, lambda: None)
     assert len([r for r in caplog.records if "waiting" in r.getMessage()]) == 1
+
+
+def test_workers_run_below_the_event_loop() -> None:
+    """Under a flood of checks on every core, requests that need none still get the CPU."""
+    import os
+
+    pool = CheckPool(workers=1, max_queued=1)
+    niceness = pool.submit(0, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result(WAIT)
+    assert niceness == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)

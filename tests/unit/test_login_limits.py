@@ -86,7 +86,7 @@ async def test_a_throttled_attempt_runs_no_bcrypt(strict: ProxyClient, upstream:
     before = authenticator.bcrypt_checks
     response = await strict.get("/v2/", headers=_from("198.51.100.7", basic(*ADMIN)))  # even the right password
     assert response.status == 429
-    assert authenticator.bcrypt_checks == before
+    assert authenticator.bcrypt_checks == before and authenticator.throttled >= 2
     assert upstream.app[REQUESTS] == []
 
 
@@ -176,14 +176,12 @@ async def test_full_queue_answers_503_at_once(upstream: TestServer, users_file: 
     try:
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{port}/v2/"
-            pool = runner.app[AUTHENTICATOR]._pool
-            # one running (held by the gate), then two queued: in that order, or a loaded machine
-            # may queue all three before a worker takes the first, and refuse the third
+            authenticator = runner.app[AUTHENTICATOR]
             waiting = [asyncio.ensure_future(session.get(url, headers=basic("amy", "w0")))]
-            while not runner.app[AUTHENTICATOR]._inflight or pool.waiting():
+            while authenticator._pool.waiting() or not authenticator._inflight:  # running, at the gate
                 await asyncio.sleep(0.01)
             waiting += [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in (1, 2)]
-            while pool.waiting() < 2:
+            while authenticator._pool.waiting() < 2:
                 await asyncio.sleep(0.01)
             refused = await session.get(url, headers=basic("amy", "one-too-many"))
             assert refused.status == 503 and refused.headers["Retry-After"] == "1"
@@ -226,8 +224,12 @@ async def test_stopping_refuses_queued_checks_at_once(upstream: TestServer, user
     runner, port = await _started_proxy(settings)
     async with aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{port}/v2/"
-        waiting = [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in range(30)]
-        while runner.app[AUTHENTICATOR]._pool.waiting() < 29:
+        authenticator = runner.app[AUTHENTICATOR]
+        waiting = [asyncio.ensure_future(session.get(url, headers=basic("amy", "w0")))]
+        while authenticator._pool.waiting() or not authenticator._inflight:  # running, at the gate
+            await asyncio.sleep(0.01)
+        waiting += [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in range(1, 30)]
+        while authenticator._pool.waiting() < 29:
             await asyncio.sleep(0.01)
         stopping = asyncio.ensure_future(runner.cleanup())  # the gate stays shut: one check is running
         while sum(w.done() for w in waiting) < 29:  # the queued ones are answered without it
@@ -249,3 +251,11 @@ async def test_unknown_users_cost_what_the_costliest_user_costs(tmp_path: Path) 
     authenticator = Authenticator(UserStore(path), ttl=60, dummy_cost=4)
     store = await UserStore(path).fresh()
     assert authenticator._hash_to_check(None, store) == costly.password_hash.encode()
+
+
+async def test_a_throttled_upload_is_answered_and_its_body_never_read(strict: ProxyClient, upstream: TestServer) -> None:
+    await _fail_until_throttled(strict, "198.51.100.7")
+    response = await strict.put("/v2/echo/x", headers=_from("198.51.100.7", basic(*ADMIN)), data=b"x" * (4 << 20))
+    assert response.status == 429
+    assert response.headers.get("Connection", "").lower() == "close"
+    assert upstream.app[REQUESTS] == []

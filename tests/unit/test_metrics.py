@@ -58,6 +58,7 @@ async def test_counters_follow_traffic(proxy: ProxyClient) -> None:
     # the admin's scrape itself
     assert samples[("mreg_bcrypt_verifications_total", ())] == 3
     assert samples[("mreg_credential_cache_hits_total", ())] == 3
+    assert samples[("mreg_logins_throttled_total", ())] == samples[("mreg_logins_busy_total", ())] == 0
 
 
 async def test_upstream_errors_are_counted(tmp_path: Path, users_file: Path) -> None:

@@ -79,7 +79,21 @@ def test_success_forgets_the_pair_and_refunds_the_address() -> None:
         throttle.attempt("10.0.0.1", "bob")
     throttle.succeeded("10.0.0.1", "bob")
     assert throttle.attempt("10.0.0.1", "bob").wait == 0
-    assert throttle.priority("10.0.0.1") == 3  # 3 failures, one success refunded, this attempt charged
+    assert throttle._addresses.peek("10.0.0.1", clock.now).failures == 3  # one refunded, one charged
+
+
+def test_an_address_with_a_right_password_goes_first_for_a_while() -> None:
+    clock = Clock()
+    throttle = _throttle(clock, forget_after=600)
+    throttle.attempt("10.0.0.1", "bob")
+    throttle.succeeded("10.0.0.1", "bob")
+    assert throttle.priority("10.0.0.1") == -1 < throttle.priority("10.0.0.2") == 0
+    for i in range(10):
+        throttle.attempt("10.0.0.1", f"user{i}")  # many failures since: no longer ahead
+    assert throttle.priority("10.0.0.1") == 10
+    throttle.succeeded("10.0.0.1", "bob")
+    clock.now += 601
+    assert throttle.priority("10.0.0.1") >= 0
 
 
 def test_records_expire() -> None:
@@ -148,3 +162,9 @@ def test_guess_schedule_falls_below_one_a_minute() -> None:
     after_first_minute = [t for t in times if t >= 60]
     gaps = [b - a for a, b in zip(after_first_minute, after_first_minute[1:])]
     assert min(gaps) > 60
+
+
+def test_rotating_names_follow_the_address_schedule() -> None:
+    times = guess_times(Policy(free=5, max_delay=300), Policy(free=20, max_delay=300), hold=2.0, seconds=3600,
+                        rotate_names=True)
+    assert len([t for t in times if t == 0]) == 20 and len(times) < 40

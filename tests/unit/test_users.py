@@ -167,3 +167,10 @@ async def test_fresh_keeps_the_last_good_copy(tmp_path: Path) -> None:
     assert await store.fresh() is good
     path.unlink()
     assert await store.fresh() == {}
+
+
+def test_a_fifo_in_place_of_the_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    path = tmp_path / "users.yml"
+    os.mkfifo(path)
+    with pytest.raises(UsersFileError, match="not a regular file"):
+        read_users_file(path)
