@@ -74,6 +74,22 @@ class Settings:
     # front proxies whose X-Forwarded-For names the client (addresses or CIDR networks); none by
     # default: the client is the direct peer, and a forged header changes nothing
     trusted_proxies: tuple[Network, ...] = ()
+    # security events as JSON lines (audit.py); "-" is standard output; None: audit.log beside
+    # the users file (/auth/audit.log), on the auth volume
+    audit_log: str | None = None
+    # the log is rotated (one old file kept) before it grows past this: never fills the volume
+    audit_max_bytes: int = 10 << 20
+    # who runs a CLI, for the audit log (MREG_ACTOR, else the login name); None when unknown
+    actor: str | None = None
+
+    @property
+    def audit_target(self) -> str:
+        return self.audit_log or str(self.users_file.with_name("audit.log"))
+
+    @property
+    def token_usage_file(self) -> Path:
+        """When each CI token was last used: written by the proxy (throttled), beside the users."""
+        return self.users_file.with_name("token-usage.json")
 
 
 # (flag, environment variable, Settings field, help)
@@ -112,7 +128,13 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "cap of the doubling delay after failed logins, seconds (default 300)"),
     ("--trusted-proxies", "MREG_TRUSTED_PROXIES", "trusted_proxies",
      "comma-separated addresses/CIDRs of front proxies whose X-Forwarded-For is believed (default none)"),
+    ("--audit-log", "MREG_AUDIT_LOG", "audit_log",
+     "security events as JSON lines, - for stdout (default audit.log beside the users file)"),
+    ("--audit-max-bytes", "MREG_AUDIT_MAX_BYTES", "audit_max_bytes",
+     "size at which the audit log is rotated, one old file kept (default 10485760)"),
 )
+# where a CLI learns who runs it, first found wins (sudo keeps the operator's name in SUDO_USER)
+_ACTOR_VARIABLES = ("MREG_ACTOR", "SUDO_USER", "USER", "LOGNAME")
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 METRICS_MODES = ("admin", "open", "off")
@@ -206,6 +228,12 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _number(env_name, raw, float, 1, 86400)}
     if field == "trusted_proxies":
         return {field: parse_networks(raw, env_name)}
+    if field == "audit_log":
+        if not raw:
+            raise ConfigError(f"{env_name}: empty path (use - for standard output)")
+        return {field: raw}
+    if field == "audit_max_bytes":
+        return {field: _number(env_name, raw, int, 4096, 1 << 40)}
     if field == "realm":
         if not raw or '"' in raw or "\\" in raw or not raw.isprintable():
             raise ConfigError(f"{env_name} {raw!r}: printable, without quotes or backslashes")
@@ -239,6 +267,7 @@ def settings_from(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Se
             raw = env.get(env_name)
         if raw is not None:
             values.update(_field_value(field, name, raw))
+    values["actor"] = next((env[v] for v in _ACTOR_VARIABLES if env.get(v)), None)
     return Settings(**values)  # type: ignore[arg-type]
 
 
