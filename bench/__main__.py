@@ -7,12 +7,14 @@ run, direct, through one mreg replica and through two.
 what the team still gets meanwhile (bench/abuse_*.py).
 
 Every figure is the median over repetitions that alternate direct and proxied runs (the order
-flips each repetition), so slow drifts of a shared machine hit both sides alike.
+flips each repetition), so slow drifts of a shared machine hit both sides alike. A second table
+compares, through mreg in the same run, a CI token with a cached password on the same HEAD.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shutil
 import statistics
@@ -24,7 +26,9 @@ from typing import Callable
 
 import bcrypt
 
-from mreg_proxy.users import User
+from mreg_proxy.grants import Grant, Level
+from mreg_proxy.tokens import hash_secret, new_secret
+from mreg_proxy.users import Store, Token, User, write_store
 
 from . import abuse_login, abuse_memory
 from .s3bench import S3_FULL, S3_QUICK, run_s3, s3_markdown
@@ -35,6 +39,7 @@ from .workloads import (
 )
 
 USER, PASSWORD = "bench", "bench-Secret-1"
+TOKEN = "bench-ci"
 REPO = "bench/app"
 
 
@@ -77,16 +82,21 @@ def alternate(reps: int, measure: Callable[[Endpoint], float], direct: Endpoint,
     return statistics.median(results[direct.name]), statistics.median(results[proxy.name])
 
 
-def run(plan: Plan, registry_binary: str, workdir: Path) -> tuple[list[Row], dict[str, float]]:
+def run(plan: Plan, registry_binary: str, workdir: Path) -> tuple[list[Row], dict[str, float], list[Row]]:
     registry = start_registry(registry_binary, workdir)
     proxy_service: Service | None = None
     try:
         # bcrypt cost 10, as in the nginx recipe this is compared with; the cache hides it anyway
         hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
-        proxy_service = start_proxy(registry.url, workdir, {USER: User(USER, "admin", hashed)})
+        users = {USER: User(USER, "admin", hashed)}
+        proxy_service = start_proxy(registry.url, workdir, users)
+        secret = new_secret()
+        token = Token(TOKEN, hash_secret(secret), (Grant(REPO, Level.PULL),), datetime.datetime.now(datetime.timezone.utc))
+        write_store(workdir / "users.yml", Store(users, {TOKEN: token}))  # the proxy reloads it by itself
         direct = Endpoint("direct", registry.url)
         proxy = Endpoint("mreg", proxy_service.url, (USER, PASSWORD))
-        return measure_all(plan, direct, proxy, proxy_service.process.pid)
+        rows, memory = measure_all(plan, direct, proxy, proxy_service.process.pid)
+        return rows, memory, measure_token(plan, proxy, Endpoint("mreg-token", proxy_service.url, (TOKEN, secret)))
     finally:
         if proxy_service is not None:
             stop(proxy_service.process)
@@ -149,6 +159,29 @@ def measure_all(plan: Plan, direct: Endpoint, proxy: Endpoint, proxy_pid: int) -
     return rows, memory
 
 
+def measure_token(plan: Plan, password: Endpoint, token: Endpoint) -> list[Row]:
+    """The same HEAD through mreg with a cached password and with a CI token (a keyed hash and a
+    grant lookup per request, no cache): a token must cost no more."""
+    print("HEAD, cached password vs CI token ...", file=sys.stderr)
+    url = f"{password.url}/v2/{REPO}/manifests/bench"
+    rows: list[Row] = []
+    for connections in (1, 32):
+        samples: dict[str, list[HeadResult]] = {password.name: [], token.name: []}
+
+        def head(endpoint: Endpoint) -> float:
+            result = head_load(endpoint, url, connections, plan.head_seconds)
+            samples[endpoint.name].append(result)
+            return result.rate
+
+        label = f"HEAD manifest, {connections} conn{'s' if connections > 1 else ''}"
+        d, p = alternate(plan.head_reps, head, password, token)
+        rows.append(Row(label, "req/s", d, p))
+        for field in ("p50_ms", "p99_ms"):
+            d, p = (statistics.median(getattr(r, field) for r in samples[e.name]) for e in (password, token))
+            rows.append(Row(f"{label}, {field[:3]}", "ms", d, p, False))
+    return rows
+
+
 def sign_rows(plan: Plan, direct: Endpoint, proxy: Endpoint) -> list[Row]:
     """Mean PUT time of an image manifest (by tag) and of a referrer (a signature of it, by
     digest), alternating sides.
@@ -172,14 +205,9 @@ def sign_rows(plan: Plan, direct: Endpoint, proxy: Endpoint) -> list[Row]:
     ]
 
 
-def markdown(rows: list[Row], memory: dict[str, float]) -> str:
+def markdown(rows: list[Row], memory: dict[str, float], token_rows: list[Row]) -> str:
     lines = ["| measure | registry direct | through mreg | mreg / direct |", "|---|---:|---:|---:|"]
-    for row in rows:
-        if row.higher_is_better:
-            ratio = f"{row.ratio:.2f}x"
-        else:  # latency: the difference is what matters
-            ratio = f"{row.proxy - row.direct:+.2f} ms"
-        lines.append(f"| {row.label} ({row.unit}) | {row.direct:.1f} | {row.proxy:.1f} | {ratio} |")
+    lines += _row_lines(rows)
     by_label = {row.label: row for row in rows}
     image, referrer = by_label["PUT image manifest by tag"], by_label["PUT referrer manifest by digest"]
     lines.append(f"| PUT referrer / PUT image manifest | {referrer.direct / image.direct:.2f}x | "
@@ -189,7 +217,20 @@ def markdown(rows: list[Row], memory: dict[str, float]) -> str:
         f"{memory['rss_idle_mib']:.0f} / {memory['rss_peak_pulls_mib']:.0f} / "
         f"{memory['rss_peak_pushes_mib']:.0f} / {memory['rss_hwm_mib']:.0f} | - |"
     )
+    lines += ["", "| through mreg | cached password | CI token | token / password |", "|---|---:|---:|---:|"]
+    lines += _row_lines(token_rows)
     return "\n".join(lines)
+
+
+def _row_lines(rows: list[Row]) -> list[str]:
+    lines = []
+    for row in rows:
+        if row.higher_is_better:
+            ratio = f"{row.ratio:.2f}x"
+        else:  # latency: the difference is what matters
+            ratio = f"{row.proxy - row.direct:+.2f} ms"
+        lines.append(f"| {row.label} ({row.unit}) | {row.direct:.1f} | {row.proxy:.1f} | {ratio} |")
+    return lines
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -241,20 +282,24 @@ def main(argv: list[str] | None = None) -> int:
     s3_rows = []
     with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
         try:
-            rows, memory = run(QUICK if args.quick else FULL, registry_binary, Path(work))
+            rows, memory, token_rows = run(QUICK if args.quick else FULL, registry_binary, Path(work))
             if args.s3:
                 hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
                 users = {USER: User(USER, "admin", hashed)}
                 s3_rows = run_s3(S3_QUICK if args.quick else S3_FULL, registry_binary, Path(work), users, (USER, PASSWORD))
         except BenchError as exc:
             sys.exit(f"bench: FAILED: {exc}")
-    print(markdown(rows, memory))
+    print(markdown(rows, memory, token_rows))
     if s3_rows:
         print()
         print(s3_markdown(s3_rows))
     if args.json:
-        payload = {"rows": [{**vars(r), "ratio": r.ratio} for r in rows], "memory_mib": memory, "quick": args.quick,
-                   "s3_rows": [vars(r) for r in s3_rows]}
+        payload = {
+            "rows": [{**vars(r), "ratio": r.ratio} for r in rows], "memory_mib": memory, "quick": args.quick,
+            "s3_rows": [vars(r) for r in s3_rows],
+            # direct = cached password, proxy = CI token, both through mreg
+            "token_rows": [{**vars(r), "ratio": r.ratio} for r in token_rows],
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 

@@ -315,3 +315,117 @@ async def test_proxy_applies_a_new_password_while_it_runs(cli: Cli, proxy: Proxy
     assert await status(proxy, "bob", "old") == 200
     await asyncio.to_thread(add, cli, "bob", "new")
     assert await status(proxy, "bob", "old") == 401
+
+
+# --- grants, tokens, audit, explain -----------------------------------------------------------
+
+
+def test_add_with_role_none_and_grants_shown_by_ls(cli: Cli, auth_files: AuthFiles) -> None:
+    assert run(cli, "add", "bob", "--role", "none", stdin=b"pw\n").code == 0
+    assert run(cli, "grant", "bob", "team/*", "push").code == 0
+    assert run(cli, "grant", "bob", "team/secret", "none").code == 0
+    assert run(cli, "grant", "--anonymous", "public/**", "pull").code == 0
+    lines = [line.split(None, 2) for line in run(cli, "ls").out.splitlines()]
+    assert lines == [["bob", "none", "team/*=push, team/secret=none"], ["(anonymous)", "none", "public/**=pull"]]
+    assert run(cli, "revoke", "bob", "team/secret").code == 0
+    assert read_users_file(auth_files.users)["bob"].grants[0].pattern == "team/*"
+    assert len(read_users_file(auth_files.users)["bob"].grants) == 1
+
+
+def test_grant_replaces_the_level_of_the_same_pattern(cli: Cli, auth_files: AuthFiles) -> None:
+    add(cli, "bob")
+    run(cli, "grant", "bob", "team/*", "push")
+    run(cli, "grant", "bob", "team/*", "delete")
+    [grant] = read_users_file(auth_files.users)["bob"].grants
+    assert str(grant) == "team/*=delete"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["grant", "bob", "Team/*", "push"],
+        ["grant", "bob", "team/**/x", "push"],
+        ["grant", "bob", "team/*", "write"],
+        ["grant", "nobody", "team/*", "push"],
+        ["grant", "--anonymous", "public/**", "push"],
+        ["grant", "bob", "team/*"],
+        ["revoke", "bob", "never/granted"],
+        ["toggle", "nora"],
+        ["token", "add", "bob", "--grant", "a=pull"],
+        ["token", "add", "ci", "--grant", "a"],
+        ["token", "add", "ci", "--grant", "a=pull", "--expires", "1y"],
+        ["token", "rm", "nothing"],
+        ["explain", "nobody", "team/app"],
+        ["explain", "bob", "Not A Name"],
+    ],
+)
+def test_access_refusals_are_one_line_and_leave_the_file_alone(cli: Cli, auth_files: AuthFiles, args: list[str]) -> None:
+    add(cli, "bob")
+    run(cli, "add", "nora", "--role", "none", stdin=b"pw\n")
+    before = auth_files.users.read_bytes()
+    assert_refused(run(cli, *args), PROG)
+    assert auth_files.users.read_bytes() == before
+
+
+def token_secret(result: Result) -> str:
+    [secret] = [line.split(": ", 1)[1] for line in result.out.splitlines() if line.startswith("secret: ")]
+    return secret
+
+
+def test_token_add_prints_the_secret_once_and_stores_only_a_hash(cli: Cli, auth_files: AuthFiles) -> None:
+    result = run(cli, "token", "add", "ci", "--grant", "team/app=push", "--grant", "base/**=pull", "--expires", "90d")
+    assert result.code == 0, result
+    secret = token_secret(result)
+    assert secret.startswith("mreg_") and len(secret) >= 32
+    text = auth_files.users.read_text()
+    assert secret not in text and "hmac-sha256$" in text
+    listed = run(cli, "token", "ls").out
+    assert listed.startswith("ci  base/**=pull, team/app=push  created ") and "last used never" in listed
+    assert run(cli, "token", "add", "ci", "--grant", "a=pull").code != 0  # no silent replacement
+    assert run(cli, "token", "rm", "ci").code == 0
+    assert "no CI tokens" in run(cli, "token", "ls").out
+
+
+def test_explain_names_the_rule(cli: Cli) -> None:
+    add(cli, "bob")
+    run(cli, "grant", "bob", "team/*", "push")
+    run(cli, "grant", "bob", "team/secret", "none")
+    run(cli, "token", "add", "ci", "--grant", "team/**=pull")
+    assert run(cli, "explain", "bob", "team/app").out == "bob on team/app: push (grant team/* push)\n"
+    assert run(cli, "explain", "bob", "team/secret").out == "bob on team/secret: none (grant team/secret none)\n"
+    assert run(cli, "explain", "bob", "other/x").out == "bob on other/x: pull (role reader; no grant matches)\n"
+    assert run(cli, "explain", "ci", "team/a/b").out == "token ci on team/a/b: pull (grant team/** pull)\n"
+    assert "nothing is public" in run(cli, "explain", "--anonymous", "team/app").out
+
+
+def test_every_change_lands_once_in_the_audit_log_with_who_ran_it(cli: Cli, auth_files: AuthFiles) -> None:
+    env = dict(cli.env, MREG_ACTOR="ops")
+    ops = Cli(env, cli.cwd)
+    for args, stdin in [
+        (["add", "bob"], b"pw\n"), (["add", "bob", "--role", "admin"], b"pw2\n"), (["toggle", "bob"], b""),
+        (["grant", "bob", "team/*", "push"], b""), (["revoke", "bob", "team/*"], b""),
+        (["token", "add", "ci", "--grant", "a=pull"], b""), (["token", "rm", "ci"], b""), (["rm", "bob"], b""),
+    ]:
+        assert ops.run("manage_user", *args, stdin=stdin).code == 0
+    lines = run(cli, "audit").out.splitlines()
+    assert [line.split()[1] for line in lines] == [
+        "user_added", "password_changed", "role_changed", "role_changed", "grant", "revoke",
+        "token_created", "token_removed", "user_removed",
+    ]
+    assert all("by=ops" in line for line in lines)
+    assert len(run(cli, "audit", "--user", "ci").out.splitlines()) == 2
+    assert run(cli, "audit", "--since", "1h").out.splitlines() == lines
+
+
+async def test_proxy_applies_grants_and_tokens_while_it_runs(cli: Cli, proxy: Proxy) -> None:
+    manifest = "/v2/team/app/manifests/1.0"
+    await asyncio.to_thread(lambda: run(cli, "add", "bob", "--role", "none", stdin=b"pw\n"))
+    assert await status(proxy, "bob", "pw", "PUT", manifest) == 403
+    await asyncio.to_thread(run, cli, "grant", "bob", "team/*", "push")
+    assert await status(proxy, "bob", "pw", "PUT", manifest) == 200
+    created = await asyncio.to_thread(run, cli, "token", "add", "ci", "--grant", "team/app=pull")
+    secret = token_secret(created)
+    assert await status(proxy, "ci", secret, "GET", manifest) == 200
+    assert await status(proxy, "ci", secret, "PUT", manifest) == 403
+    await asyncio.to_thread(run, cli, "token", "rm", "ci")
+    assert await status(proxy, "ci", secret, "GET", manifest) == 401

@@ -18,15 +18,19 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from . import errors
+from .access import Access
 from .admission import admit, body_gate, no_early_continue
+from .audit import AuditLog
 from .authn import Authenticator, LoginRefused, parse_basic
 from .checkpool import CheckPool
-from .authz import Decision, decide
+from .authz import Decision, Kind, Principal, decide
+from .catalog import list_catalog
 from .connection import HEADER_BUDGET, LINGER_SECONDS, MAX_HEADERS, MAX_LINE_BYTES
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .escape import escaped
 from .memory import cap_arenas, trimmer
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from .mount import allowed_source, mount_source, without_mount
 from .proxy import BODY_BYTES, UPSTREAM_ERROR, forward, make_session
 from .readiness import Readiness
 from .references import manifest_refusal
@@ -37,9 +41,10 @@ from .tagdelete import RepositoryLocks, delete_tag
 from .taglist import list_tags
 from .throttle import Policy, Throttle, client_address
 from .tls import TlsState
+from .tokenauth import TokenUsage
 from .uploads import UploadMemory
 from .uploads_api import continue_upload, start_upload
-from .users import User, UserStore
+from .users import UserStore
 from .writepause import CONTROL_REPOSITORY, WritePause, control, refused, reserved
 
 log = logging.getLogger("mreg")
@@ -54,36 +59,43 @@ TAG_LOCKS = web.AppKey("tag_locks", RepositoryLocks)
 READINESS = web.AppKey("readiness", Readiness)
 UPLOADS = web.AppKey("uploads", UploadMemory)
 WRITE_PAUSE = web.AppKey("write_pause", WritePause)
+ACCESS = web.AppKey("access", Access)
 USER = web.RequestKey("user", str)  # who made the request, for the access log
+PRINCIPAL = web.RequestKey("principal", Principal)  # who made it, for the handlers
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
 UPLOAD_BUFFER = 64 * 1024
 
 
-async def _authenticate(request: web.Request) -> User | None:
-    """The user behind the request's Basic credentials, recorded for the access log.
+async def _authenticate(request: web.Request) -> Principal | None:
+    """Who is behind the request (a user, a CI token or an anonymous client; None when the
+    credentials sent do not log in), recorded for the access log and the handlers.
 
     Raises a 400 for two Authorization headers (which one would the client mean?), and a 429 or
-    503 when the password could not be checked now (throttled, or too many checks waiting).
+    503 when the credentials could not be checked now (throttled, or too many checks waiting).
     """
     headers = request.headers.getall("Authorization", [])
     if len(headers) > 1:
         raise errors.error_exception(400, "UNSUPPORTED", "more than one Authorization header")
-    credentials = parse_basic(headers[0] if headers else None)
-    if credentials is None:
-        return None
+    header = headers[0] if headers else None
+    if credentials := parse_basic(header):
+        request[USER] = f"!{credentials[0]}"  # a failed attempt, shown as such in the log
     settings = request.app[SETTINGS]
     client = client_address(request.remote, request.headers.getall("X-Forwarded-For", []), settings.trusted_proxies)
-    request[USER] = f"!{credentials[0]}"  # a failed attempt, shown as such in the log
     try:
-        user = await request.app[AUTHENTICATOR].authenticate(
-            *credentials, client, lambda: request.transport is not None and not request.transport.is_closing()
+        principal = await request.app[ACCESS].identify(
+            header, client, lambda: request.transport is not None and not request.transport.is_closing()
         )
     except LoginRefused as refusal:
         raise errors.error_exception(refusal.status, refusal.code, str(refusal), retry_after=refusal.retry_after) from None
-    if user is not None:
-        request[USER] = user.name
-    return user
+    if principal is not None:
+        request[PRINCIPAL] = principal
+        if principal.kind is not Kind.ANONYMOUS:
+            request[USER] = principal.name
+    return principal
+
+
+RouteHandler = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
 
 
 async def _forward(request: web.Request, route: Route) -> web.StreamResponse:
@@ -113,7 +125,8 @@ async def _write_manifest(request: web.Request, route: Route) -> web.StreamRespo
     # across replicas the lock orders nothing: each push by tag is also verified (manifestguard.py)
     tag = route.reference if route.is_tag else None
     return await put_manifest(
-        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, tag
+        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, tag,
+        shared=app[SETTINGS].shared_storage,
     )
 
 
@@ -124,7 +137,8 @@ async def _delete_manifest(request: web.Request, route: Route) -> web.StreamResp
     assert route.name is not None and route.reference is not None
     if not route.is_tag:  # by digest: the registry's own delete, then the referrers index
         return await delete_manifest(
-            request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, route.reference
+            request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, route.reference,
+            shared=app[SETTINGS].shared_storage,
         )
     return await delete_tag(
         request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS], route.name, route.reference
@@ -141,8 +155,25 @@ async def _list_referrers(request: web.Request, route: Route) -> web.StreamRespo
     return await list_referrers(request, request.app[SESSION], request.app[SETTINGS].upstream, route.name, route.reference)
 
 
+async def _list_catalog(request: web.Request, route: Route) -> web.StreamResponse:
+    principal = request[PRINCIPAL]
+    if principal.pulls_everything:
+        return await _forward(request, route)  # the registry's own paging, untouched
+    return await list_catalog(request, request.app[SESSION], request.app[SETTINGS].upstream, principal.may_pull)
+
+
 async def _start_upload(request: web.Request, route: Route) -> web.StreamResponse:
-    return await start_upload(request, request.app[SESSION], request.app[SETTINGS].upstream, request.app[UPLOADS])
+    """A mount from a repository the caller may not pull becomes a plain upload start (mount.py)."""
+    app, principal = request.app, request[PRINCIPAL]
+    raw_path = None
+    source = mount_source(request.query)
+    if source is not None and not allowed_source(source, principal.may_pull):
+        app[ACCESS].audit.record(
+            "mount_refused", user=principal.name, kind=principal.kind.value, address=request.remote,
+            repository=route.name, source=source,
+        )
+        raw_path = without_mount(request.rel_url.raw_path, request.rel_url.raw_query_string)
+    return await start_upload(request, app[SESSION], app[SETTINGS].upstream, app[UPLOADS], raw_path=raw_path)
 
 
 async def _continue_upload(request: web.Request, route: Route) -> web.StreamResponse:
@@ -153,14 +184,33 @@ async def _continue_upload(request: web.Request, route: Route) -> web.StreamResp
     )
 
 
-RouteHandler = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
+def _audited(event: str, handler: RouteHandler) -> RouteHandler:
+    """``handler``, plus one audit event when it succeeds (who, what, which digest)."""
+
+    async def audited(request: web.Request, route: Route) -> web.StreamResponse:
+        response = await handler(request, route)
+        if 200 <= response.status < 300:
+            principal = request[PRINCIPAL]
+            digest = response.headers.get("Docker-Content-Digest")
+            request.app[ACCESS].audit.record(
+                event, user=principal.name, kind=principal.kind.value, address=request.remote,
+                repository=route.name, **({"tag": route.reference} if route.is_tag else {}),
+                digest=digest or (None if route.is_tag else route.reference),
+            )
+        return response
+
+    return audited
+
+
 # The requests the proxy answers itself or wraps, by (endpoint, method); everything else is
 # forwarded as it is. What registry 2.8 gets wrong is mended here, one entry each.
 HANDLERS: dict[tuple[Endpoint, str], RouteHandler] = {
     (Endpoint.MANIFEST, "GET"): _read_manifest,
     (Endpoint.MANIFEST, "HEAD"): _read_manifest,
-    (Endpoint.MANIFEST, "PUT"): _write_manifest,
-    (Endpoint.MANIFEST, "DELETE"): _delete_manifest,
+    (Endpoint.MANIFEST, "PUT"): _audited("manifest_pushed", _write_manifest),
+    (Endpoint.MANIFEST, "DELETE"): _audited("manifest_deleted", _delete_manifest),
+    (Endpoint.BLOB, "DELETE"): _audited("blob_deleted", _forward),
+    (Endpoint.CATALOG, "GET"): _list_catalog,
     (Endpoint.TAGS, "GET"): _list_tags,
     (Endpoint.REFERRERS, "GET"): _list_referrers,
     (Endpoint.REFERRERS, "HEAD"): _list_referrers,
@@ -171,15 +221,13 @@ HANDLERS: dict[tuple[Endpoint, str], RouteHandler] = {
 
 async def handle_v2(request: web.Request) -> web.StreamResponse:
     app = request.app
-    user = await _authenticate(request)
-    if user is None:
+    principal = await _authenticate(request)
+    if principal is None:
         return errors.unauthorized(app[SETTINGS].realm)
     route = classify(request.method, request.path)
-    decision = decide(user.role, route)
-    if decision is Decision.UNSUPPORTED:
-        return errors.unsupported(request.method)
-    if decision is Decision.DENY:
-        return errors.denied(user.name, request.method)
+    decision = decide(principal, route)
+    if decision is not Decision.ALLOW:
+        return app[ACCESS].refuse(request, principal, route, decision, app[SETTINGS].realm)
     if route.action is not Action.PULL:
         if route.name == CONTROL_REPOSITORY:
             return reserved(request.method)
@@ -218,13 +266,13 @@ async def _registry_problem(app: web.Application) -> str | None:
 
 async def handle_write_pause(request: web.Request) -> web.Response:
     """The shared write pause (writepause.py), for admins."""
-    user = await _authenticate(request)
-    if user is None:
+    principal = await _authenticate(request)
+    if principal is None or principal.kind is Kind.ANONYMOUS:
         return errors.unauthorized(request.app[SETTINGS].realm)
-    if user.role != "admin":
-        return errors.error_response(403, "DENIED", f"user {user.name!r} may not pause writes")
+    if not principal.is_admin:
+        return errors.error_response(403, "DENIED", f"{principal.name!r} may not pause writes")
     await admit(request)
-    return await control(request, request.app[SESSION], request.app[WRITE_PAUSE], user.name)
+    return await control(request, request.app[SESSION], request.app[WRITE_PAUSE], principal.name)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -232,11 +280,11 @@ async def handle_metrics(request: web.Request) -> web.Response:
     if mode == "off":
         return errors.not_found()
     if mode == "admin":
-        user = await _authenticate(request)
-        if user is None:
+        principal = await _authenticate(request)
+        if principal is None or principal.kind is Kind.ANONYMOUS:
             return errors.unauthorized(request.app[SETTINGS].realm)
-        if user.role != "admin":
-            return errors.error_response(403, "DENIED", f"user {user.name!r} may not read the metrics")
+        if not principal.is_admin:
+            return errors.error_response(403, "DENIED", f"{principal.name!r} may not read the metrics")
     return web.Response(body=request.app[METRICS].exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
@@ -349,6 +397,11 @@ async def _tls_watcher(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _token_usage(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[ACCESS].close()  # last uses not yet written
+
+
 def create_app(settings: Settings) -> web.Application:
     # auto_decompress off: request bodies go upstream exactly as the client encoded them.
     # read_bufsize: how much of an upload is buffered ahead of the registry (twice this, plus
@@ -372,13 +425,17 @@ def create_app(settings: Settings) -> web.Application:
     store = UserStore(settings.users_file)
     store.refresh()
     app[USERS] = store
+    throttle = Throttle(  # one for passwords and CI tokens alike
+        Policy(settings.login_free_failures, settings.login_max_delay),
+        Policy(settings.login_address_free_failures, settings.login_max_delay),
+    )
     app[AUTHENTICATOR] = Authenticator(
         store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost,
-        pool=CheckPool(settings.bcrypt_workers, settings.bcrypt_queue),
-        throttle=Throttle(
-            Policy(settings.login_free_failures, settings.login_max_delay),
-            Policy(settings.login_address_free_failures, settings.login_max_delay),
-        ),
+        pool=CheckPool(settings.bcrypt_workers, settings.bcrypt_queue), throttle=throttle,
+    )
+    app[ACCESS] = Access(
+        store, app[AUTHENTICATOR], throttle, TokenUsage(settings.token_usage_file),
+        AuditLog(settings.audit_target, settings.audit_max_bytes),
     )
     # before the server waits for its handlers: queued and held password checks end at once
     app.on_shutdown.append(_stop_password_checks)
@@ -393,6 +450,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
     app.cleanup_ctx.append(trimmer)
+    app.cleanup_ctx.append(_token_usage)
     routes = app.router
     routes.add_get("/healthz", handle_healthz, expect_handler=no_early_continue)
     routes.add_get("/readyz", handle_readyz, expect_handler=no_early_continue)

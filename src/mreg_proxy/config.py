@@ -46,6 +46,10 @@ class Settings:
     tls_poll_interval: float = 1.0
     # how stale this replica's view of the shared write pause may be (writepause.py)
     pause_poll_interval: float = 2.0
+    # replicas share the registry storage (S3): each referrers-index write is read back after a
+    # wait and merged again when another replica wrote over it (referrers_api.py). Off for one
+    # proxy, where the repository lock orders every write and the wait would only cost time.
+    shared_storage: bool = False
     # who may read /metrics: "admin" (an authenticated admin), "open" (anyone who can reach the
     # port, for a scraper inside the pod's network) or "off". Admins only by default: the
     # counters tell an outsider how busy the registry is and how often passwords fail.
@@ -70,6 +74,22 @@ class Settings:
     # front proxies whose X-Forwarded-For names the client (addresses or CIDR networks); none by
     # default: the client is the direct peer, and a forged header changes nothing
     trusted_proxies: tuple[Network, ...] = ()
+    # security events as JSON lines (audit.py); "-" is standard output; None: audit.log beside
+    # the users file (/auth/audit.log), on the auth volume
+    audit_log: str | None = None
+    # the log is rotated (one old file kept) before it grows past this: never fills the volume
+    audit_max_bytes: int = 10 << 20
+    # who runs a CLI, for the audit log (MREG_ACTOR, else the login name); None when unknown
+    actor: str | None = None
+
+    @property
+    def audit_target(self) -> str:
+        return self.audit_log or str(self.users_file.with_name("audit.log"))
+
+    @property
+    def token_usage_file(self) -> Path:
+        """When each CI token was last used: written by the proxy (throttled), beside the users."""
+        return self.users_file.with_name("token-usage.json")
 
 
 # (flag, environment variable, Settings field, help)
@@ -86,6 +106,8 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--bcrypt-cost", "MREG_BCRYPT_COST", "bcrypt_cost", "bcrypt cost for new hashes, 4-16 (default 12)"),
     ("--pause-poll-interval", "MREG_PAUSE_POLL_INTERVAL", "pause_poll_interval",
      "seconds between looks at the shared write pause, 0.1-60 (default 2)"),
+    ("--shared-storage", "MREG_SHARED_STORAGE", "shared_storage",
+     "true when several replicas share the registry storage (S3) (default false)"),
     ("--metrics", "MREG_METRICS", "metrics",
      "who may read /metrics: admin (Basic auth, an admin user), open (no auth) or off (default admin)"),
     ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
@@ -106,11 +128,18 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "cap of the doubling delay after failed logins, seconds (default 300)"),
     ("--trusted-proxies", "MREG_TRUSTED_PROXIES", "trusted_proxies",
      "comma-separated addresses/CIDRs of front proxies whose X-Forwarded-For is believed (default none)"),
+    ("--audit-log", "MREG_AUDIT_LOG", "audit_log",
+     "security events as JSON lines, - for stdout (default audit.log beside the users file)"),
+    ("--audit-max-bytes", "MREG_AUDIT_MAX_BYTES", "audit_max_bytes",
+     "size at which the audit log is rotated, one old file kept (default 10485760)"),
 )
+# where a CLI learns who runs it, first found wins (sudo keeps the operator's name in SUDO_USER)
+_ACTOR_VARIABLES = ("MREG_ACTOR", "SUDO_USER", "USER", "LOGNAME")
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 METRICS_MODES = ("admin", "open", "off")
 EVENT_LOOPS = ("auto", "asyncio")
+BOOLEANS = ("true", "false")
 
 
 def parse_listen(value: str, name: str) -> tuple[str, int]:
@@ -179,6 +208,8 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _choice(env_name, raw.upper(), raw, _LOG_LEVELS)}
     if field == "auth_cache_ttl":
         return {field: _number(env_name, raw, float, 0, 86400)}
+    if field == "shared_storage":
+        return {field: _choice(env_name, raw.lower(), raw, BOOLEANS) == "true"}
     if field == "pause_poll_interval":
         return {field: _number(env_name, raw, float, 0.1, 60)}
     if field == "max_connections":
@@ -197,6 +228,12 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _number(env_name, raw, float, 1, 86400)}
     if field == "trusted_proxies":
         return {field: parse_networks(raw, env_name)}
+    if field == "audit_log":
+        if not raw:
+            raise ConfigError(f"{env_name}: empty path (use - for standard output)")
+        return {field: raw}
+    if field == "audit_max_bytes":
+        return {field: _number(env_name, raw, int, 4096, 1 << 40)}
     if field == "realm":
         if not raw or '"' in raw or "\\" in raw or not raw.isprintable():
             raise ConfigError(f"{env_name} {raw!r}: printable, without quotes or backslashes")
@@ -230,6 +267,7 @@ def settings_from(flags: Mapping[str, str | None], env: Mapping[str, str]) -> Se
             raw = env.get(env_name)
         if raw is not None:
             values.update(_field_value(field, name, raw))
+    values["actor"] = next((env[v] for v in _ACTOR_VARIABLES if env.get(v)), None)
     return Settings(**values)  # type: ignore[arg-type]
 
 

@@ -6,6 +6,8 @@ import json
 
 from aiohttp import web
 
+from .routes import Endpoint, Route
+
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 # What the proxy calls itself in the Server header: no versions for a stranger to match to advisories
 SERVER_NAME = "mreg"
@@ -52,8 +54,45 @@ def unauthorized(realm: str) -> web.Response:
     )
 
 
-def denied(user: str, method: str) -> web.Response:
-    return error_response(403, "DENIED", f"user {user!r} has read-only access: {method} refused")
+def denied(who: str, action: str, repository: str | None, level: str) -> web.Response:
+    """403: the caller may not do this here. Said the same whether the repository exists or not."""
+    where = f" {repository}" if repository else ""
+    return error_response(
+        403, "DENIED", f"requested access to the resource is denied: {who} may not {action}{where} (access: {level})"
+    )
+
+
+# What registry 2.8 answers for a repository that does not exist, per endpoint, byte for byte:
+# a repository the caller may not see answers the same, whether it exists or not.
+_UNKNOWN: dict[str, tuple[str, str]] = {
+    "tag": ("MANIFEST_UNKNOWN", "manifest unknown"),
+    "manifest": ("MANIFEST_UNKNOWN", "manifest unknown"),
+    "blob": ("BLOB_UNKNOWN", "blob unknown to registry"),
+    "name": ("NAME_UNKNOWN", "repository name not known to registry"),
+}
+
+
+def unknown_repository(route: Route) -> web.Response:
+    """The 404 of a read in a repository that does not exist (or that the caller may not see)."""
+    if route.endpoint is Endpoint.MANIFEST and route.is_tag:
+        return _unknown("tag", {"Tag": route.reference})
+    if route.endpoint is Endpoint.MANIFEST:
+        return _unknown("manifest", {"Name": route.name, "Revision": route.reference})
+    if route.endpoint is Endpoint.BLOB:
+        return _unknown("blob", route.reference)
+    if route.name is None:
+        return not_found()
+    return _unknown("name", {"name": route.name})
+
+
+def _unknown(kind: str, detail: object) -> web.Response:
+    code, message = _UNKNOWN[kind]
+    body = json.dumps({"errors": [{"code": code, "message": message, "detail": detail}]}, separators=(",", ":"))
+    response = web.Response(
+        status=404, body=(body + "\n").encode(), headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    response.headers[API_VERSION[0]] = API_VERSION[1]
+    return response
 
 
 def unsupported(method: str) -> web.Response:

@@ -30,7 +30,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
-        _keep_owner(fd, path)
+        keep_owner(fd, path)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -43,7 +43,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     _fsync_dir(path.parent)
 
 
-def _keep_owner(fd: int, reference: Path) -> None:
+def keep_owner(fd: int, reference: Path) -> None:
     """Root (``podman exec --user 0``) writes files that the proxy's user can still read: the
     new file takes the owner of the one it replaces, else of its folder (the auth volume)."""
     if os.geteuid() != 0:
@@ -83,7 +83,7 @@ def exclusive_lock(path: Path) -> Iterator[None]:
     lock_path = path.with_name(f".{path.name}.lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        _keep_owner(fd, path.parent)
+        keep_owner(fd, path.parent)
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:

@@ -108,6 +108,12 @@ def without(entries: list[Document], digests: set[str]) -> list[Document]:
     return [e for e in entries if e["digest"] not in digests]
 
 
+def holds(entries: list[Document], entry: Document | None, gone: set[str] | frozenset[str]) -> bool:
+    """Whether ``entries`` list ``entry`` (when given) and none of the digests ``gone``."""
+    listed = {e["digest"] for e in entries}
+    return (entry is None or entry["digest"] in listed) and not listed & gone
+
+
 def index_document(previous: Document | None, entries: list[Document]) -> Document:
     """The index to store: the previous one (a client's fields kept) with ``entries`` listed."""
     doc = dict(previous or {})

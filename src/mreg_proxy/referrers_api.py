@@ -11,7 +11,9 @@
   digest has an empty one.
 
 All of it runs under the repository's lock (RepositoryLocks): every manifest write of a
-repository takes its turn, so two referrers of one subject cannot overwrite each other's entry.
+repository takes its turn, so two referrers of one subject cannot overwrite each other's entry
+through one proxy. Replicas on one bucket do not share that lock: each index write is read back
+after a wait and merged again when another replica wrote over it (_update_index).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from typing import AsyncIterable, Awaitable
+from typing import AsyncIterable
 
 import aiohttp
 from aiohttp import web
@@ -39,6 +41,7 @@ from .referrers import (
     encode,
     entries_of,
     fallback_tag,
+    holds,
     index_document,
     json_object,
     listing,
@@ -49,6 +52,9 @@ from .referrers import (
 from .refs import ACCEPT_ALL
 
 log = logging.getLogger("mreg.referrers")
+
+REPAIRS = 2  # merges after another replica overwrote the index; more would be a loop, not a race
+SETTLE_CAP = 2.0  # seconds: the longest wait before an index write is read back
 
 
 class TooLarge(Exception):
@@ -81,6 +87,8 @@ async def put_manifest(
     lock: asyncio.Lock,
     name: str,
     tag: str | None,
+    *,
+    shared: bool,
 ) -> web.StreamResponse:
     """The manifest is read whole (capped), stored, then, after a 201: a push by ``tag`` is
     verified against a delete on another replica (manifestguard.py), and a manifest with a
@@ -94,36 +102,29 @@ async def put_manifest(
     doc = json_object(body)
     subject = subject_of(doc) if doc is not None else None
     async with lock:
-        # The subject's index is read while the registry stores the manifest: under the lock
-        # nothing else writes it, and a referrer then costs one more registry write, no more.
-        reading = _start_reading(session, upstream, name, subject) if subject is not None else None
+        try:
+            answer = await send(request, session, upstream, body=body)
+        except UPSTREAM_ERRORS as exc:
+            return upstream_failure(request, exc)
         try:
             try:
-                answer = await send(request, session, upstream, body=body)
+                stands = answer.status != 201 or tag is None or await tag_stands(
+                    request, session, upstream, body, name, tag
+                )
             except UPSTREAM_ERRORS as exc:
                 return upstream_failure(request, exc)
-            try:
-                try:
-                    stands = answer.status != 201 or tag is None or await tag_stands(
-                        request, session, upstream, body, name, tag
-                    )
-                except UPSTREAM_ERRORS as exc:
-                    return upstream_failure(request, exc)
-                if not stands:
-                    return errors.unavailable(503, f"{name}:{tag} was deleted while it was pushed; push it again")
-                added = {}
-                if reading is not None and doc is not None and subject is not None and answer.status == 201:
-                    stored = answer.headers.get("Docker-Content-Digest", "")
-                    digest = stored if is_known_digest(stored) else "sha256:" + hashlib.sha256(body).hexdigest()
-                    entry = descriptor(doc, media_type=request.headers.get("Content-Type", ""), digest=digest, size=len(body))
-                    if await _update_index(session, upstream, name, subject, reading, entry=entry):
-                        added["OCI-Subject"] = subject
-                return await relay(request, answer, upstream, extra_headers=added)
-            finally:
-                answer.close()
+            if not stands:
+                return errors.unavailable(503, f"{name}:{tag} was deleted while it was pushed; push it again")
+            added = {}
+            if doc is not None and subject is not None and answer.status == 201:
+                stored = answer.headers.get("Docker-Content-Digest", "")
+                digest = stored if is_known_digest(stored) else "sha256:" + hashlib.sha256(body).hexdigest()
+                entry = descriptor(doc, media_type=request.headers.get("Content-Type", ""), digest=digest, size=len(body))
+                if await _update_index(session, upstream, name, subject, shared, entry=entry):
+                    added["OCI-Subject"] = subject
+            return await relay(request, answer, upstream, extra_headers=added)
         finally:
-            if reading is not None:
-                reading.cancel()  # unused (the registry refused the manifest), or done: no effect
+            answer.close()
 
 
 async def delete_manifest(
@@ -133,6 +134,8 @@ async def delete_manifest(
     lock: asyncio.Lock,
     name: str,
     digest: str,
+    *,
+    shared: bool,
 ) -> web.StreamResponse:
     async with lock:
         try:
@@ -142,9 +145,7 @@ async def delete_manifest(
             return upstream_failure(request, exc)
         try:
             if subject is not None and answer.status == 202:
-                await _update_index(
-                    session, upstream, name, subject, _start_reading(session, upstream, name, subject), gone={digest}
-                )
+                await _update_index(session, upstream, name, subject, shared, gone={digest})
             return await relay(request, answer, upstream)
         finally:
             answer.close()
@@ -195,33 +196,45 @@ def _index_url(upstream: URL, name: str, subject: str) -> URL:
     return upstream_url(upstream, f"/v2/{name}/manifests/{fallback_tag(subject)}")
 
 
-def _start_reading(
-    session: aiohttp.ClientSession, upstream: URL, name: str, subject: str
-) -> asyncio.Task[Document | None]:
-    task = asyncio.ensure_future(_read_index(session, _index_url(upstream, name, subject)))
-    # a reading nobody awaits (cancelled, or the manifest was refused) must not log its failure
-    task.add_done_callback(lambda done: done.cancelled() or done.exception())
-    return task
-
-
 async def _update_index(
     session: aiohttp.ClientSession,
     upstream: URL,
     name: str,
     subject: str,
-    reading: Awaitable[Document | None],
+    shared: bool,
     *,
     entry: Document | None = None,
     gone: frozenset[str] | set[str] = frozenset(),
 ) -> bool:
-    """Add ``entry`` to, and drop the digests ``gone`` from, the referrers index of ``subject``
-    (``reading`` gives the stored one). False (and one log line) when it could not be written."""
+    """Add ``entry`` to, and drop the digests ``gone`` from, the referrers index of ``subject``.
+    False (and one log line) when it could not be written.
+
+    With ``shared`` storage, replicas on one bucket each hold their own repository lock, and S3 has no compare-and-swap: a
+    replica that read the index before this write landed writes its own over it, without this
+    entry. Its write lands within about as long as this one took from read to write, since it
+    read before this write landed. So the index is read only once the manifest is stored (read
+    earlier, the whole manifest write would widen that window), and read back after waiting twice
+    that long (once that long still lost 1 round in 100 on Ceph): when this entry is missing (or a
+    digest ``gone`` is back), merge into what is stored and write again, at most REPAIRS times.
+    A replica stalled between its read and its write for longer than the wait can still write
+    over an entry: without compare-and-swap nothing can prevent that (docs/oci.md)."""
+    url = _index_url(upstream, name, subject)
+    loop = asyncio.get_running_loop()
     try:
-        await _rewrite_index(session, upstream, name, _index_url(upstream, name, subject), await reading, entry, set(gone))
+        for _ in range(REPAIRS + 1):
+            started = loop.time()
+            previous = await _read_index(session, url)
+            written = await _rewrite_index(session, upstream, name, url, previous, entry, set(gone))
+            if not written or not shared:  # one proxy: its lock ordered every write, nothing to check
+                return True
+            await asyncio.sleep(min(2 * (loop.time() - started), SETTLE_CAP))
+            if holds(entries_of(await _read_index(session, url)), entry, gone):
+                return True
+            log.warning("referrers index of %s@%s was overwritten by another replica: merging again", name, subject)
+        raise IndexUnavailable(f"another replica overwrote it {REPAIRS + 1} times")
     except (IndexUnavailable, *UPSTREAM_ERRORS) as exc:
         log.warning("referrers index of %s@%s not updated: %s", name, subject, exc)
         return False
-    return True
 
 
 async def _rewrite_index(
@@ -232,16 +245,17 @@ async def _rewrite_index(
     previous: Document | None,
     entry: Document | None,
     gone: set[str],
-) -> None:
+) -> bool:
+    """Write the index with ``entry`` and without ``gone``; False when it needs no write."""
     before = entries_of(previous) if previous is not None else []
     entries = without(before, gone)
     if entry is not None:
         entries = with_referrer(entries, entry)
     if entries == before:
-        return  # a referrer pushed again, or nothing to drop: the stored index (or none) is right
+        return False  # a referrer pushed again, or nothing to drop: the stored index (or none) is right
     missing = await _put_index(session, url, index_document(previous, entries))
     if missing is None:
-        return
+        return True
     # registry 2.8 refuses an index listing a manifest it does not hold: an entry whose manifest
     # was deleted behind the proxy's back. Drop every such entry (one HEAD each), then try again.
     absent = {e["digest"] for e in entries if not await _exists(session, upstream, name, e["digest"])}
@@ -249,6 +263,7 @@ async def _rewrite_index(
         raise IndexUnavailable(f"the registry refused the index: {missing}")
     if await _put_index(session, url, index_document(previous, without(entries, absent))) is not None:
         raise IndexUnavailable("the registry refused the index twice")
+    return True
 
 
 async def _read_index(session: aiohttp.ClientSession, url: URL) -> Document | None:

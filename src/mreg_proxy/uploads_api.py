@@ -23,10 +23,12 @@ log = logging.getLogger("mreg.uploads")
 
 
 async def start_upload(
-    request: web.Request, session: aiohttp.ClientSession, upstream: URL, memory: UploadMemory
+    request: web.Request, session: aiohttp.ClientSession, upstream: URL, memory: UploadMemory,
+    raw_path: str | None = None,
 ) -> web.StreamResponse:
-    """``POST /v2/<name>/blobs/uploads/``: forwarded; the new upload's state is remembered."""
-    return await _forward_learning(request, session, upstream, memory)
+    """``POST /v2/<name>/blobs/uploads/``: forwarded (to ``raw_path`` when given: a refused mount
+    without its query parameters); the new upload's state is remembered."""
+    return await _forward_learning(request, session, upstream, memory, raw_path=raw_path)
 
 
 async def continue_upload(

@@ -1,11 +1,21 @@
 """The YAML user store: parse and validate, reload on change, and write atomically.
 
-File format::
+File format (only ``users`` is required; docs/access-control.md explains the access model)::
 
     users:
       bob:
-        role: reader            # reader | admin
+        role: reader            # reader | admin | none
         password_hash: "$2b$12$..."
+        grants:                 # optional: repository pattern -> none | pull | push | delete
+          team/*: push
+    anonymous:                  # optional: what clients without credentials may pull
+      public/**: pull
+    tokens:                     # optional: CI tokens (Basic user name = token name)
+      ci-app:
+        secret_hash: "hmac-sha256$...$..."
+        grants: {team/app: push}
+        created: "2026-12-02T15:00:00Z"
+        expires: "2027-03-02T15:00:00Z"   # optional: never expires without it
 
 A file that does not parse or validate is rejected whole. The proxy keeps its last good copy; the
 CLIs refuse to touch it. The file is a stranger's input too (anyone who can write the auth volume):
@@ -16,25 +26,31 @@ expand to gigabytes), and errors quote at most a short escaped prefix of any val
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import yaml
 
 from .escape import escaped
 from .files import atomic_write, signature
+from .grants import Grant, GrantError, Level, checked_pattern, parse_level
+from .tokens import is_secret_hash, parse_utc, utc_text
 
 log = logging.getLogger("mreg.users")
 
-ROLES = ("reader", "admin")
+ROLES = ("reader", "admin", "none")  # the first is what ``manage-user add`` gives by default
 MAX_NAME_LENGTH = 64
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
-_ENTRY_KEYS = frozenset({"role", "password_hash"})
+_TOP_KEYS = frozenset({"users", "anonymous", "tokens"})
+_ENTRY_KEYS = frozenset({"role", "password_hash", "grants"})
+_TOKEN_KEYS = frozenset({"secret_hash", "grants", "created", "expires"})
+ANONYMOUS_LEVELS = (Level.NONE, Level.PULL)  # clients without credentials never write
 MAX_FILE_BYTES = 1 << 20  # ~9,000 users; parsing that much takes about a second, in a thread
 QUOTE_LIMIT = 32  # characters of a bad value shown in an error
 
@@ -48,6 +64,28 @@ class User:
     name: str
     role: str
     password_hash: str
+    grants: tuple[Grant, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    name: str
+    secret_hash: str
+    grants: tuple[Grant, ...]
+    created: datetime.datetime
+    expires: datetime.datetime | None = None  # None: never
+
+    def expired(self, now: datetime.datetime) -> bool:
+        return self.expires is not None and now >= self.expires
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Everything the users file holds."""
+
+    users: Mapping[str, User] = field(default_factory=dict)
+    tokens: Mapping[str, Token] = field(default_factory=dict)
+    anonymous: tuple[Grant, ...] = ()
 
 
 def name_problem(name: str) -> str | None:
@@ -101,54 +139,131 @@ def _load_yaml(text: str) -> object:
 
 
 def parse_users(text: str) -> dict[str, User]:
+    """The users of the document (see parse_store)."""
+    return dict(parse_store(text).users)
+
+
+def parse_store(text: str) -> Store:
     """Validate the whole document; raise UsersFileError naming the first problem."""
     doc = _load_yaml(text)
     if doc is None:
-        return {}
-    if not isinstance(doc, dict) or set(doc) - {"users"}:
-        raise UsersFileError("expected a mapping with the single key 'users'")
-    entries = doc.get("users") or {}
+        return Store()
+    if not isinstance(doc, dict) or "users" not in doc or set(doc) - _TOP_KEYS:
+        raise UsersFileError("expected a mapping with the key 'users' (and optionally 'anonymous', 'tokens')")
+    users = {name: _parse_user(name, entry) for name, entry in _mapping(doc, "users", "user names to entries")}
+    anonymous = _parse_grants("anonymous", doc.get("anonymous"))
+    for grant in anonymous:
+        if grant.level not in ANONYMOUS_LEVELS:
+            raise UsersFileError(f"anonymous: {grant.pattern}: anonymous access is pull or none, not {grant.level}")
+    tokens = {name: _parse_token(name, entry) for name, entry in _mapping(doc, "tokens", "token names to entries")}
+    for name in tokens:
+        if name in users:
+            raise UsersFileError(f"token {_shown(name)}: a user has that name (tokens log in by name)")
+    return Store(users, tokens, anonymous)
+
+
+def _mapping(doc: dict[Any, Any], key: str, what: str) -> list[tuple[str, Any]]:
+    entries = doc.get(key) or {}
     if not isinstance(entries, dict):
-        raise UsersFileError("'users' must map user names to entries")
-    users: dict[str, User] = {}
-    for name, entry in entries.items():
+        raise UsersFileError(f"'{key}' must map {what}")
+    for name in entries:
         if not isinstance(name, str):
-            raise UsersFileError(f"user name {_shown(name)} is not a string")
+            raise UsersFileError(f"{key[:-1]} name {_shown(name)} is not a string")
         problem = name_problem(name)
         if problem:
-            raise UsersFileError(f"user {_shown(name)}: {problem}")
-        if not isinstance(entry, dict):
-            raise UsersFileError(f"user {_shown(name)}: entry must be a mapping with role and password_hash")
-        unknown = set(entry) - _ENTRY_KEYS
-        if unknown:
-            raise UsersFileError(f"user {_shown(name)}: unknown key {_shown(min(map(str, unknown)))}")
-        role = entry.get("role")
-        if role not in ROLES:
-            raise UsersFileError(f"user {_shown(name)}: role must be one of {', '.join(ROLES)}, not {_shown(role)}")
-        password_hash = entry.get("password_hash")
-        if not is_bcrypt_hash(password_hash):
-            raise UsersFileError(f"user {_shown(name)}: password_hash is not a bcrypt hash")
-        users[name] = User(name, role, password_hash)
-    return users
+            raise UsersFileError(f"{key[:-1]} {_shown(name)}: {problem}")
+    return list(entries.items())
+
+
+def _parse_user(name: str, entry: object) -> User:
+    if not isinstance(entry, dict):
+        raise UsersFileError(f"user {_shown(name)}: entry must be a mapping with role and password_hash")
+    unknown = set(entry) - _ENTRY_KEYS
+    if unknown:
+        raise UsersFileError(f"user {_shown(name)}: unknown key {_shown(min(map(str, unknown)))}")
+    role = entry.get("role")
+    if role not in ROLES:
+        raise UsersFileError(f"user {_shown(name)}: role must be one of {', '.join(ROLES)}, not {_shown(role)}")
+    password_hash = entry.get("password_hash")
+    if not is_bcrypt_hash(password_hash):
+        raise UsersFileError(f"user {_shown(name)}: password_hash is not a bcrypt hash")
+    return User(name, role, password_hash, _parse_grants(f"user {_shown(name)}", entry.get("grants")))
+
+
+def _parse_token(name: str, entry: object) -> Token:
+    where = f"token {_shown(name)}"
+    if not isinstance(entry, dict):
+        raise UsersFileError(f"{where}: entry must be a mapping with secret_hash, grants and created")
+    unknown = set(entry) - _TOKEN_KEYS
+    if unknown:
+        raise UsersFileError(f"{where}: unknown key {_shown(min(map(str, unknown)))}")
+    if not is_secret_hash(entry.get("secret_hash")):
+        raise UsersFileError(f"{where}: secret_hash is not an hmac-sha256 token hash")
+    try:
+        created = parse_utc(entry.get("created"))
+        expires = None if entry.get("expires") is None else parse_utc(entry["expires"])
+    except ValueError as exc:
+        raise UsersFileError(f"{where}: {exc}") from None
+    return Token(name, entry["secret_hash"], _parse_grants(where, entry.get("grants")), created, expires)
+
+
+def _parse_grants(where: str, entries: object) -> tuple[Grant, ...]:
+    """``{pattern: level}`` -> grants, sorted by pattern so that equal files compare equal."""
+    if entries is None:
+        return ()
+    if not isinstance(entries, dict):
+        raise UsersFileError(f"{where}: grants must map repository patterns to access levels")
+    try:
+        return tuple(
+            Grant(checked_pattern(pattern), parse_level(level)) for pattern, level in sorted(entries.items(), key=str)
+        )
+    except GrantError as exc:
+        raise UsersFileError(f"{where}: {exc}") from None
+
+
+def _dump_grants(grants: tuple[Grant, ...]) -> dict[str, str]:
+    return {grant.pattern: str(grant.level) for grant in grants}
+
+
+def dump_store(store: Store) -> str:
+    users: dict[str, Any] = {}
+    for name, user in sorted(store.users.items()):
+        entry: dict[str, Any] = {"role": user.role, "password_hash": user.password_hash}
+        if user.grants:
+            entry["grants"] = _dump_grants(user.grants)
+        users[name] = entry
+    doc: dict[str, Any] = {"users": users}
+    if store.anonymous:
+        doc["anonymous"] = _dump_grants(store.anonymous)
+    if store.tokens:
+        doc["tokens"] = {
+            name: {
+                "secret_hash": token.secret_hash,
+                "grants": _dump_grants(token.grants),
+                "created": utc_text(token.created),
+                **({"expires": utc_text(token.expires)} if token.expires else {}),
+            }
+            for name, token in sorted(store.tokens.items())
+        }
+    return yaml.safe_dump(doc, default_flow_style=False, sort_keys=False)
 
 
 def dump_users(users: Mapping[str, User]) -> str:
-    doc = {
-        "users": {
-            name: {"role": user.role, "password_hash": user.password_hash}
-            for name, user in sorted(users.items())
-        }
-    }
-    return yaml.safe_dump(doc, default_flow_style=False, sort_keys=False)
+    return dump_store(Store(users))
 
 
 def read_users_file(path: Path) -> dict[str, User]:
     """The users in ``path``; a missing file is an empty store."""
+    return dict(read_store(path).users)
+
+
+def read_store(path: Path) -> Store:
+    """Everything in ``path``; a missing file is an empty store."""
     try:
         # O_NONBLOCK: a FIFO put in the file's place must not hang the reader; fstat refuses it
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
-        return {}
+        return Store()
     except OSError as exc:
         raise UsersFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -166,48 +281,59 @@ def read_users_file(path: Path) -> dict[str, User]:
     except UnicodeDecodeError as exc:
         raise UsersFileError(f"{path}: not UTF-8 (byte {exc.start})") from None
     try:
-        return parse_users(text)
+        return parse_store(text)
     except UsersFileError as exc:
         raise UsersFileError(f"{path}: {exc}") from None
 
 
 def write_users_file(path: Path, users: Mapping[str, User]) -> None:
-    atomic_write(path, dump_users(users).encode("utf-8"), mode=0o600)
+    """A users file holding only ``users`` (no tokens, no anonymous grants): for fresh files."""
+    write_store(path, Store(users))
+
+
+def write_store(path: Path, store: Store) -> None:
+    atomic_write(path, dump_store(store).encode("utf-8"), mode=0o600)
 
 
 class UserStore:
-    """The proxy's live view of the users file.
+    """The proxy's live view of the users file: users, tokens and anonymous grants (a Store).
 
-    ``fresh()`` (on the event loop) and ``current()`` (anywhere else) stat the file (cheap) and
-    re-read it only when its identity, size or times changed, so edits take effect on the next
-    request. ``fresh()`` reads and parses in a thread, one read at a time, so that no file stalls
-    the loop. A broken edit is logged once and the last good copy stays in force; a missing file
-    means no users.
+    ``fresh()`` / ``fresh_store()`` (on the event loop) and ``current()`` / ``snapshot()``
+    (anywhere else) stat the file (cheap) and re-read it only when its identity, size or times
+    changed, so edits take effect on the next request. The fresh ones read and parse in a thread,
+    one read at a time, so that no file stalls the loop. A broken edit is logged once and the last
+    good copy stays in force; a missing file means no users.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._signature: tuple[int, ...] | None = None
-        self._users: Mapping[str, User] = {}
+        self._store = Store()
         self._loading: asyncio.Future[None] | None = None
 
     def current(self) -> Mapping[str, User]:
+        return self.snapshot().users
+
+    def snapshot(self) -> Store:
         self.refresh()
-        return self._users
+        return self._store
 
     def refresh(self) -> None:
         if self._stale():
             self._apply(_outcome(self.path))
 
     async def fresh(self) -> Mapping[str, User]:
+        return (await self.fresh_store()).users
+
+    async def fresh_store(self) -> Store:
         if self._loading is None and self._stale():
             outcome = asyncio.ensure_future(asyncio.to_thread(_outcome, self.path))
             self._loading = asyncio.ensure_future(self._finish(outcome))
         if self._loading is not None:
             await asyncio.shield(self._loading)  # a client hanging up does not cancel the read
-        return self._users
+        return self._store
 
-    async def _finish(self, outcome: asyncio.Future[Mapping[str, User] | UsersFileError]) -> None:
+    async def _finish(self, outcome: asyncio.Future[Store | UsersFileError]) -> None:
         try:
             self._apply(await outcome)
         finally:
@@ -225,23 +351,25 @@ class UserStore:
                 if self._signature is not None:
                     log.warning("users file %s is gone: no user can log in", self.path)
                 self._signature = ()
-                self._users = {}
+                self._store = Store()
             return False
         if current == self._signature:
             return False
         self._signature = current  # a broken file is reported once, not on every request
         return True
 
-    def _apply(self, outcome: Mapping[str, User] | UsersFileError) -> None:
+    def _apply(self, outcome: Store | UsersFileError) -> None:
         if isinstance(outcome, UsersFileError):
-            log.error("rejected users file: %s; keeping the last good copy (%d users)", outcome, len(self._users))
+            log.error(
+                "rejected users file: %s; keeping the last good copy (%d users)", outcome, len(self._store.users)
+            )
             return
-        self._users = outcome
-        log.info("loaded %d users from %s", len(outcome), self.path)
+        self._store = outcome
+        log.info("loaded %d users and %d tokens from %s", len(outcome.users), len(outcome.tokens), self.path)
 
 
-def _outcome(path: Path) -> Mapping[str, User] | UsersFileError:
+def _outcome(path: Path) -> Store | UsersFileError:
     try:
-        return read_users_file(path)
+        return read_store(path)
     except UsersFileError as exc:
         return exc

@@ -321,6 +321,33 @@ def test_11_reader_push_is_refused(pod: Pod, reader: Client, cmd: Cmd, standins:
     assert status == 404
 
 
+def test_11b_a_grant_and_a_ci_token_set_with_podman_exec(pod: Pod, reader: Client, cmd: Cmd, standins: dict,
+                                                         state: State) -> None:
+    """The reader gets push on one repository of its own, a CI token may pull one image; both
+    live, no restart. podman may try to mount the blobs from e2e/registry, which the reader may
+    pull (its role): the push works either way."""
+    pod.exec("manage-user", "grant", READER, "e2e/by-bob", "push")
+    assert "e2e/by-bob=push" in pod.exec("manage-user", "ls").stdout
+    cmd.podman("push", "--authfile", str(reader.authfile), "--tls-verify=false",
+               standins["registry"], f"{REGISTRY}/e2e/by-bob:1")
+    status, _, body = registry_api(pod, state, "e2e/by-bob/tags/list", user=(READER, READER_PW))
+    assert status == 200 and json.loads(body)["tags"] == ["1"]
+    explained = pod.exec("manage-user", "explain", READER, "e2e/by-bob").stdout
+    assert explained.startswith(f"{READER} on e2e/by-bob: push (grant e2e/by-bob push)")
+
+    created = pod.exec("manage-user", "token", "add", "e2e-ci", "--grant", "e2e/registry=pull").stdout
+    secret = next(line.split(": ", 1)[1] for line in created.splitlines() if line.startswith("secret: "))
+    inspect = ["skopeo", "inspect", "--tls-verify=false", "--creds", f"e2e-ci:{secret}",
+               "--format", "{{.Digest}}", f"docker://{REPO_REAL}"]
+    assert cmd.run(inspect).stdout.strip() == state.digests[REPO_REAL]
+    refused = cmd.run([*inspect[:-1], f"docker://{REGISTRY}/e2e/by-bob:1"], check=False)
+    assert refused.returncode != 0
+    pod.exec("manage-user", "token", "rm", "e2e-ci")
+    assert cmd.run(inspect, check=False).returncode != 0
+    events = [line.split()[1] for line in pod.exec("manage-user", "audit").stdout.splitlines()]
+    assert {"grant", "token_created", "token_removed", "manifest_pushed"} <= set(events)
+
+
 # ------------------------------------------------------------------------------------------------
 # 4. what garbage collection must keep and reclaim
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from bench.services import start_proxy, start_registry, stop
+from bench.services import SRC, start_proxy, start_registry, stop
 from helpers import make_user, require_tool
 
 ADMIN = ("admin", "admin-Secret1")
@@ -42,16 +44,17 @@ class Mreg:
 
 
 @pytest.fixture(scope="session")
-def mreg_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the session's mreg-proxy keeps its files; its output is ``proxy.log`` there."""
+def mreg_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session proxy's folder: its users file (users.yml, what manage-user edits) and the
+    audit log beside it."""
     return tmp_path_factory.mktemp("mreg")
 
 
 @pytest.fixture(scope="session")
-def mreg(registry: Registry, mreg_workdir: Path) -> Iterator[Mreg]:
+def mreg(registry: Registry, mreg_home: Path) -> Iterator[Mreg]:
     """mreg-proxy started as operators start it: its own process, settings from the environment."""
     users = {u.name: u for u in (make_user(*ADMIN, role="admin"), make_user(*READER))}
-    service = start_proxy(registry.url, mreg_workdir, users)
+    service = start_proxy(registry.url, mreg_home, users)
     try:
         host = service.url.removeprefix("http://")
         yield Mreg(host, service.url)
@@ -77,3 +80,21 @@ def error_code(body: bytes) -> str:
 
 def run(cmd: list[str], *, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, input=input, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def manage_user(users_file: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """manage-user of this tree on ``users_file``, as an operator runs it in the auth container."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+        "MREG_USERS_FILE": str(users_file),
+        "MREG_BCRYPT_COST": "4",
+        "MREG_ACTOR": "tests",
+    }
+    return run([sys.executable, "-m", "mreg_proxy.cli.manage_user", *args], input=stdin, env=env, timeout=60)
+
+
+def token_secret(created: subprocess.CompletedProcess[str]) -> str:
+    """The secret ``manage-user token add`` printed (once)."""
+    assert created.returncode == 0, created.stderr
+    return next(line.split(": ", 1)[1] for line in created.stdout.splitlines() if line.startswith("secret: "))

@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 
 from bench.ceph import DAEMONS, Ceph, ceph_cluster
-from bench.services import S3, Service, start_proxy, start_registry, stop
+from bench.services import S3, SRC, Service, registry_env, start_proxy, start_registry, stop
 from helpers import make_user, require_tool
 from live import ADMIN, READER, Mreg
 from mreg_proxy.users import User, dump_users
@@ -77,7 +77,7 @@ class Replicas:
         workdir.mkdir(exist_ok=True)
         registry = start_registry(registry_binary(), workdir, s3 or self.s3, self.secret)
         try:
-            proxy = start_proxy(registry.url, workdir, self.auth / "users.yml", {"MREG_PAUSE_POLL_INTERVAL": PAUSE_POLL})
+            proxy = start_proxy(registry.url, workdir, self.auth / "users.yml", {"MREG_PAUSE_POLL_INTERVAL": PAUSE_POLL, "MREG_SHARED_STORAGE": "true"})
         except BaseException:
             stop(registry.process)
             raise
@@ -90,6 +90,14 @@ def operator_env(tmp_path: Path, *replicas: Replica) -> dict[str, str]:
     auth = tmp_path / "auth.json"
     auth.write_text(json.dumps({"auths": {r.host: {"auth": token} for r in replicas}}))
     return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "REGISTRY_AUTH_FILE": str(auth)}
+
+
+def bucket_env(s3: S3) -> dict[str, str]:
+    """The environment ``python3 -m mreg_proxy.prune --s3`` reads the bucket from."""
+    return {**registry_env(), "PYTHONPATH": str(SRC), "REGISTRY_STORAGE_S3_REGION": s3.region,
+            "REGISTRY_STORAGE_S3_REGIONENDPOINT": s3.endpoint, "REGISTRY_STORAGE_S3_BUCKET": s3.bucket,
+            "REGISTRY_STORAGE_S3_ACCESSKEY": s3.access_key, "REGISTRY_STORAGE_S3_SECRETKEY": s3.secret_key,
+            "REGISTRY_STORAGE_S3_ROOTDIRECTORY": "/registry"}
 
 
 @contextlib.contextmanager

@@ -51,6 +51,10 @@ def test_quick_benchmark_runs_correctly(tmp_path: Path) -> None:
     assert set(data["memory_mib"]) == {"rss_idle_mib", "rss_peak_pulls_mib", "rss_peak_pushes_mib", "rss_hwm_mib"}
     for label in ROWS:
         assert f"| {label} (" in result.stdout  # the Markdown table has every row
+    # a CI token against a cached password, through mreg, on the same HEADs
+    assert [row["label"] for row in data["token_rows"]] == [label for label in ROWS if label.startswith("HEAD")]
+    assert all(row["direct"] > 0 and row["proxy"] > 0 for row in data["token_rows"])
+    assert "| through mreg | cached password | CI token | token / password |" in result.stdout
 
 
 def test_quick_abuse_benchmark_runs_every_memory_workload(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from live import ADMIN, READER, Mreg, run, stop
+from live import ADMIN, READER, Mreg, manage_user, run, stop, token_secret
 from helpers import require_tool
 from imagegen import rootfs_tar
 
@@ -97,4 +97,26 @@ def test_docker_push_as_reader_is_denied(docker: Docker, mreg: Mreg, pushed: tup
     push = docker("push", other, config=tmp_path)
     assert push.returncode != 0
     message = push.stderr + push.stdout
-    assert "denied: user 'reader' has read-only access" in message, message
+    assert "denied: requested access to the resource is denied: user 'reader' may not push" in message, message
+
+
+def test_docker_login_and_push_with_a_ci_token(
+    docker: Docker, mreg: Mreg, mreg_home: Path, pushed: tuple[str, str], tmp_path: Path
+) -> None:
+    ref, _ = pushed
+    users_file = mreg_home / "users.yml"
+    secret = token_secret(manage_user(users_file, "token", "add", "dci", "--grant", "team/dtoken=push"))
+    try:
+        assert _login(docker, mreg, tmp_path, ("dci", secret)).returncode == 0
+        mine, other = f"{mreg.host}/team/dtoken:1", f"{mreg.host}/team/dother:1"
+        for target in (mine, other):
+            assert docker("tag", ref, target, config=tmp_path).returncode == 0
+        push = docker("push", mine, config=tmp_path)
+        assert push.returncode == 0, push.stderr + push.stdout
+        refused = docker("push", other, config=tmp_path)
+        assert refused.returncode != 0 and "denied" in refused.stderr + refused.stdout
+    finally:
+        assert manage_user(users_file, "token", "rm", "dci").returncode == 0
+    assert docker("rmi", mine, config=tmp_path).returncode == 0
+    gone = docker("pull", mine, config=tmp_path)
+    assert gone.returncode != 0 and "unauthorized" in (gone.stderr + gone.stdout).lower()

@@ -32,11 +32,11 @@ def test_login_with_wrong_password(mreg: Mreg, tmp_path: Path) -> None:
 
 
 def test_podman_probing_https_first_leaves_no_400_in_the_access_log(
-    mreg: Mreg, mreg_workdir: Path, tmp_path: Path
+    mreg: Mreg, mreg_home: Path, tmp_path: Path
 ) -> None:
     """Before TLS is on, podman tries HTTPS first: its ClientHello is not an HTTP request, and is
     not logged as a failed one (issue 12, item 8)."""
-    log = mreg_workdir / "proxy.log"
+    log = mreg_home / "proxy.log"
     seen = len(log.read_text().splitlines())
     result = _login(mreg, tmp_path / "auth.json", *READER)
     assert result.returncode == 0, result.stderr

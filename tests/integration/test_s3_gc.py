@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from bench.ceph import Ceph
-from bench.services import SRC, registry_env
+from bench.services import registry_env
 from helpers import require_tool
 from imagegen import layout_blobs, layout_digest, make_oci_index_layout, make_oci_layout
 from live import ADMIN, READER, error_code, http, run
 from registry_calls import digest_of, push_tiny
-from s3live import Replica, operator_env, replicas_on
+from s3live import Replica, bucket_env, operator_env, replicas_on
 from test_manage import manage
 from test_s3_replicas import WAIT, skopeo_pull, skopeo_push
 
@@ -151,13 +151,8 @@ def test_prune_on_the_bucket_lets_gc_reclaim_an_overwritten_image(ceph: Ceph, tm
 
         env = operator_env(tmp_path, a, b)
         assert manage("--plain-http", "pause", a.host, "600", env=env).returncode == 0
-        s3 = group.s3
-        s3_env = {**registry_env(), "PYTHONPATH": str(SRC), "REGISTRY_STORAGE_S3_REGION": s3.region,
-                  "REGISTRY_STORAGE_S3_REGIONENDPOINT": s3.endpoint, "REGISTRY_STORAGE_S3_BUCKET": s3.bucket,
-                  "REGISTRY_STORAGE_S3_ACCESSKEY": s3.access_key, "REGISTRY_STORAGE_S3_SECRETKEY": s3.secret_key,
-                  "REGISTRY_STORAGE_S3_ROOTDIRECTORY": "/registry"}
         pruned = subprocess.run([sys.executable, "-m", "mreg_proxy.prune", "--s3", "--min-age", "0"],
-                                env=s3_env, capture_output=True, text=True, timeout=120)
+                                env=bucket_env(group.s3), capture_output=True, text=True, timeout=120)
         assert pruned.returncode == 0, pruned.stderr
         assert f"team/app@{layout_digest(old)}" in pruned.stderr
         assert "1 untagged manifest(s) forgotten" in pruned.stderr, pruned.stderr

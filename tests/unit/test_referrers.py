@@ -13,6 +13,7 @@ from mreg_proxy.referrers import (
     encode,
     entries_of,
     fallback_tag,
+    holds,
     index_document,
     is_fallback_tag,
     json_object,
@@ -140,3 +141,11 @@ def test_listing_filters_by_artifact_type() -> None:
 
 def test_encode_is_compact_json() -> None:
     assert json.loads(encode({"a": [1]})) == {"a": [1]} and b" " not in encode({"a": [1]})
+
+
+def test_holds_when_the_entry_is_listed_and_nothing_gone_is() -> None:
+    ours, theirs = {"digest": "sha256:" + "1" * 64}, {"digest": "sha256:" + "2" * 64}
+    assert holds([theirs, ours], ours, frozenset())
+    assert not holds([theirs], ours, frozenset())
+    assert holds([theirs], None, {ours["digest"]})
+    assert not holds([theirs, ours], None, {ours["digest"]})

@@ -104,3 +104,108 @@ async def test_a_manifest_beyond_the_cap_never_reaches_the_registry(
                                headers={**basic(*ADMIN), "Content-Type": OCI_MANIFEST})
     assert response.status == 413
     assert registry[SEEN] == []
+
+
+# --- another replica on the same bucket writing the index from a stale read ---
+
+STORED = web.AppKey("stored", dict)  # reference -> (media type, bytes), what the fake registry holds
+STALE = web.AppKey("stale", list)  # index documents "another replica" writes, one after each proxy write
+THEIRS = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "cd" * 32, "size": 7}
+
+
+async def storing(request: web.Request) -> web.Response:
+    reference = request.match_info["reference"]
+    stored = request.app[STORED]
+    if request.method == "PUT":
+        body = await request.read()
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        stored[reference] = stored[digest] = (request.headers["Content-Type"], body)
+        if reference == INDEX_TAG and request.app[STALE]:
+            # the other replica read the index before this write and its own write lands now
+            stored[INDEX_TAG] = (INDEX, json.dumps(request.app[STALE].pop(0)).encode())
+        return web.Response(status=201, headers={"Docker-Content-Digest": digest})
+    if request.method == "DELETE":
+        return web.Response(status=202) if stored.pop(reference, None) else web.Response(status=404)
+    if reference not in stored:
+        return web.Response(status=404, text='{"errors":[{"code":"MANIFEST_UNKNOWN"}]}')
+    media_type, body = stored[reference]
+    return web.Response(body=body if request.method == "GET" else None, content_type=media_type)
+
+
+@pytest.fixture
+async def shared(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], users_file: Path, tmp_path: Path
+) -> AsyncIterator[tuple[ProxyClient, web.Application]]:
+    app = web.Application()
+    app[STORED], app[STALE] = {}, []
+    app.router.add_route("*", "/v2/team/app/manifests/{reference}", storing)
+    server = await aiohttp_server(app)
+    async with running_proxy(settings_for(server.make_url(""), tmp_path, shared_storage=True)) as client:
+        yield client, server.app
+
+
+def stored_index(registry: web.Application) -> list[str]:
+    return [e["digest"] for e in json.loads(registry[STORED][INDEX_TAG][1])["manifests"]]
+
+
+def index_of(*entries: dict) -> dict:
+    return {"schemaVersion": 2, "mediaType": INDEX, "manifests": list(entries)}
+
+
+async def test_an_entry_another_replica_wrote_over_is_merged_again(
+    shared: tuple[ProxyClient, web.Application], caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy, registry = shared
+    registry[STALE].append(index_of(THEIRS))
+    digest = "sha256:" + hashlib.sha256(REFERRER).hexdigest()
+    with caplog.at_level(logging.WARNING, logger="mreg.referrers"):
+        response = await proxy.put(f"/v2/team/app/manifests/{digest}", data=REFERRER,
+                                   headers={**basic(*ADMIN), "Content-Type": OCI_MANIFEST})
+    assert (response.status, response.headers.get("OCI-Subject")) == (201, SUBJECT)
+    assert stored_index(registry) == [THEIRS["digest"], digest]
+    assert any("overwritten by another replica" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_deleted_entry_another_replica_wrote_back_is_dropped_again(
+    shared: tuple[ProxyClient, web.Application]
+) -> None:
+    proxy, registry = shared
+    digest = "sha256:" + hashlib.sha256(REFERRER).hexdigest()
+    response = await proxy.put(f"/v2/team/app/manifests/{digest}", data=REFERRER,
+                               headers={**basic(*ADMIN), "Content-Type": OCI_MANIFEST})
+    assert response.status == 201
+    ours = json.loads(registry[STORED][INDEX_TAG][1])["manifests"][0]
+    registry[STALE].append(index_of(THEIRS, ours))  # their write still lists the deleted referrer
+    response = await proxy.request("DELETE", f"/v2/team/app/manifests/{digest}", headers=basic(*ADMIN))
+    assert response.status == 202
+    assert stored_index(registry) == [THEIRS["digest"]]
+
+
+async def test_a_replica_that_keeps_writing_over_the_index_gets_no_oci_subject(
+    shared: tuple[ProxyClient, web.Application]
+) -> None:
+    proxy, registry = shared
+    registry[STALE].extend([index_of(THEIRS)] * 10)
+    digest = "sha256:" + hashlib.sha256(REFERRER).hexdigest()
+    response = await proxy.put(f"/v2/team/app/manifests/{digest}", data=REFERRER,
+                               headers={**basic(*ADMIN), "Content-Type": OCI_MANIFEST})
+    assert response.status == 201
+    assert "OCI-Subject" not in response.headers
+    assert len(registry[STALE]) == 10 - 3  # three writes (REPAIRS = 2), then it gives up
+
+
+async def test_one_proxy_writes_the_index_once_without_reading_it_back(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], users_file: Path, tmp_path: Path
+) -> None:
+    """Without shared storage the repository lock orders every write: no wait, no read-back (a
+    stale index left by a replica is then not noticed, which is the point of the setting)."""
+    app = web.Application()
+    app[STORED], app[STALE] = {}, [index_of(THEIRS)]
+    app.router.add_route("*", "/v2/team/app/manifests/{reference}", storing)
+    server = await aiohttp_server(app)
+    async with running_proxy(settings_for(server.make_url(""), tmp_path)) as proxy:
+        digest = "sha256:" + hashlib.sha256(REFERRER).hexdigest()
+        response = await proxy.put(f"/v2/team/app/manifests/{digest}", data=REFERRER,
+                                   headers={**basic(*ADMIN), "Content-Type": OCI_MANIFEST})
+    assert (response.status, response.headers.get("OCI-Subject")) == (201, SUBJECT)
+    assert stored_index(app) == [THEIRS["digest"]]  # the replica's overwrite stands: nobody looked

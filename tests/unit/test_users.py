@@ -27,8 +27,8 @@ def test_empty_documents_mean_no_users(text: str) -> None:
     "text,fragment",
     [
         ("users: [\n", "not valid YAML"),
-        ("- a\n", "single key 'users'"),
-        ("people: {}\n", "single key 'users'"),
+        ("- a\n", "with the key 'users'"),
+        ("people: {}\n", "with the key 'users'"),
         ("users: [bob]\n", "must map"),
         ("users:\n  bob: reader\n", "entry must be a mapping"),
         (f"users:\n  bob: {{role: root, password_hash: '{HASH}'}}\n", "role must be"),
@@ -144,13 +144,13 @@ async def test_fresh_reloads_off_the_event_loop(tmp_path: Path, monkeypatch: pyt
     store = UserStore(path)
     loop_thread = threading.get_ident()
     readers: list[int] = []
-    real = users_module.parse_users
+    real = users_module.parse_store
 
-    def spy(text: str) -> dict[str, object]:
+    def spy(text: str) -> object:
         readers.append(threading.get_ident())
         return real(text)
 
-    monkeypatch.setattr(users_module, "parse_users", spy)
+    monkeypatch.setattr(users_module, "parse_store", spy)
     assert set(await store.fresh()) == {"bob"}
     write_users(path, make_user("bob", "pw"), make_user("amy", "pw"))
     together = await asyncio.gather(*(store.fresh() for _ in range(5)))

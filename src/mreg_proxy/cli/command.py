@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+from ..audit import AuditLog
 from ..config import ConfigError, Settings, settings_from
 from . import one_line_errors
 
@@ -28,3 +29,8 @@ def run(
     command: Command = args.run
     with one_line_errors(prog, (ConfigError, *refusals)):
         command(settings_from({}, os.environ), args)
+
+
+def audit(settings: Settings, event: str, **fields: Any) -> None:
+    """Record a change made by a CLI in the audit log, with who ran it when known."""
+    AuditLog(settings.audit_target, settings.audit_max_bytes).record(event, by=settings.actor, **fields)

@@ -24,7 +24,7 @@ from ..config import Settings
 from ..files import atomic_write, remove
 from ..tls import build_context, why_unusable
 from . import OneLineParser, Refusal, stdin_is_absent, warn
-from .command import run
+from .command import audit, run
 
 PROG = "manage-tls"
 
@@ -247,12 +247,18 @@ def cmd_cert(settings: Settings, args: argparse.Namespace) -> None:
     data = read_input("certificate (chain)")
     if not data.strip():
         uninstall(settings.tls_cert, "certificate")
+        audit(settings, "tls_certificate_removed", path=str(settings.tls_cert))
         return
     chain = parse_certificates(data)
     # write what was checked, re-encoded: stray text around the PEM blocks stays out
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
     what = "the certificate" if len(chain) == 1 else f"{len(chain)} certificates"
     install(settings.tls_cert, pem, what)
+    audit(
+        settings, "tls_certificate_changed", path=str(settings.tls_cert),
+        subject=chain[0].subject.rfc4514_string(), fingerprint=chain[0].fingerprint(hashes.SHA256()).hex(),
+        not_after=chain[0].not_valid_after_utc.isoformat(),
+    )
     if chain[0].not_valid_after_utc < datetime.datetime.now(datetime.timezone.utc):
         warn(PROG, "this certificate has expired: clients will refuse it")
     report_pair(settings)
@@ -262,12 +268,14 @@ def cmd_key(settings: Settings, args: argparse.Namespace) -> None:
     data = read_input("private key")
     if not data.strip():
         uninstall(settings.tls_key, "key")
+        audit(settings, "tls_key_removed", path=str(settings.tls_key))
         return
     key = parse_private_key(data)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     install(settings.tls_key, pem, f"the {describe_key(key)}")
+    audit(settings, "tls_key_changed", path=str(settings.tls_key), key=describe_key(key))
     report_pair(settings)
 
 

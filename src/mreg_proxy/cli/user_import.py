@@ -15,6 +15,7 @@ they are, so running the import twice changes nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,9 @@ from typing import BinaryIO
 
 from ..config import Settings
 from ..files import exclusive_lock
-from ..users import User, is_bcrypt_hash, name_problem, read_users_file, write_users_file
+from ..users import User, is_bcrypt_hash, name_problem, read_store, write_store
 from . import Refusal, stdin_is_absent, warn
+from .command import audit
 
 PROG = "manage-user"
 MAX_FILE_BYTES = 1 << 20  # about 14,000 bcrypt entries: far more than a team has
@@ -132,17 +134,21 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> None:
         raise Refusal("--admin-group needs --group-file")
     path = settings.users_file
     with exclusive_lock(path):
-        users = read_users_file(path)
-        added = [e for e in entries if e.name not in users]
+        store = read_store(path)  # grants, tokens and anonymous access are kept as they are
+        users = dict(store.users)
+        added = [e for e in entries if e.name not in users and e.name not in store.tokens]
         for entry in added:
             role = "admin" if entry.name in admins else "reader"
             users[entry.name] = User(entry.name, role, entry.password_hash)
         if added:
-            write_users_file(path, users)
+            write_store(path, dataclasses.replace(store, users=users))
     added_names = {entry.name for entry in added}
     for entry in entries:
         if entry.name in added_names:
             print(f"added {entry.name} ({users[entry.name].role})")
+            audit(settings, "user_added", user=entry.name, role=users[entry.name].role, source=source)
+        elif entry.name in store.tokens:
+            warn(PROG, f"left out {entry.name}: a CI token has that name")
         else:
             print(f"kept {entry.name} ({users[entry.name].role}): already in {path}")
     for name, kind in skipped.items():
