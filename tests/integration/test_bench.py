@@ -34,18 +34,25 @@ ROWS = [
 ]
 
 
-def test_quick_benchmark_runs_correctly(tmp_path: Path) -> None:
+def run_bench(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """``python -m bench ARGS --json FILE`` from this checkout: its run and its JSON report.
+
+    The benchmark checks every digest and answer itself and exits non-zero ("bench: FAILED")
+    otherwise."""
     registry = require_tool("docker-registry", "registry")
-    require_tool("curl")
     report = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--registry", registry, "--json", str(report)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "bench", *args, "--registry", registry, "--json", str(report)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
-    # the benchmark checks every digest itself and exits non-zero with "bench: FAILED" otherwise
     assert result.returncode == 0, result.stderr
-    data = json.loads(report.read_text())
+    return result, json.loads(report.read_text())
+
+
+def test_quick_benchmark_runs_correctly(tmp_path: Path) -> None:
+    require_tool("curl")
+    result, data = run_bench(tmp_path, "--quick", timeout=300)
     assert [row["label"] for row in data["rows"]] == ROWS
     assert all(row["direct"] > 0 and row["proxy"] > 0 for row in data["rows"])
     assert set(data["memory_mib"]) == {"rss_idle_mib", "rss_peak_pulls_mib", "rss_peak_pushes_mib", "rss_hwm_mib"}
@@ -57,18 +64,20 @@ def test_quick_benchmark_runs_correctly(tmp_path: Path) -> None:
     assert "| through mreg | cached password | CI token | token / password |" in result.stdout
 
 
-def test_quick_abuse_benchmark_runs_every_memory_workload(tmp_path: Path) -> None:
-    """``python -m bench --abuse --quick``: every memory workload runs, and each is answered as it
-    must be (refused uploads 401, admin uploads 201); the memory figures themselves are not asserted."""
-    registry = require_tool("docker-registry", "registry")
-    report = tmp_path / "abuse.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--abuse", "--quick", "--registry", registry, "--json", str(report)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    rows = json.loads(report.read_text())["abuse"]["memory"]["rows"]
+def test_quick_abuse_benchmark_runs_every_workload(tmp_path: Path) -> None:
+    """``python -m bench --abuse --quick``: every password-guessing phase and memory workload runs,
+    and each is answered as it must be (the throttle answers 429, refused uploads 401, admin
+    uploads 201); the timings and memory figures themselves are not asserted."""
+    result, data = run_bench(tmp_path, "--abuse", "--quick")
+    login = data["abuse"]["login"]
+    assert [p["label"].split(" guessing")[0] for p in login["phases"]] == [
+        "idle", "50 connections (one address)", "200 connections (one address)", "200 connections (200 addresses)",
+    ]
+    floods = [p["flood"] for p in login["phases"][1:]]
+    assert all(flood["statuses"].get("429", 0) > 0 for flood in floods)  # the throttle answered
+    assert login["schedule"]["per_day"] < 1000
+    assert "## Password guessing" in result.stdout
+    rows = data["abuse"]["memory"]["rows"]
     assert [row["workload"] for row in rows] == [
         "50 clients x 7.7 MB of headers", "100 wrong-password 16 MiB uploads",
         "500 idle connections", "20 parallel 4 MiB admin uploads",
@@ -82,17 +91,10 @@ S3_ROWS = ["pull 32 MiB, 1 stream", "pull 8 x 4 MiB in parallel", "push 16 MiB, 
 
 
 def test_quick_benchmark_with_the_s3_section_runs_correctly(tmp_path: Path) -> None:
-    registry = require_tool("docker-registry", "registry")
     for tool in ("curl", "ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
         require_tool(tool)
-    report = tmp_path / "bench.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--s3", "--registry", registry, "--json", str(report)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr
-    rows = json.loads(report.read_text())["s3_rows"]
+    result, data = run_bench(tmp_path, "--quick", "--s3")
+    rows = data["s3_rows"]
     assert [row["label"] for row in rows] == S3_ROWS
     assert all(row["direct"] > 0 and row["one"] > 0 for row in rows)
     assert [row["two"] is not None for row in rows] == [False, True, False, True]
