@@ -61,7 +61,7 @@ class Access:
             if principal is not None:
                 return principal
         else:
-            user = await self.authenticator.authenticate(name, secret, client, connected)
+            user = await self.authenticator.authenticate(name, secret, client, connected, snapshot.users)
             if user is not None:
                 return Principal.of_user(user)
             problem = "wrong user name or password"

@@ -112,11 +112,18 @@ class Authenticator:
         self.busy = 0  # refused with 503
 
     async def authenticate(
-        self, name: str, password: str, client: str = "unknown", connected: Callable[[], bool] = lambda: True
+        self,
+        name: str,
+        password: str,
+        client: str = "unknown",
+        connected: Callable[[], bool] = lambda: True,
+        users: Mapping[str, User] | None = None,
     ) -> User | None:
         """``client`` is the address the throttle counts; ``connected`` tells whether the client
-        still waits (aiohttp 3 does not cancel a handler whose client hung up)."""
-        users = await self._store.fresh()
+        still waits (aiohttp 3 does not cancel a handler whose client hung up). ``users`` is the
+        store's copy the caller already holds (read from the store when not given)."""
+        if users is None:
+            users = await self._store.fresh()
         user = users.get(name)
         digest = hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
         if user is not None and self._ttl > 0:

@@ -81,10 +81,6 @@ class SwitchingSite(web.BaseSite):
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"{scheme}://{host}:{self._port}"
 
-    @property
-    def open_connections(self) -> int:
-        return self._open
-
     async def start(self) -> None:
         await super().start()
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
