@@ -14,34 +14,9 @@ from aiohttp.test_utils import TestServer
 
 from cli_helpers import rsa_1024_pair, tls_pair
 from helpers import basic
-from proxy_harness import ADMIN, READER, ProxyClient, running_proxy, settings_for
-
-READ_TIMEOUT = 20.0  # upper bound for any answer in these tests; none is expected to take long
-
-
-async def exchange(port: int, data: bytes, *, context: ssl.SSLContext | None = None) -> bytes:
-    """Send ``data`` on a new connection and read until the proxy closes it."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), READ_TIMEOUT)
-    finally:
-        writer.close()
-
-
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
-
-
-def head_and_body(response: bytes) -> tuple[str, bytes]:
-    head, _, body = response.partition(b"\r\n\r\n")
-    return head.decode("latin-1"), body
-
-
-def auth_line(user: tuple[str, str]) -> str:
-    return f"Authorization: {basic(*user)['Authorization']}\r\n"
-
+from proxy_harness import (
+    ADMIN, READER, READ_TIMEOUT, ProxyClient, auth_line, exchange, head_and_body, running_proxy, settings_for, status_of,
+)
 
 # -- header budget -------------------------------------------------------------------------------
 
