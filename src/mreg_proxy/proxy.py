@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from . import errors, splice
+from .connection import GuardedHandler
 from .headers import downstream_response_headers, upstream_request_headers
 
 log = logging.getLogger("mreg.proxy")
@@ -203,4 +204,6 @@ async def _splice_body(
     src.pause_reading()
     await response.write(buffered)  # sends the headers too
     request[BODY_BYTES] = len(buffered)
-    request[BODY_BYTES] += await splice.relay(src_fd, dst, length - len(buffered))
+    handler = request.protocol
+    watch = handler.splice_waits if isinstance(handler, GuardedHandler) else splice.no_watch
+    request[BODY_BYTES] += await splice.relay(src_fd, dst, length - len(buffered), watch)

@@ -84,7 +84,7 @@ async def running_proxy(settings: Settings) -> AsyncIterator[ProxyClient]:
     port = free_port()
     site = SwitchingSite(
         runner, "127.0.0.1", port, app[TLS],
-        max_connections=settings.max_connections, first_byte_timeout=settings.idle_timeout,
+        max_connections=settings.max_connections, idle_timeout=settings.idle_timeout,
     )
     await site.start()
     try:
@@ -144,3 +144,14 @@ def head_and_body(response: bytes) -> tuple[str, bytes]:
 
 def auth_line(user: tuple[str, str]) -> str:
     return f"Authorization: {basic(*user)['Authorization']}\r\n"
+
+
+def upload_head(user: tuple[str, str] | None, length: int, *, expect: bool = False) -> bytes:
+    lines = [
+        "PATCH /v2/echo/upload HTTP/1.1", "Host: h", f"Content-Length: {length}",
+        "Content-Type: application/octet-stream",
+    ]
+    if expect:
+        lines.append("Expect: 100-continue")
+    head = "\r\n".join(lines) + "\r\n" + (auth_line(user) if user else "") + "\r\n"
+    return head.encode()

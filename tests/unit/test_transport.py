@@ -15,7 +15,8 @@ from aiohttp.test_utils import TestServer
 from cli_helpers import rsa_1024_pair, tls_pair
 from helpers import basic
 from proxy_harness import (
-    ADMIN, READER, READ_TIMEOUT, ProxyClient, auth_line, exchange, head_and_body, running_proxy, settings_for, status_of,
+    ADMIN, READER, READ_TIMEOUT, ProxyClient, auth_line, exchange, head_and_body, running_proxy,
+    settings_for, status_of, upload_head,
 )
 
 # -- header budget -------------------------------------------------------------------------------
@@ -123,17 +124,6 @@ async def test_connections_past_the_cap_are_closed_and_logged_once(
 
 
 # -- bodies and authorization -------------------------------------------------------------------
-
-
-def upload_head(user: tuple[str, str] | None, length: int, *, expect: bool = False) -> bytes:
-    lines = [
-        "PATCH /v2/echo/upload HTTP/1.1", "Host: h", f"Content-Length: {length}",
-        "Content-Type: application/octet-stream",
-    ]
-    if expect:
-        lines.append("Expect: 100-continue")
-    head = "\r\n".join(lines) + "\r\n" + (auth_line(user) if user else "") + "\r\n"
-    return head.encode()
 
 
 @pytest.mark.parametrize("user", [None, ("amy", "wrong"), READER], ids=["anonymous", "wrong-password", "reader"])

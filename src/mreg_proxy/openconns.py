@@ -1,0 +1,99 @@
+"""The listener's book of open connections: who holds them, which are idle, which are stalled.
+
+Two budgets a stranger must not be able to exhaust live here:
+
+- The connection cap: past it, a new connection is refused.
+- The stall timeout. A transfer that waits on its client (an upload whose body stopped coming,
+  a download the client stopped reading) without progress for the idle timeout is cut. A sweep
+  every few seconds compares each connection's progress mark (connection.py) with the last one
+  seen, so the transfer itself pays nothing per chunk.
+
+Addresses are keyed as the login throttle keys them: IPv4 addresses as such, IPv6 per /64.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Hashable, Iterator
+
+from .connection import GuardedHandler
+from .throttle import address_key
+
+log = logging.getLogger("mreg.server")
+
+# one line per this many seconds about the cap, however many connections it affects
+LIMIT_LOG_INTERVAL = 10.0
+
+
+@dataclass(eq=False, slots=True)
+class Open:
+    """One accepted connection. Until ``handler`` is set, the listener still holds it (waiting for
+    its first byte, or its TLS handshake)."""
+
+    peer: str
+    key: str  # what connections are counted by: the address, or its /64
+    handler: GuardedHandler | None = None
+    mark: Hashable | None = None  # the handler's progress mark at the last sweep
+    since: float = 0.0  # monotonic time the mark was first seen
+
+
+class OpenConnections:
+    """Open connections by client address, oldest first."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._by_address: dict[str, dict[Open, None]] = {}  # dicts keep insertion order: age
+        self._count = 0
+        self._logged = {"refuse": float("-inf")}
+
+    def __iter__(self) -> Iterator[Open]:
+        for connections in list(self._by_address.values()):
+            yield from list(connections)
+
+    def add(self, peer: str) -> Open:
+        entry = Open(peer, address_key(peer))
+        self._by_address.setdefault(entry.key, {})[entry] = None
+        self._count += 1
+        return entry
+
+    def remove(self, entry: Open) -> None:
+        """Forget a closed connection; closing it twice (evicted, then closed) counts once."""
+        connections = self._by_address.get(entry.key)
+        if connections is None or connections.pop(entry, False) is False:
+            return
+        self._count -= 1
+        if not connections:
+            del self._by_address[entry.key]
+
+    def make_room(self) -> bool:
+        """False at the cap: the new connection is to be refused."""
+        if self._count < self._limit:
+            return True
+        self._log("refuse", "connection limit reached: %d connections open (MREG_MAX_CONNECTIONS); "
+                  "refusing new ones until some close", self._count)
+        return False
+
+    def sweep(self, timeout: float) -> None:
+        """Cut the transfers that have waited on their client without progress for ``timeout``."""
+        now = time.monotonic()
+        for entry in self:
+            handler = entry.handler
+            if handler is None:
+                continue
+            mark = handler.client_progress()
+            if mark is None or mark != entry.mark:
+                entry.mark, entry.since = mark, now
+            elif now - entry.since >= timeout:
+                log.info(
+                    "transfer from %s stalled for %.0f s (%s): connection closed",
+                    entry.peer, now - entry.since, handler.current(),
+                )
+                handler.cut()
+
+    def _log(self, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._logged[kind] >= LIMIT_LOG_INTERVAL:
+            self._logged[kind] = now
+            log.warning(message, *args)
