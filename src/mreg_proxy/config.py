@@ -56,8 +56,9 @@ class Settings:
     metrics: str = "admin"
     # "auto": uvloop when it is installed (the "fast" extra), asyncio's own loop otherwise
     event_loop: str = "auto"
-    # connections open at once; past it new ones are closed at accept (lowered to what the
-    # process's file limit holds)
+    # connections open at once; at the cap a new one takes the place of an idle connection of the
+    # address holding the most, and is closed at accept only when none is idle (lowered to what
+    # the process's file limit holds)
     max_connections: int = 1000
     # seconds a connection may go without a request in progress (idle keep-alive, a silent new
     # connection, headers that never finish), and a transfer may wait on its client without
@@ -115,7 +116,8 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
      "auto (uvloop if installed) or asyncio (default auto)"),
     ("--max-connections", "MREG_MAX_CONNECTIONS", "max_connections",
-     "client connections open at once; more are closed at accept (default 1000)"),
+     "client connections open at once; at the cap an idle one makes room, else new ones are "
+     "closed at accept (default 1000)"),
     ("--idle-timeout", "MREG_IDLE_TIMEOUT", "idle_timeout",
      "seconds a connection may wait without a request in progress, or a transfer on a client that "
      "makes no progress (default 60)"),

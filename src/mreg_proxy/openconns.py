@@ -2,7 +2,11 @@
 
 Two budgets a stranger must not be able to exhaust live here:
 
-- The connection cap: past it, a new connection is refused.
+- The connection cap. When it is reached, a new connection does not simply get refused (one
+  address holding the cap with idle connections would lock the team out): the oldest idle
+  connection of the address that holds the most connections is closed to make room. Idle means
+  no request in progress: a connection still silent, with unfinished headers, or idle between
+  requests. Only when every open connection has a request in progress is the new one refused.
 - The stall timeout. A transfer that waits on its client (an upload whose body stopped coming,
   a download the client stopped reading) without progress for the idle timeout is cut. A sweep
   every few seconds compares each connection's progress mark (connection.py) with the last one
@@ -16,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Hashable, Iterator
+from typing import Callable, Hashable, Iterator
 
 from .connection import GuardedHandler
 from .throttle import address_key
@@ -30,13 +34,17 @@ LIMIT_LOG_INTERVAL = 10.0
 @dataclass(eq=False, slots=True)
 class Open:
     """One accepted connection. Until ``handler`` is set, the listener still holds it (waiting for
-    its first byte, or its TLS handshake)."""
+    its first byte, or its TLS handshake); ``close`` closes it either way."""
 
     peer: str
     key: str  # what connections are counted by: the address, or its /64
+    close: Callable[[], None] = lambda: None  # set by the listener once it holds the connection
     handler: GuardedHandler | None = None
     mark: Hashable | None = None  # the handler's progress mark at the last sweep
     since: float = 0.0  # monotonic time the mark was first seen
+
+    def idle(self) -> bool:
+        return self.handler is None or self.handler.idle()
 
 
 class OpenConnections:
@@ -46,7 +54,7 @@ class OpenConnections:
         self._limit = limit
         self._by_address: dict[str, dict[Open, None]] = {}  # dicts keep insertion order: age
         self._count = 0
-        self._logged = {"refuse": float("-inf")}
+        self._logged = {"evict": float("-inf"), "refuse": float("-inf")}
 
     def __iter__(self) -> Iterator[Open]:
         for connections in list(self._by_address.values()):
@@ -68,11 +76,22 @@ class OpenConnections:
             del self._by_address[entry.key]
 
     def make_room(self) -> bool:
-        """False at the cap: the new connection is to be refused."""
+        """At the cap, close the oldest idle connection of the busiest address (of the busiest
+        one that has an idle connection); False when every connection has a request in progress
+        and the new one is to be refused. O(open connections) at worst, at the cap only."""
         if self._count < self._limit:
             return True
-        self._log("refuse", "connection limit reached: %d connections open (MREG_MAX_CONNECTIONS); "
-                  "refusing new ones until some close", self._count)
+        by_size = sorted(self._by_address.items(), key=lambda item: len(item[1]), reverse=True)
+        for key, connections in by_size:
+            victim = next((entry for entry in connections if entry.idle()), None)
+            if victim is not None:
+                self._log("evict", "connection limit reached (%d open): closing idle connections of "
+                          "the busiest address %s (%d open)", self._count, key, len(connections))
+                self.remove(victim)  # its slot is free now, though it closes on the next turn
+                victim.close()
+                return True
+        self._log("refuse", "connection limit reached (%d open, MREG_MAX_CONNECTIONS), each with a "
+                  "request in progress: refusing new ones until some close", self._count)
         return False
 
     def sweep(self, timeout: float) -> None:

@@ -14,8 +14,8 @@ Before a connection is handed over, its first byte is looked at (without reading
 ClientHello starts with 0x16, an HTTP request with a letter. So a client that speaks the wrong one
 gets a clear answer instead of a parse error or a failed handshake: plain HTTP on the HTTPS port is
 told "this port speaks HTTPS"; a TLS probe on the plain port (podman tries HTTPS first) is closed
-with one debug line. The site also caps how many connections are open at once, and cuts
-transfers stalled by their client (openconns.py).
+with one debug line. The site also caps how many connections are open at once, making room by
+closing idle ones, and cuts transfers stalled by their client (openconns.py).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ SPEAKS_HTTPS = errors.raw_response(
 class SwitchingSite(web.BaseSite):
     """Like web.TCPSite, with TLS decided per connection by a TlsState.
 
-    ``max_connections`` counts every accepted socket until it closes; past it a new connection is
-    closed at once. ``idle_timeout``:
+    ``max_connections`` counts every accepted socket until it closes; at it, a new connection
+    takes the place of an idle one, and is closed at once only when none is idle. ``idle_timeout``:
     seconds a new connection may stay silent, and a transfer may wait on its client without
     progress.
     """
@@ -120,12 +120,22 @@ class SwitchingSite(web.BaseSite):
             if not self._connections.make_room():
                 connection.close()
                 continue
-            entry = self._connections.add(address[0])
+            entry = self._connections.add(address[0])  # counted at once: accepts come in bursts
             # waiting for the first byte (and a handshake) must not hold up the next accept
             task = loop.create_task(self._serve(connection, entry))
+            entry.close = task.cancel  # evicted before the handover
             # the loop keeps only a weak reference to tasks; stop() cancels these
             self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            task.add_done_callback(functools.partial(self._served, connection, entry))
+
+    def _served(self, connection: socket.socket, entry: Open, task: asyncio.Task[None]) -> None:
+        """``_serve`` is over: close the connection unless a handler took it over (its
+        connection_lost then counts it). Here rather than in ``_serve``: a task cancelled before
+        it started (a connection evicted at once) never runs its finally clause."""
+        self._pending.discard(task)
+        if entry.handler is None:
+            connection.close()
+            self._connections.remove(entry)
 
     async def _sweep_forever(self) -> None:
         interval = min(MAX_SWEEP_INTERVAL, self._idle_timeout / 4)
@@ -135,7 +145,6 @@ class SwitchingSite(web.BaseSite):
 
     async def _serve(self, connection: socket.socket, entry: Open) -> None:
         peer = entry.peer
-        handed_over = False
         try:
             first = await _first_byte(connection, self._idle_timeout)
             context = self._tls.context
@@ -154,15 +163,11 @@ class SwitchingSite(web.BaseSite):
                     connection.send(SPEAKS_HTTPS)  # a few hundred bytes: the socket buffer takes them
                 return
             entry.handler = await self._hand_over(connection, context, entry)
-            handed_over = True
+            entry.close = entry.handler.force_close
         except OSError as exc:  # ssl.SSLError, ConnectionError and TimeoutError among them
             log.info("TLS handshake with %s failed: %s", peer, str(exc) or type(exc).__name__)
         except Exception:  # a bug must cost one connection, never the accept loop
             log.exception("could not serve the connection from %s", peer)
-        finally:
-            if not handed_over:  # from here on, the handler's connection_lost counts it
-                connection.close()
-                self._connections.remove(entry)
 
     async def _hand_over(
         self, connection: socket.socket, context: ssl.SSLContext | None, entry: Open

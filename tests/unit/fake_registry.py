@@ -10,6 +10,8 @@ from aiohttp import web
 REQUESTS = web.AppKey("requests", list)
 CLIENT_GONE = web.AppKey("client_gone", asyncio.Event)
 UPLOAD_ENDED = web.AppKey("upload_ended", asyncio.Event)  # an echo request ended, however
+HELD = web.AppKey("held", list)  # requests waiting in /v2/held
+RELEASE = web.AppKey("release", asyncio.Event)  # lets them be answered
 BLOCK = bytes(range(256)) * 256  # 64 KiB
 
 
@@ -102,6 +104,13 @@ async def endless(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def held(request: web.Request) -> web.Response:
+    """Answered only once the test sets RELEASE: a request in progress for as long as it likes."""
+    request.app[HELD].append(request.raw_path)
+    await request.app[RELEASE].wait()
+    return web.json_response({})
+
+
 async def chunked(request: web.Request) -> web.StreamResponse:
     """A large body of unknown length (chunked encoding): the proxy must copy it, not splice."""
     size = int(request.match_info["size"])
@@ -145,12 +154,15 @@ def make_app() -> web.Application:
     app[REQUESTS] = []
     app[CLIENT_GONE] = asyncio.Event()
     app[UPLOAD_ENDED] = asyncio.Event()
+    app[HELD] = []
+    app[RELEASE] = asyncio.Event()
     app.router.add_get("/v2/", root)
     app.router.add_route("*", "/v2/echo/{tail:.*}", echo)
     app.router.add_get("/v2/blob/{size:\\d+}", blob)
     app.router.add_post("/v2/team/app/blobs/uploads/", start_upload)
     app.router.add_post("/v2/leaky/blobs/uploads/", leaky_upload)
     app.router.add_get("/v2/endless", endless)
+    app.router.add_get("/v2/held", held)
     app.router.add_get("/v2/chunked/{size:\\d+}", chunked)
     app.router.add_get("/v2/broken", broken)
     app.router.add_get("/v2/accept", multi)

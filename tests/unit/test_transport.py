@@ -66,7 +66,7 @@ async def test_headers_dribbled_past_the_budget_answer_431_before_they_end(
 
 @pytest.fixture
 async def quick_proxy(upstream: TestServer, users_file: Path, tmp_path: Path) -> Any:
-    settings = settings_for(upstream.make_url(""), tmp_path, idle_timeout=1.0, max_connections=4)
+    settings = settings_for(upstream.make_url(""), tmp_path, idle_timeout=1.0)
     async with running_proxy(settings) as client:
         yield client
 
@@ -96,31 +96,6 @@ async def test_an_upload_that_moves_outlives_the_idle_timeout(quick_proxy: Proxy
     async with quick_proxy.patch("/v2/echo/slow", data=slow_body(), headers=basic(*ADMIN)) as response:
         assert response.status == 200
         assert (await response.json())["bytes"] == 8 * 1024
-
-
-# -- connection cap -----------------------------------------------------------------------------
-
-
-async def test_connections_past_the_cap_are_closed_and_logged_once(
-    quick_proxy: ProxyClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    held = [await asyncio.open_connection("127.0.0.1", quick_proxy.port) for _ in range(4)]
-    try:
-        with caplog.at_level("WARNING", "mreg.server"):
-            refused = [await exchange(quick_proxy.port, b"GET /v2/ HTTP/1.1\r\nHost: h\r\n\r\n") for _ in range(3)]
-        assert refused == [b""] * 3
-        limit_lines = [r for r in caplog.records if "connection limit reached" in r.getMessage()]
-        assert len(limit_lines) == 1
-    finally:
-        for _reader, writer in held:
-            writer.close()
-    request = f"GET /v2/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n{auth_line(READER)}\r\n"
-    for _ in range(50):  # the held connections' slots come back once the proxy sees them close
-        response = await exchange(quick_proxy.port, request.encode())
-        if response:
-            break
-        await asyncio.sleep(0.05)
-    assert status_of(response) == 200
 
 
 # -- bodies and authorization -------------------------------------------------------------------
