@@ -8,7 +8,7 @@ import ipaddress
 import json
 import threading
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Iterator
 
 import aiohttp
 import bcrypt
@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from fake_registry import REQUESTS
+from cli_helpers import wait_until
 from helpers import basic, free_port, make_user, write_users
 from mreg_proxy import throttle as throttle_module
 from mreg_proxy.app import AUTHENTICATOR, RUNNER_OPTIONS, TLS, create_app
@@ -30,23 +31,13 @@ def _error(body: str) -> dict[str, Any]:
     return json.loads(body)["errors"][0]
 
 
-async def _until(condition: Callable[[], object], what: str) -> None:
-    """Wait (at most WAIT seconds) until ``condition()`` holds."""
-    try:
-        async with asyncio.timeout(WAIT):
-            while not condition():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"no {what} after {WAIT} s") from None
-
-
 async def _queue_checks(session: aiohttp.ClientSession, url: str, authenticator: Any, queued: int) -> list[Any]:
     """One wrong-password check running (held at the gate), then ``queued`` more waiting behind it:
     the requests, still in flight."""
     requests = [asyncio.ensure_future(session.get(url, headers=basic("amy", "w0")))]
-    await _until(lambda: not authenticator._pool.waiting() and authenticator._inflight, "a running check")
+    await wait_until(lambda: not authenticator._pool.waiting() and authenticator._inflight, "a running check")
     requests += [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in range(1, queued + 1)]
-    await _until(lambda: authenticator._pool.waiting() >= queued, "the queue")
+    await wait_until(lambda: authenticator._pool.waiting() >= queued, "the queue")
     return requests
 
 
@@ -216,13 +207,13 @@ async def test_a_check_whose_client_hung_up_is_not_run(upstream: TestServer, use
         url = f"http://127.0.0.1:{port}/v2/"
         async with aiohttp.ClientSession() as session:
             first = asyncio.ensure_future(session.get(url, headers=basic("amy", "running")))
-            await _until(lambda: not authenticator._pool.waiting() and authenticator._inflight, "a running check")
+            await wait_until(lambda: not authenticator._pool.waiting() and authenticator._inflight, "a running check")
             async with aiohttp.ClientSession() as quitter:  # queued behind the first, then gone
                 hung_up = asyncio.ensure_future(quitter.get(url, headers=basic("amy", "queued")))
-                await _until(lambda: authenticator._pool.waiting() >= 1, "the queue")
+                await wait_until(lambda: authenticator._pool.waiting() >= 1, "the queue")
                 hung_up.cancel()
             # the server noticed and dropped the check
-            await _until(lambda: not authenticator._pool.waiting(), "the dropped check")
+            await wait_until(lambda: not authenticator._pool.waiting(), "the dropped check")
             gate.set()
             assert (await first).status == 401
         assert authenticator.bcrypt_checks == 1
@@ -241,7 +232,7 @@ async def test_stopping_refuses_queued_checks_at_once(upstream: TestServer, user
         waiting = await _queue_checks(session, url, authenticator, 29)
         stopping = asyncio.ensure_future(runner.cleanup())  # the gate stays shut: one check is running
         # the queued ones are answered without it
-        await _until(lambda: sum(w.done() for w in waiting) >= 29, "the queued answers")
+        await wait_until(lambda: sum(w.done() for w in waiting) >= 29, "the queued answers")
         gate.set()
         statuses = [r.status for r in await asyncio.gather(*waiting)]
         await stopping
