@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import inspect
 import os
 import pty
 import select
@@ -118,10 +119,15 @@ def encrypted(key_pem: bytes) -> bytes:
     )
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll ``check`` until it holds; fail after WAIT_TIMEOUT seconds."""
+async def _value(result: object) -> object:
+    return await result if inspect.isawaitable(result) else result
+
+
+async def wait_until(check: Callable[[], Awaitable[bool] | object], what: str) -> None:
+    """Poll ``check`` (a function or a coroutine function) until it holds; fail after
+    WAIT_TIMEOUT seconds."""
     deadline = time.monotonic() + WAIT_TIMEOUT
-    while not await check():
+    while not await _value(check()):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         await asyncio.sleep(POLL_INTERVAL)

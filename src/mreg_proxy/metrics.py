@@ -21,27 +21,24 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
 
+# (metric name, help, the Authenticator's counter it reads)
+AUTH_COUNTERS = (
+    ("mreg_bcrypt_verifications", "Passwords checked with bcrypt (cache misses).", "bcrypt_checks"),
+    ("mreg_credential_cache_hits", "Requests whose credentials were found in the verified-credential cache.",
+     "cache_hits"),
+    ("mreg_logins_throttled", "Password checks refused (429) after too many failures from the address.",
+     "throttled"),
+    ("mreg_logins_busy", "Password checks refused (503) because too many were waiting.", "busy"),
+)
+
+
 class _AuthCollector(Collector):
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
 
     def collect(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(
-            "mreg_bcrypt_verifications", "Passwords checked with bcrypt (cache misses).",
-            value=self._authenticator.bcrypt_checks,
-        )
-        yield CounterMetricFamily(
-            "mreg_credential_cache_hits", "Requests whose credentials were found in the verified-credential cache.",
-            value=self._authenticator.cache_hits,
-        )
-        yield CounterMetricFamily(
-            "mreg_logins_throttled", "Password checks refused (429) after too many failures from the address.",
-            value=self._authenticator.throttled,
-        )
-        yield CounterMetricFamily(
-            "mreg_logins_busy", "Password checks refused (503) because too many were waiting.",
-            value=self._authenticator.busy,
-        )
+        for name, documentation, attribute in AUTH_COUNTERS:
+            yield CounterMetricFamily(name, documentation, value=getattr(self._authenticator, attribute))
 
 
 class Metrics:

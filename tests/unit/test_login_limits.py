@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from fake_registry import REQUESTS
+from cli_helpers import wait_until
 from helpers import basic, free_port, make_user, write_users
 from mreg_proxy import throttle as throttle_module
 from mreg_proxy.app import AUTHENTICATOR, RUNNER_OPTIONS, TLS, create_app
@@ -28,6 +29,16 @@ WAIT = 10  # seconds: bounds every wait, never asserted
 
 def _error(body: str) -> dict[str, Any]:
     return json.loads(body)["errors"][0]
+
+
+async def _queue_checks(session: aiohttp.ClientSession, url: str, authenticator: Any, queued: int) -> list[Any]:
+    """One wrong-password check running (held at the gate), then ``queued`` more waiting behind it:
+    the requests, still in flight."""
+    requests = [asyncio.ensure_future(session.get(url, headers=basic("amy", "w0")))]
+    await wait_until(lambda: not authenticator._pool.waiting() and authenticator._inflight, "a running check")
+    requests += [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in range(1, queued + 1)]
+    await wait_until(lambda: authenticator._pool.waiting() >= queued, "the queue")
+    return requests
 
 
 @pytest.fixture(autouse=True)
@@ -177,12 +188,7 @@ async def test_full_queue_answers_503_at_once(upstream: TestServer, users_file: 
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{port}/v2/"
             authenticator = runner.app[AUTHENTICATOR]
-            waiting = [asyncio.ensure_future(session.get(url, headers=basic("amy", "w0")))]
-            while authenticator._pool.waiting() or not authenticator._inflight:  # running, at the gate
-                await asyncio.sleep(0.01)
-            waiting += [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in (1, 2)]
-            while authenticator._pool.waiting() < 2:
-                await asyncio.sleep(0.01)
+            waiting = await _queue_checks(session, url, authenticator, 2)
             refused = await session.get(url, headers=basic("amy", "one-too-many"))
             assert refused.status == 503 and refused.headers["Retry-After"] == "1"
             assert _error(await refused.text())["code"] == "UNAVAILABLE"
@@ -201,15 +207,13 @@ async def test_a_check_whose_client_hung_up_is_not_run(upstream: TestServer, use
         url = f"http://127.0.0.1:{port}/v2/"
         async with aiohttp.ClientSession() as session:
             first = asyncio.ensure_future(session.get(url, headers=basic("amy", "running")))
-            while authenticator._pool.waiting() or not authenticator._inflight:
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: not authenticator._pool.waiting() and authenticator._inflight, "a running check")
             async with aiohttp.ClientSession() as quitter:  # queued behind the first, then gone
                 hung_up = asyncio.ensure_future(quitter.get(url, headers=basic("amy", "queued")))
-                while authenticator._pool.waiting() < 1:
-                    await asyncio.sleep(0.01)
+                await wait_until(lambda: authenticator._pool.waiting() >= 1, "the queue")
                 hung_up.cancel()
-            while authenticator._pool.waiting():  # the server noticed and dropped the check
-                await asyncio.sleep(0.01)
+            # the server noticed and dropped the check
+            await wait_until(lambda: not authenticator._pool.waiting(), "the dropped check")
             gate.set()
             assert (await first).status == 401
         assert authenticator.bcrypt_checks == 1
@@ -225,15 +229,10 @@ async def test_stopping_refuses_queued_checks_at_once(upstream: TestServer, user
     async with aiohttp.ClientSession() as session:
         url = f"http://127.0.0.1:{port}/v2/"
         authenticator = runner.app[AUTHENTICATOR]
-        waiting = [asyncio.ensure_future(session.get(url, headers=basic("amy", "w0")))]
-        while authenticator._pool.waiting() or not authenticator._inflight:  # running, at the gate
-            await asyncio.sleep(0.01)
-        waiting += [asyncio.ensure_future(session.get(url, headers=basic("amy", f"w{i}"))) for i in range(1, 30)]
-        while authenticator._pool.waiting() < 29:
-            await asyncio.sleep(0.01)
+        waiting = await _queue_checks(session, url, authenticator, 29)
         stopping = asyncio.ensure_future(runner.cleanup())  # the gate stays shut: one check is running
-        while sum(w.done() for w in waiting) < 29:  # the queued ones are answered without it
-            await asyncio.sleep(0.01)
+        # the queued ones are answered without it
+        await wait_until(lambda: sum(w.done() for w in waiting) >= 29, "the queued answers")
         gate.set()
         statuses = [r.status for r in await asyncio.gather(*waiting)]
         await stopping
