@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from cli_helpers import wait_until
 from fake_registry import HELD, RELEASE
 from proxy_harness import (
     READ_TIMEOUT, READER, ProxyClient, auth_line, connect, exchange, running_proxy, settings_for,
@@ -58,12 +59,7 @@ async def closed(connection: Connection) -> bool:
 
 
 async def held_requests(upstream: TestServer, count: int) -> None:
-    """Wait until ``count`` requests are in progress at the registry."""
-    for _ in range(200):
-        if len(upstream.app[HELD]) >= count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{len(upstream.app[HELD])} requests held, not {count}")
+    await wait_until(lambda: len(upstream.app[HELD]) >= count, f"{count} requests held at the registry")
 
 
 def cap_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
