@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
+from cli_helpers import tls_pair
 from fake_registry import make_app
 from helpers import basic, free_port, make_user, write_users
 from mreg_proxy.app import RUNNER_OPTIONS, TLS, create_app
@@ -23,6 +24,14 @@ from mreg_proxy.config import Settings
 ADMIN = ("amy", "admin-pw")
 READER = ("bob", "pa:ss:word")  # a colon in the password on purpose
 READ_TIMEOUT = 20.0  # upper bound for any answer in these tests; none is expected to take long
+
+
+def install_tls(tmp_path: Path, pair: tuple[bytes, bytes] | None = None) -> None:
+    """A certificate and key where settings_for's proxy looks for them: a fresh matching pair, or
+    ``pair``."""
+    cert, key = pair or tls_pair()
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
 
 
 def settings_for(upstream: URL, tmp_path: Path, **overrides: Any) -> Settings:
@@ -101,6 +110,14 @@ async def proxy(upstream: TestServer, users_file: Path, tmp_path: Path) -> Async
 
 
 # -- raw connections, for what an HTTP client library would not send ------------------------------
+
+
+def client_hello_context() -> ssl.SSLContext:
+    """A TLS client that takes any certificate (the tests' are self-signed)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 async def connect(

@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestServer
 from fake_registry import CLIENT_GONE, UPLOAD_ENDED
 from helpers import basic
 from proxy_harness import (
-    ADMIN, READ_TIMEOUT, READER, ProxyClient, auth_line, connect, running_proxy, settings_for,
-    status_of, upload_head,
+    ADMIN, READ_TIMEOUT, READER, ProxyClient, auth_line, client_hello_context, connect, install_tls,
+    running_proxy, settings_for, status_of, upload_head,
 )
 
 TIMEOUT = 1.0  # the proxy's idle timeout in these tests
@@ -126,3 +126,17 @@ async def test_a_registry_slower_than_the_timeout_does_not_cut_an_upload(
             assert response.status == 200
             assert (await response.json())["bytes"] == size
     assert stall_lines(caplog) == []
+
+
+async def test_a_tls_download_the_client_stops_reading_is_cut(
+    upstream: TestServer, users_file: Path, tmp_path: Path
+) -> None:
+    install_tls(tmp_path)
+    async with running_proxy(settings_for(upstream.make_url(""), tmp_path, idle_timeout=TIMEOUT)) as proxy:
+        reader, writer = await connect(proxy.port, receive_buffer=SMALL_WINDOW, context=client_hello_context())
+        try:
+            writer.write(get_request(DOWNLOADS["spliced"]))  # over TLS it is copied all the same
+            assert status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)) == 200
+            await asyncio.wait_for(upstream.app[CLIENT_GONE].wait(), 10 * TIMEOUT)
+        finally:
+            writer.close()

@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestServer
 from cli_helpers import rsa_1024_pair, tls_pair
 from helpers import basic
 from proxy_harness import (
-    ADMIN, READER, READ_TIMEOUT, ProxyClient, auth_line, exchange, head_and_body, running_proxy,
-    settings_for, status_of, upload_head,
+    ADMIN, READER, READ_TIMEOUT, ProxyClient, auth_line, client_hello_context, exchange, head_and_body,
+    install_tls, running_proxy, settings_for, status_of, upload_head,
 )
 
 # -- header budget -------------------------------------------------------------------------------
@@ -173,13 +173,6 @@ async def test_the_server_header_of_a_parse_error_names_no_versions(proxy: Proxy
 # -- the wrong protocol on a port ----------------------------------------------------------------
 
 
-def client_hello_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 async def test_a_tls_probe_on_the_plain_port_is_one_debug_line_not_a_request(
     proxy: ProxyClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -193,9 +186,7 @@ async def test_a_tls_probe_on_the_plain_port_is_one_debug_line_not_a_request(
 
 @pytest.fixture
 async def tls_proxy(upstream: TestServer, users_file: Path, tmp_path: Path) -> Any:
-    cert, key = tls_pair()
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
+    install_tls(tmp_path)
     async with running_proxy(settings_for(upstream.make_url(""), tmp_path)) as client:
         yield client
 
@@ -210,9 +201,7 @@ async def test_plain_http_on_the_tls_port_is_told_to_use_https(tls_proxy: ProxyC
 async def test_a_tls_connection_idle_after_the_handshake_is_closed(
     upstream: TestServer, users_file: Path, tmp_path: Path
 ) -> None:
-    cert, key = tls_pair()
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
+    install_tls(tmp_path)
     settings = settings_for(upstream.make_url(""), tmp_path, idle_timeout=1.0)
     async with running_proxy(settings) as client:
         assert await exchange(client.port, b"", context=client_hello_context()) == b""
@@ -227,11 +216,9 @@ async def test_an_unusable_pair_at_start_answers_errors_only(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     if problem == "mismatch":  # a rotation half done: the new certificate, the old key
-        cert, key = tls_pair()[0], tls_pair()[1]
+        install_tls(tmp_path, (tls_pair()[0], tls_pair()[1]))
     else:
-        cert, key = rsa_1024_pair()
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
+        install_tls(tmp_path, rsa_1024_pair())
     with caplog.at_level("ERROR", "mreg.tls"):
         async with running_proxy(settings_for(upstream.make_url(""), tmp_path)) as client:
             async with client.get("/v2/", headers=basic(*READER)) as response:
