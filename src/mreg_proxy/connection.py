@@ -65,6 +65,7 @@ class GuardedHandler(RequestHandler):
         self._dropping = False  # refused: what arrives is dropped until the connection closes
         self._write_waits = 0  # times writing to the client had to wait: each one means progress
         self._splicing_waits = False  # splice.relay waits for the client's socket to take more
+        self._admitted: web.BaseRequest | None = None  # the last request found authorized
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -80,6 +81,16 @@ class GuardedHandler(RequestHandler):
         """No request in progress: waiting for a request, or for the rest of its headers (the
         state aiohttp's own keep-alive timeout closes)."""
         return self._waiter is not None and not self._waiter.done()
+
+    def admit(self, request: web.BaseRequest) -> None:
+        """``request`` is authorized (admission.py)."""
+        self._admitted = request
+
+    def unauthorized(self) -> bool:
+        """A request is in progress that has not been found authorized (yet): a password check
+        queued or held by the login throttle, a refusal being answered."""
+        request = self._current_request
+        return request is not None and request is not self._admitted
 
     def client_progress(self) -> Hashable | None:
         """None unless the transfer under way waits on the client; then a value that changes

@@ -6,7 +6,10 @@ Two budgets a stranger must not be able to exhaust live here:
   address holding the cap with idle connections would lock the team out): the oldest idle
   connection of the address that holds the most connections is closed to make room. Idle means
   no request in progress: a connection still silent, with unfinished headers, or idle between
-  requests. Only when every open connection has a request in progress is the new one refused.
+  requests. When that address has none, its oldest connection whose request is not authorized
+  goes instead (wrong passwords held by the login throttle or queued for bcrypt: a stranger
+  re-sending them keeps every connection busy). Only when every open connection has an
+  authorized request in progress is the new one refused.
 - The stall timeout. A transfer that waits on its client (an upload whose body stopped coming,
   a download the client stopped reading) without progress for the idle timeout is cut. A sweep
   every few seconds compares each connection's progress mark (connection.py) with the last one
@@ -46,6 +49,9 @@ class Open:
     def idle(self) -> bool:
         return self.handler is None or self.handler.idle()
 
+    def unauthorized(self) -> bool:
+        return self.handler is not None and self.handler.unauthorized()
+
 
 class OpenConnections:
     """Open connections by client address, oldest first."""
@@ -76,22 +82,25 @@ class OpenConnections:
             del self._by_address[entry.key]
 
     def make_room(self) -> bool:
-        """At the cap, close the oldest idle connection of the busiest address (of the busiest
-        one that has an idle connection); False when every connection has a request in progress
-        and the new one is to be refused. O(open connections) at worst, at the cap only."""
+        """At the cap, close the oldest idle connection of the busiest address, or else its oldest
+        one with an unauthorized request (of the busiest address that has either); False when
+        every connection has an authorized request in progress and the new one is to be refused.
+        O(open connections) at worst, at the cap only."""
         if self._count < self._limit:
             return True
         by_size = sorted(self._by_address.items(), key=lambda item: len(item[1]), reverse=True)
         for key, connections in by_size:
             victim = next((entry for entry in connections if entry.idle()), None)
+            if victim is None:
+                victim = next((entry for entry in connections if entry.unauthorized()), None)
             if victim is not None:
-                self._log("evict", "connection limit reached (%d open): closing idle connections of "
-                          "the busiest address %s (%d open)", self._count, key, len(connections))
+                self._log("evict", "connection limit reached (%d open): closing idle or unauthorized "
+                          "connections of the busiest address %s (%d open)", self._count, key, len(connections))
                 self.remove(victim)  # its slot is free now, though it closes on the next turn
                 victim.close()
                 return True
-        self._log("refuse", "connection limit reached (%d open, MREG_MAX_CONNECTIONS), each with a "
-                  "request in progress: refusing new ones until some close", self._count)
+        self._log("refuse", "connection limit reached (%d open, MREG_MAX_CONNECTIONS), each with an "
+                  "authorized request in progress: refusing new ones until some close", self._count)
         return False
 
     def sweep(self, timeout: float) -> None:

@@ -106,6 +106,12 @@ def upstream_url(upstream: URL, raw_path: str) -> URL:
 
 def upstream_failure(request: web.Request, exc: BaseException) -> web.Response:
     """The client's answer when the registry cannot be reached or fails: never a stack trace."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        # the client went away (or was cut as stalled) while its body was being sent: the
+        # registry is not to blame, and nobody reads this answer
+        log.info("client disconnected: %s %s", request.method, request.path)
+        return errors.unavailable(502, "the client went away")
     if isinstance(exc, aiohttp.ClientConnectorError):
         log.warning("registry unreachable: %s", exc)
         request[UPSTREAM_ERROR] = "unreachable"

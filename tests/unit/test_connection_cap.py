@@ -4,9 +4,11 @@ oldest idle connection makes room; a request in progress is never closed for tha
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -81,7 +83,7 @@ async def test_one_address_at_the_cap_with_idle_connections_does_not_lock_others
         with caplog.at_level("WARNING", "mreg.server"):
             assert status_of(await exchange(port, get("/v2/", close=True))) == 200
         assert cap_lines(caplog) == [
-            f"connection limit reached ({CAP} open): closing idle connections of the busiest "
+            f"connection limit reached ({CAP} open): closing idle or unauthorized connections of the busiest "
             f"address {STRANGER} ({CAP} open)"
         ]
         assert await closed(silent[0])  # the oldest
@@ -139,3 +141,41 @@ async def test_when_every_connection_has_a_request_in_progress_new_ones_are_refu
                 break
             await asyncio.sleep(0.05)
         assert status_of(response) == 200
+
+
+async def test_wrong_passwords_waiting_for_their_check_make_room_too(
+    upstream: TestServer, users_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stranger re-sending wrong passwords keeps every connection busy (held by the throttle,
+    queued for bcrypt): those requests are not authorized, so they make room as idle ones do."""
+    gate = threading.Event()
+    real = bcrypt.checkpw
+    entered: list[bytes] = []
+
+    def gated(password: bytes, hashed: bytes) -> bool:
+        entered.append(password)
+        gate.wait(READ_TIMEOUT)
+        return real(password, hashed)
+
+    settings = settings_for(upstream.make_url(""), tmp_path, max_connections=4, idle_timeout=30.0)
+    async with running_proxy(settings) as proxy:
+        ours = await open_from(proxy.port, "127.0.0.1", get("/v2/"))  # checked before the gate shuts
+        assert await answer(ours[0]) == 200
+        monkeypatch.setattr(bcrypt, "checkpw", gated)
+        guessing = [
+            await open_from(proxy.port, STRANGER, b"GET /v2/ HTTP/1.1\r\nHost: h\r\n"
+                            + auth_line(("someone", f"guess-{i}")).encode() + b"\r\n")
+            for i in range(3)
+        ]
+        try:
+            await wait_until(lambda: len(entered) >= 2, "the checks held (the third one queued)")
+            ours[1].write(get("/v2/"))  # cached: answered while the checks wait
+            assert await answer(ours[0]) == 200
+            newcomer = await open_from(proxy.port, "127.0.0.1", get("/v2/", close=True))
+            assert await answer(newcomer[0]) == 200
+            assert await closed(guessing[0])  # the stranger's oldest made room
+            newcomer[1].close()
+        finally:
+            gate.set()
+            for _reader, writer in [ours, *guessing]:
+                writer.close()
