@@ -6,7 +6,8 @@ peak under 256 MiB for every workload, and back within 20% of the idle RSS after
 
 - oversized headers: anonymous requests, each trying to send 128 headers of 60 KiB (7.7 MB)
 - wrong-password bodies: uploads of 16 MiB announced with a wrong password, body sent at once
-- idle connections: 10,000 connections opened and left silent
+- idle connections: 10,000 connections from one address (127.0.0.2) opened and left silent,
+  past the proxy's connection cap; meanwhile one request from 127.0.0.1 (answered or refused)
 - uploads: 200 admins' 16 MiB blob uploads in parallel (POST, then PUT with the body)
 
 Load comes from this process (asyncio sockets, an aiohttp client) on loopback only; every loop is
@@ -50,10 +51,13 @@ class AbusePlan:
     uploads: int
     upload_size: int
     settle: float  # seconds after a workload before the "after" RSS is read
+    connection_cap: int  # the proxy's MREG_MAX_CONNECTIONS: the idle connections go past it
 
 
-ABUSE_FULL = AbusePlan(300, 1000, 10_000, 200, 16 * MiB, settle=60.0)
-ABUSE_QUICK = AbusePlan(50, 100, 500, 20, 4 * MiB, settle=3.0)
+ABUSE_FULL = AbusePlan(300, 1000, 10_000, 200, 16 * MiB, settle=60.0, connection_cap=1000)
+ABUSE_QUICK = AbusePlan(50, 100, 500, 20, 4 * MiB, settle=3.0, connection_cap=200)
+STRANGER = "127.0.0.2"  # any 127.x.y.z is an address of its own on Linux
+TEAM = "127.0.0.1"
 
 
 @dataclass
@@ -69,9 +73,12 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-async def _open(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+async def _open(
+    host: str, port: int, source: str | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    local = (source, 0) if source else None
     try:
-        return await asyncio.wait_for(asyncio.open_connection(host, port), IO_TIMEOUT)
+        return await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=local), IO_TIMEOUT)
     except (OSError, asyncio.TimeoutError):
         return None
 
@@ -144,18 +151,26 @@ async def wrong_password_bodies(host: str, port: int, clients: int, repo: str) -
     return _tally(statuses)
 
 
-async def idle_connections(host: str, port: int, count: int, hold: float) -> str:
-    """``count`` connections opened and left silent for ``hold`` seconds."""
+async def idle_connections(host: str, port: int, count: int, hold: float, user: tuple[str, str]) -> str:
+    """``count`` connections from one stranger's address opened and left silent for ``hold``
+    seconds; once they are open (past the connection cap), one request from the team's address."""
     opened = []
     for _ in range(count):  # one by one: a burst of SYNs would overflow the listen backlog
-        connection = await _open(host, port)
+        connection = await _open(host, port, STRANGER)
         if connection is not None:
             opened.append(connection)
+    team = await _open(host, port, TEAM)
+    status = 0
+    if team is not None:
+        team[1].write(f"GET /v2/ HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n"
+                      f"Authorization: {_basic(*user)}\r\n\r\n".encode())
+        status = await _status_then_close(*team)
     await asyncio.sleep(hold)
     still_open = sum(1 for reader, _writer in opened if not reader.at_eof())
     for _reader, writer in opened:
         writer.close()
-    return f"{len(opened)} opened, {still_open} still open after {hold:.0f} s"
+    answer = f"answered {status}" if status else "refused"
+    return f"{len(opened)} opened, {still_open} still open after {hold:.0f} s; a request from another address: {answer}"
 
 
 async def parallel_uploads(base: str, user: tuple[str, str], repo: str, count: int, size: int) -> str:
@@ -247,7 +262,7 @@ def run_abuse(
         (f"{plan.body_clients} wrong-password 16 MiB uploads",
          lambda: wrong_password_bodies(host, port, plan.body_clients, repo)),
         (f"{plan.idle_connections} idle connections",
-         lambda: idle_connections(host, port, plan.idle_connections, idle_hold)),
+         lambda: idle_connections(host, port, plan.idle_connections, idle_hold, admin)),
         (f"{plan.uploads} parallel {plan.upload_size // MiB} MiB admin uploads",
          lambda: parallel_uploads(base, admin, repo, plan.uploads, plan.upload_size)),
     ]
@@ -282,7 +297,10 @@ def run(registry_binary: str, workdir: Path, quick: bool) -> tuple[float, list[A
     proxy: Service | None = None
     try:
         hashed = bcrypt.hashpw(ADMIN[1].encode(), bcrypt.gensalt(10)).decode()
-        proxy = start_proxy(registry.url, workdir, {ADMIN[0]: User(ADMIN[0], "admin", hashed)})
+        proxy = start_proxy(
+            registry.url, workdir, {ADMIN[0]: User(ADMIN[0], "admin", hashed)},
+            {"MREG_MAX_CONNECTIONS": str(plan.connection_cap)},
+        )
         # idle connections are held past the proxy's idle timeout (60 s), to see them closed
         idle_hold = 2.0 if quick else 70.0
         idle, rows = run_abuse(plan, proxy.url, proxy.process.pid, registry.process.pid, ADMIN, REPO, idle_hold)

@@ -31,6 +31,9 @@ async def no_early_continue(request: web.Request) -> None:
 async def admit(request: web.Request) -> None:
     """The request is authorized: let its body come."""
     request[ADMITTED] = True
+    protocol = request.protocol
+    if isinstance(protocol, GuardedHandler):
+        protocol.admit(request)  # from now on, never closed to make room for a new connection
     if not _body_pending(request):
         return
     request.protocol.resume_reading()

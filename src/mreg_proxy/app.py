@@ -503,7 +503,7 @@ async def serve(settings: Settings, started: asyncio.Event | None = None) -> Non
         site = SwitchingSite(
             runner, settings.listen_host, settings.listen_port, app[TLS],
             max_connections=connection_cap(settings.max_connections),
-            first_byte_timeout=settings.idle_timeout,
+            idle_timeout=settings.idle_timeout,
         )
         try:
             await site.start()

@@ -56,11 +56,14 @@ class Settings:
     metrics: str = "admin"
     # "auto": uvloop when it is installed (the "fast" extra), asyncio's own loop otherwise
     event_loop: str = "auto"
-    # connections open at once; past it new ones are closed at accept (lowered to what the
-    # process's file limit holds)
+    # connections open at once; at the cap a new one takes the place of an idle connection of the
+    # address holding the most, and is closed at accept only when none is idle (lowered to what
+    # the process's file limit holds)
     max_connections: int = 1000
     # seconds a connection may go without a request in progress (idle keep-alive, a silent new
-    # connection, headers that never finish); a transfer under way is never cut
+    # connection, headers that never finish), and a transfer may wait on its client without
+    # progress (an upload whose body stops coming, a download the client stops reading); a
+    # transfer that moves, however slowly, and waits on the registry are never cut
     idle_timeout: float = 60.0
     # password checks (bcrypt) run in their own threads; at most bcrypt_queue wait, beyond that
     # a login is answered 503 with Retry-After at once (docs/security.md)
@@ -113,9 +116,11 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--event-loop", "MREG_EVENT_LOOP", "event_loop",
      "auto (uvloop if installed) or asyncio (default auto)"),
     ("--max-connections", "MREG_MAX_CONNECTIONS", "max_connections",
-     "client connections open at once; more are closed at accept (default 1000)"),
+     "client connections open at once; at the cap an idle one makes room, else new ones are "
+     "closed at accept (default 1000)"),
     ("--idle-timeout", "MREG_IDLE_TIMEOUT", "idle_timeout",
-     "seconds a connection may wait without a request in progress (default 60)"),
+     "seconds a connection may wait without a request in progress, or a transfer on a client that "
+     "makes no progress (default 60)"),
     ("--bcrypt-workers", "MREG_BCRYPT_WORKERS", "bcrypt_workers",
      "threads checking passwords (default: the CPUs, at least 2)"),
     ("--bcrypt-queue", "MREG_BCRYPT_QUEUE", "bcrypt_queue",

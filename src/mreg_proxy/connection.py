@@ -13,12 +13,21 @@ JSON envelope and one log line.
 An upload refused before its body was read (admission.py) drops what keeps arriving, without
 parsing or buffering it, for a short lingering time before its connection closes: closing a
 socket with unread bytes sends a reset, and a client still sending its body would lose the answer.
+
+The handler also tells the listener (openconns.py) what it is doing, without costing anything per
+chunk: whether it is idle (evictable when the connection cap is reached), and whether its transfer
+waits on the client, with a mark that changes whenever the client makes progress (a stall sweep
+compares marks every few seconds).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
-from typing import Any, Callable
+import socket
+import struct
+import termios
+from typing import Any, Callable, Hashable
 
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
@@ -54,6 +63,82 @@ class GuardedHandler(RequestHandler):
         self._header_bytes = 0
         self._payload: StreamReader | None = None  # body of the last request parsed
         self._dropping = False  # refused: what arrives is dropped until the connection closes
+        self._write_waits = 0  # times writing to the client had to wait: each one means progress
+        self._splicing_waits = False  # splice.relay waits for the client's socket to take more
+        self._admitted: web.BaseRequest | None = None  # the last request found authorized
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._write_waits += 1
+
+    def splice_waits(self, waiting: bool) -> None:
+        """splice.relay writes to the socket itself: it says when it waits for the client."""
+        self._splicing_waits = waiting
+        if waiting:
+            self._write_waits += 1
+
+    def idle(self) -> bool:
+        """No request in progress: waiting for a request, or for the rest of its headers (the
+        state aiohttp's own keep-alive timeout closes)."""
+        return self._waiter is not None and not self._waiter.done()
+
+    def admit(self, request: web.BaseRequest) -> None:
+        """``request`` is authorized (admission.py)."""
+        self._admitted = request
+
+    def unauthorized(self) -> bool:
+        """A request is in progress that has not been found authorized (yet): a password check
+        queued or held by the login throttle, a refusal being answered."""
+        request = self._current_request
+        return request is not None and request is not self._admitted
+
+    def client_progress(self) -> Hashable | None:
+        """None unless the transfer under way waits on the client; then a value that changes
+        whenever the client makes progress.
+
+        Writing waits on the client while the transport has paused us or splice waits for the
+        socket; the client's progress is then the bytes it takes (our buffer and the kernel's
+        queue shrink). Reading waits on the client while a body is unfinished, nothing of it is
+        buffered and reading is not paused (by admission, or by backpressure from the registry);
+        the client's progress is then the bytes that arrive. Waiting on the registry is neither.
+        """
+        transport = self.transport
+        if transport is None:
+            return None
+        if self.writing_paused or self._splicing_waits:
+            return (self._write_waits, transport.get_write_buffer_size(), _unsent(transport))
+        payload = self._payload
+        if (
+            payload is not None and not payload.is_eof() and not self._reading_paused
+            and not self._dropping and not payload._size  # buffered bytes: no public view
+        ):
+            return payload.total_bytes
+        return None
+
+    def current(self) -> str:
+        """The request in progress, as "METHOD path", for a log line."""
+        request = self._current_request
+        return f"{request.method} {request.path}" if request is not None else "no request"
+
+    def cut(self) -> None:
+        """Close at once, with a reset: nothing buffered for the client is worth waiting for.
+
+        The shutdown also wakes splice.relay, which waits on a duplicate of the descriptor that
+        closing ours would not close."""
+        transport = self.transport
+        if transport is None:
+            return
+        fd = _fileno(transport)
+        if fd is not None:
+            sock = socket.socket(fileno=fd)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already reset by the client
+            finally:
+                sock.detach()  # the transport owns the descriptor
+        transport.abort()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         super().connection_lost(exc)
@@ -130,3 +215,20 @@ class GuardedHandler(RequestHandler):
         )
         response.force_close()
         return response
+
+
+def _fileno(transport: Any) -> int | None:
+    sock = transport.get_extra_info("socket")
+    return sock.fileno() if sock is not None else None
+
+
+def _unsent(transport: Any) -> int:
+    """Bytes the kernel holds for the client, not yet acknowledged (Linux's SIOCOUTQ): they go
+    down as the client reads, however slowly."""
+    fd = _fileno(transport)
+    if fd is None:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0

@@ -12,6 +12,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from . import errors, splice
+from .connection import GuardedHandler
 from .headers import downstream_response_headers, upstream_request_headers
 
 log = logging.getLogger("mreg.proxy")
@@ -105,6 +106,12 @@ def upstream_url(upstream: URL, raw_path: str) -> URL:
 
 def upstream_failure(request: web.Request, exc: BaseException) -> web.Response:
     """The client's answer when the registry cannot be reached or fails: never a stack trace."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        # the client went away (or was cut as stalled) while its body was being sent: the
+        # registry is not to blame, and nobody reads this answer
+        log.info("client disconnected: %s %s", request.method, request.path)
+        return errors.unavailable(502, "the client went away")
     if isinstance(exc, aiohttp.ClientConnectorError):
         log.warning("registry unreachable: %s", exc)
         request[UPSTREAM_ERROR] = "unreachable"
@@ -203,4 +210,6 @@ async def _splice_body(
     src.pause_reading()
     await response.write(buffered)  # sends the headers too
     request[BODY_BYTES] = len(buffered)
-    request[BODY_BYTES] += await splice.relay(src_fd, dst, length - len(buffered))
+    handler = request.protocol
+    watch = handler.splice_waits if isinstance(handler, GuardedHandler) else splice.no_watch
+    request[BODY_BYTES] += await splice.relay(src_fd, dst, length - len(buffered), watch)

@@ -14,22 +14,24 @@ Before a connection is handed over, its first byte is looked at (without reading
 ClientHello starts with 0x16, an HTTP request with a letter. So a client that speaks the wrong one
 gets a clear answer instead of a parse error or a failed handshake: plain HTTP on the HTTPS port is
 told "this port speaks HTTPS"; a TLS probe on the plain port (podman tries HTTPS first) is closed
-with one debug line. The site also caps how many connections are open at once.
+with one debug line. The site also caps how many connections are open at once, making room by
+closing idle ones, and cuts transfers stalled by their client (openconns.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import ssl
-import time
 
 from aiohttp import web
 
 from . import errors
 from .connection import GuardedHandler
+from .openconns import Open, OpenConnections
 from .tls import TlsState
 
 log = logging.getLogger("mreg.server")
@@ -37,8 +39,9 @@ log = logging.getLogger("mreg.server")
 HANDSHAKE_TIMEOUT = 15.0
 TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
 MAX_DRAIN = 64 * 1024  # a plain request sent to the HTTPS port: its headers, read and dropped
-# one "connection limit reached" line per this many seconds, however many are refused
-LIMIT_LOG_INTERVAL = 10.0
+# the stall sweep runs this often (a fraction of the idle timeout, so that a stall is cut at
+# most a quarter late), and at least every 5 s
+MAX_SWEEP_INTERVAL = 5.0
 SPEAKS_HTTPS = errors.raw_response(
     400, "Bad Request",
     "this port speaks HTTPS: use https:// (plain HTTP is refused)\n", "text/plain; charset=utf-8",
@@ -48,8 +51,10 @@ SPEAKS_HTTPS = errors.raw_response(
 class SwitchingSite(web.BaseSite):
     """Like web.TCPSite, with TLS decided per connection by a TlsState.
 
-    ``max_connections`` counts every accepted socket until it closes; past it a new connection is
-    closed at once. ``first_byte_timeout``: seconds a new connection may stay silent.
+    ``max_connections`` counts every accepted socket until it closes; at it, a new connection
+    takes the place of an idle one, and is closed at once only when none is idle. ``idle_timeout``:
+    seconds a new connection may stay silent, and a transfer may wait on its client without
+    progress.
     """
 
     def __init__(
@@ -61,18 +66,17 @@ class SwitchingSite(web.BaseSite):
         *,
         backlog: int = 256,
         max_connections: int = 1000,
-        first_byte_timeout: float = 60.0,
+        idle_timeout: float = 60.0,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._tls = tls
-        self._max_connections = max_connections
-        self._first_byte_timeout = first_byte_timeout
-        self._open = 0
-        self._limit_logged = float("-inf")
+        self._idle_timeout = idle_timeout
+        self._connections = OpenConnections(max_connections)
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
     @property
@@ -88,13 +92,16 @@ class SwitchingSite(web.BaseSite):
             (self._host, self._port), family=family, backlog=self._backlog
         )
         self._listener.setblocking(False)
-        self._accepting = asyncio.get_running_loop().create_task(self._accept_forever(self._listener))
+        loop = asyncio.get_running_loop()
+        self._accepting = loop.create_task(self._accept_forever(self._listener))
+        self._sweeping = loop.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
-        if self._accepting is not None:
-            self._accepting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accepting
+        for task in (self._accepting, self._sweeping):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._listener is not None:
             self._listener.close()
         for task in list(self._pending):
@@ -105,41 +112,41 @@ class SwitchingSite(web.BaseSite):
         loop = asyncio.get_running_loop()
         while True:
             try:
-                connection, _address = await loop.sock_accept(listener)
+                connection, address = await loop.sock_accept(listener)
             except OSError as exc:  # e.g. EMFILE: back off instead of spinning
                 log.error("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            if self._open >= self._max_connections:
-                self._refuse(connection)
+            if not self._connections.make_room():
+                connection.close()
                 continue
-            self._open += 1
+            entry = self._connections.add(address[0])  # counted at once: accepts come in bursts
             # waiting for the first byte (and a handshake) must not hold up the next accept
-            task = loop.create_task(self._serve(connection))
+            task = loop.create_task(self._serve(connection, entry))
+            entry.close = task.cancel  # evicted before the handover
             # the loop keeps only a weak reference to tasks; stop() cancels these
             self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            task.add_done_callback(functools.partial(self._served, connection, entry))
 
-    def _refuse(self, connection: socket.socket) -> None:
-        connection.close()
-        now = time.monotonic()
-        if now - self._limit_logged >= LIMIT_LOG_INTERVAL:
-            self._limit_logged = now
-            log.warning(
-                "connection limit reached: %d connections open (MREG_MAX_CONNECTIONS); "
-                "refusing new ones until some close", self._open,
-            )
+    def _served(self, connection: socket.socket, entry: Open, task: asyncio.Task[None]) -> None:
+        """``_serve`` is over: close the connection unless a handler took it over (its
+        connection_lost then counts it). Here rather than in ``_serve``: a task cancelled before
+        it started (a connection evicted at once) never runs its finally clause."""
+        self._pending.discard(task)
+        if entry.handler is None:
+            connection.close()
+            self._connections.remove(entry)
 
-    def _closed(self) -> None:
-        self._open -= 1
+    async def _sweep_forever(self) -> None:
+        interval = min(MAX_SWEEP_INTERVAL, self._idle_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            self._connections.sweep(self._idle_timeout)
 
-    async def _serve(self, connection: socket.socket) -> None:
-        peer = None
-        with contextlib.suppress(OSError):  # read now: a failed handshake closes the socket
-            peer = connection.getpeername()[0]
-        handed_over = False
+    async def _serve(self, connection: socket.socket, entry: Open) -> None:
+        peer = entry.peer
         try:
-            first = await _first_byte(connection, self._first_byte_timeout)
+            first = await _first_byte(connection, self._idle_timeout)
             context = self._tls.context
             if first is None:
                 return  # silent or gone: nothing to answer
@@ -155,32 +162,30 @@ class SwitchingSite(web.BaseSite):
                     connection.recv(MAX_DRAIN)
                     connection.send(SPEAKS_HTTPS)  # a few hundred bytes: the socket buffer takes them
                 return
-            await self._hand_over(connection, context, peer)
-            handed_over = True
+            entry.handler = await self._hand_over(connection, context, entry)
+            entry.close = entry.handler.force_close
         except OSError as exc:  # ssl.SSLError, ConnectionError and TimeoutError among them
             log.info("TLS handshake with %s failed: %s", peer, str(exc) or type(exc).__name__)
         except Exception:  # a bug must cost one connection, never the accept loop
             log.exception("could not serve the connection from %s", peer)
-        finally:
-            if not handed_over:  # from here on, the handler's connection_lost counts it
-                connection.close()
-                self._closed()
 
     async def _hand_over(
-        self, connection: socket.socket, context: ssl.SSLContext | None, peer: object
-    ) -> None:
+        self, connection: socket.socket, context: ssl.SSLContext | None, entry: Open
+    ) -> GuardedHandler:
         server = self._runner.server
         assert server is not None
         loop = asyncio.get_running_loop()
+        closed = functools.partial(self._connections.remove, entry)
 
         # the runner's Server would build aiohttp's plain RequestHandler; same arguments, our class
         def protocol() -> GuardedHandler:
-            return GuardedHandler(server, loop=loop, on_close=self._closed, **server._kwargs)
+            return GuardedHandler(server, loop=loop, on_close=closed, **server._kwargs)
 
-        await loop.connect_accepted_socket(
+        _transport, handler = await loop.connect_accepted_socket(
             protocol, connection, ssl=context,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT if context is not None else None,
         )
+        return handler
 
 
 async def _first_byte(connection: socket.socket, timeout: float) -> bytes | None:

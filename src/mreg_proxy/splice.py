@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 # A bigger pipe means fewer splice calls and event-loop turns per blob. 1 MiB is Linux's default
 # /proc/sys/fs/pipe-max-size, so unprivileged processes can have it.
@@ -86,21 +86,38 @@ def socket_fd(transport: asyncio.BaseTransport) -> int | None:
     return sock.fileno() if sock is not None else None
 
 
-async def relay(src_fd: int, dst: asyncio.WriteTransport, length: int) -> int:
+def no_watch(waiting: bool) -> None:
+    pass
+
+
+async def relay(
+    src_fd: int, dst: asyncio.WriteTransport, length: int,
+    client_waits: Callable[[bool], None] = no_watch,
+) -> int:
     """Move exactly ``length`` bytes from socket ``src_fd`` to the socket under ``dst``.
 
     The caller has stopped the source's transport from reading. What ``dst`` still has buffered
     (the response headers) goes out first. Returns the bytes moved; raises UpstreamClosed when the
     source ends early and ConnectionError (broken pipe, reset) when the client goes away. Memory
-    use is one pipe, whatever ``length`` is.
+    use is one pipe, whatever ``length`` is. ``client_waits(True)`` and ``(False)`` bracket each
+    wait for the client to take more (the stall sweep watches those, connection.py): a client
+    that stops reading is cut by shutting its socket down, which ends the wait.
     """
     dst_fd = socket_fd(dst)
     if dst_fd is None:
         raise ConnectionResetError("client connection closed")
     loop = asyncio.get_running_loop()
+
+    async def client_writable() -> None:
+        client_waits(True)
+        try:
+            await _ready(loop, dst_copy, write=True)
+        finally:
+            client_waits(False)
+
     with _dup(src_fd) as src, _dup(dst_fd) as dst_copy, _pipe() as (pipe_r, pipe_w, capacity):
         while dst.get_write_buffer_size():
-            await _ready(loop, dst_copy, write=True)
+            await client_writable()
             await asyncio.sleep(0)  # let the transport's own writer run first
             if dst.is_closing():
                 raise ConnectionResetError("client connection closed")
@@ -125,7 +142,7 @@ async def relay(src_fd: int, dst: asyncio.WriteTransport, length: int) -> int:
             if moved_in or moved_out:
                 await asyncio.sleep(0)  # a long transfer must not starve the other connections
             elif in_pipe:
-                await _ready(loop, dst_copy, write=True)  # the client is the slow side
+                await client_writable()  # the client is the slow side
             else:
                 await _ready(loop, src, write=False)  # waiting for the registry
         return sent

@@ -83,6 +83,7 @@ def test_quick_abuse_benchmark_runs_every_workload(tmp_path: Path) -> None:
         "500 idle connections", "20 parallel 4 MiB admin uploads",
     ]
     assert "401" in rows[1]["note"] and rows[3]["note"] == "20 x 201"
+    assert rows[2]["note"].endswith("a request from another address: answered 200")  # past the cap
     assert all(row["peak_mib"] > 0 for row in rows)
     assert "## Memory" in result.stdout
 

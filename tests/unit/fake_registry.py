@@ -9,6 +9,9 @@ from aiohttp import web
 
 REQUESTS = web.AppKey("requests", list)
 CLIENT_GONE = web.AppKey("client_gone", asyncio.Event)
+UPLOAD_ENDED = web.AppKey("upload_ended", asyncio.Event)  # an echo request ended, however
+HELD = web.AppKey("held", list)  # requests waiting in /v2/held
+RELEASE = web.AppKey("release", asyncio.Event)  # lets them be answered
 BLOCK = bytes(range(256)) * 256  # 64 KiB
 
 
@@ -22,11 +25,18 @@ async def root(request: web.Request) -> web.Response:
 
 
 async def echo(request: web.Request) -> web.Response:
+    """Digest of the body. ``?sleep_before=S``: a registry slow to take the body; ``?sleep_after=S``:
+    slow to answer once it has it (as when it moves a big blob into place)."""
     digest = hashlib.sha256()
     size = 0
-    async for chunk in request.content.iter_any():
-        digest.update(chunk)
-        size += len(chunk)
+    try:
+        await asyncio.sleep(float(request.query.get("sleep_before", 0)))
+        async for chunk in request.content.iter_any():
+            digest.update(chunk)
+            size += len(chunk)
+        await asyncio.sleep(float(request.query.get("sleep_after", 0)))
+    finally:
+        request.app[UPLOAD_ENDED].set()
     request.app[REQUESTS].append((request.method, request.raw_path))
     return web.json_response(
         {
@@ -77,8 +87,13 @@ async def leaky_upload(request: web.Request) -> web.Response:
 
 
 async def endless(request: web.Request) -> web.StreamResponse:
-    """Streams up to 1 GiB; records when the proxy stops reading (the client went away)."""
-    response = web.StreamResponse(headers={"Content-Length": str(1 << 30)})
+    """Streams up to 1 GiB; records when the proxy stops reading (the client went away).
+    ``?chunked=1``: of unknown length, which the proxy copies instead of splicing."""
+    response = web.StreamResponse()
+    if request.query.get("chunked"):
+        response.enable_chunked_encoding()
+    else:
+        response.content_length = 1 << 30
     await response.prepare(request)
     try:
         for _ in range((1 << 30) // len(BLOCK)):
@@ -87,6 +102,13 @@ async def endless(request: web.Request) -> web.StreamResponse:
         request.app[CLIENT_GONE].set()
         raise
     return response
+
+
+async def held(request: web.Request) -> web.Response:
+    """Answered only once the test sets RELEASE: a request in progress for as long as it likes."""
+    request.app[HELD].append(request.raw_path)
+    await request.app[RELEASE].wait()
+    return web.json_response({})
 
 
 async def chunked(request: web.Request) -> web.StreamResponse:
@@ -131,12 +153,16 @@ def make_app() -> web.Application:
     app = web.Application(handler_args={"auto_decompress": False})
     app[REQUESTS] = []
     app[CLIENT_GONE] = asyncio.Event()
+    app[UPLOAD_ENDED] = asyncio.Event()
+    app[HELD] = []
+    app[RELEASE] = asyncio.Event()
     app.router.add_get("/v2/", root)
     app.router.add_route("*", "/v2/echo/{tail:.*}", echo)
     app.router.add_get("/v2/blob/{size:\\d+}", blob)
     app.router.add_post("/v2/team/app/blobs/uploads/", start_upload)
     app.router.add_post("/v2/leaky/blobs/uploads/", leaky_upload)
     app.router.add_get("/v2/endless", endless)
+    app.router.add_get("/v2/held", held)
     app.router.add_get("/v2/chunked/{size:\\d+}", chunked)
     app.router.add_get("/v2/broken", broken)
     app.router.add_get("/v2/accept", multi)

@@ -14,34 +14,10 @@ from aiohttp.test_utils import TestServer
 
 from cli_helpers import rsa_1024_pair, tls_pair
 from helpers import basic
-from proxy_harness import ADMIN, READER, ProxyClient, running_proxy, settings_for
-
-READ_TIMEOUT = 20.0  # upper bound for any answer in these tests; none is expected to take long
-
-
-async def exchange(port: int, data: bytes, *, context: ssl.SSLContext | None = None) -> bytes:
-    """Send ``data`` on a new connection and read until the proxy closes it."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
-    try:
-        writer.write(data)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), READ_TIMEOUT)
-    finally:
-        writer.close()
-
-
-def status_of(response: bytes) -> int:
-    return int(response.split(b" ", 2)[1])
-
-
-def head_and_body(response: bytes) -> tuple[str, bytes]:
-    head, _, body = response.partition(b"\r\n\r\n")
-    return head.decode("latin-1"), body
-
-
-def auth_line(user: tuple[str, str]) -> str:
-    return f"Authorization: {basic(*user)['Authorization']}\r\n"
-
+from proxy_harness import (
+    ADMIN, READER, READ_TIMEOUT, ProxyClient, auth_line, client_hello_context, exchange, head_and_body,
+    install_tls, running_proxy, settings_for, status_of, upload_head,
+)
 
 # -- header budget -------------------------------------------------------------------------------
 
@@ -90,7 +66,7 @@ async def test_headers_dribbled_past_the_budget_answer_431_before_they_end(
 
 @pytest.fixture
 async def quick_proxy(upstream: TestServer, users_file: Path, tmp_path: Path) -> Any:
-    settings = settings_for(upstream.make_url(""), tmp_path, idle_timeout=1.0, max_connections=4)
+    settings = settings_for(upstream.make_url(""), tmp_path, idle_timeout=1.0)
     async with running_proxy(settings) as client:
         yield client
 
@@ -122,43 +98,7 @@ async def test_an_upload_that_moves_outlives_the_idle_timeout(quick_proxy: Proxy
         assert (await response.json())["bytes"] == 8 * 1024
 
 
-# -- connection cap -----------------------------------------------------------------------------
-
-
-async def test_connections_past_the_cap_are_closed_and_logged_once(
-    quick_proxy: ProxyClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    held = [await asyncio.open_connection("127.0.0.1", quick_proxy.port) for _ in range(4)]
-    try:
-        with caplog.at_level("WARNING", "mreg.server"):
-            refused = [await exchange(quick_proxy.port, b"GET /v2/ HTTP/1.1\r\nHost: h\r\n\r\n") for _ in range(3)]
-        assert refused == [b""] * 3
-        limit_lines = [r for r in caplog.records if "connection limit reached" in r.getMessage()]
-        assert len(limit_lines) == 1
-    finally:
-        for _reader, writer in held:
-            writer.close()
-    request = f"GET /v2/ HTTP/1.1\r\nHost: h\r\nConnection: close\r\n{auth_line(READER)}\r\n"
-    for _ in range(50):  # the held connections' slots come back once the proxy sees them close
-        response = await exchange(quick_proxy.port, request.encode())
-        if response:
-            break
-        await asyncio.sleep(0.05)
-    assert status_of(response) == 200
-
-
 # -- bodies and authorization -------------------------------------------------------------------
-
-
-def upload_head(user: tuple[str, str] | None, length: int, *, expect: bool = False) -> bytes:
-    lines = [
-        "PATCH /v2/echo/upload HTTP/1.1", "Host: h", f"Content-Length: {length}",
-        "Content-Type: application/octet-stream",
-    ]
-    if expect:
-        lines.append("Expect: 100-continue")
-    head = "\r\n".join(lines) + "\r\n" + (auth_line(user) if user else "") + "\r\n"
-    return head.encode()
 
 
 @pytest.mark.parametrize("user", [None, ("amy", "wrong"), READER], ids=["anonymous", "wrong-password", "reader"])
@@ -233,13 +173,6 @@ async def test_the_server_header_of_a_parse_error_names_no_versions(proxy: Proxy
 # -- the wrong protocol on a port ----------------------------------------------------------------
 
 
-def client_hello_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 async def test_a_tls_probe_on_the_plain_port_is_one_debug_line_not_a_request(
     proxy: ProxyClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -253,9 +186,7 @@ async def test_a_tls_probe_on_the_plain_port_is_one_debug_line_not_a_request(
 
 @pytest.fixture
 async def tls_proxy(upstream: TestServer, users_file: Path, tmp_path: Path) -> Any:
-    cert, key = tls_pair()
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
+    install_tls(tmp_path)
     async with running_proxy(settings_for(upstream.make_url(""), tmp_path)) as client:
         yield client
 
@@ -270,9 +201,7 @@ async def test_plain_http_on_the_tls_port_is_told_to_use_https(tls_proxy: ProxyC
 async def test_a_tls_connection_idle_after_the_handshake_is_closed(
     upstream: TestServer, users_file: Path, tmp_path: Path
 ) -> None:
-    cert, key = tls_pair()
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
+    install_tls(tmp_path)
     settings = settings_for(upstream.make_url(""), tmp_path, idle_timeout=1.0)
     async with running_proxy(settings) as client:
         assert await exchange(client.port, b"", context=client_hello_context()) == b""
@@ -287,11 +216,9 @@ async def test_an_unusable_pair_at_start_answers_errors_only(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     if problem == "mismatch":  # a rotation half done: the new certificate, the old key
-        cert, key = tls_pair()[0], tls_pair()[1]
+        install_tls(tmp_path, (tls_pair()[0], tls_pair()[1]))
     else:
-        cert, key = rsa_1024_pair()
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
+        install_tls(tmp_path, rsa_1024_pair())
     with caplog.at_level("ERROR", "mreg.tls"):
         async with running_proxy(settings_for(upstream.make_url(""), tmp_path)) as client:
             async with client.get("/v2/", headers=basic(*READER)) as response:

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy_harness import READER, running_proxy, settings_for
+from proxy_harness import READER, auth_line, connect, running_proxy, settings_for, status_of
 from fake_registry import CLIENT_GONE, make_app
 from helpers import basic, make_user, write_users
 from mreg_proxy.cli.gen_tls import self_signed
@@ -42,6 +42,23 @@ def test_spliced_pull_and_disconnect_on_uvloop(tmp_path: Path) -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert type(runner.get_loop()).__module__ == "uvloop"
         runner.run(asyncio.wait_for(_pull_and_hang_up(tmp_path), timeout=30))
+
+
+async def _stop_reading(tmp_path: Path) -> None:
+    write_users(tmp_path / "users.yml", make_user(*READER))
+    async with TestServer(make_app()) as upstream:
+        async with running_proxy(settings_for(upstream.make_url(""), tmp_path, idle_timeout=1.0)) as proxy:
+            reader, writer = await connect(proxy.port, receive_buffer=4096)
+            writer.write(f"GET /v2/endless HTTP/1.1\r\nHost: h\r\n{auth_line(READER)}\r\n".encode())
+            assert status_of(await reader.readuntil(b"\r\n\r\n")) == 200
+            await asyncio.wait_for(upstream.app[CLIENT_GONE].wait(), timeout=10)  # nothing read
+            writer.close()
+
+
+def test_a_spliced_download_the_client_stops_reading_is_cut_on_uvloop(tmp_path: Path) -> None:
+    """The cut shuts the client's socket down, which must wake splice's wait on uvloop too."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(_stop_reading(tmp_path), timeout=30))
 
 
 async def _tls_clients(tmp_path: Path) -> None:
