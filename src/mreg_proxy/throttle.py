@@ -4,8 +4,10 @@ Every password check is charged as a failure when it starts (a success refunds i
 attempts sent at once are spaced like attempts sent one after the other. After ``free`` failures
 each one earns a delay that doubles (1 s, 2 s, 4 s, ...) up to ``max_delay``: the next attempt
 from that address (for that user) may start no earlier. An attempt that would have to wait up to
-``hold`` seconds is held that long and then checked; one that would wait longer is refused (429
-with Retry-After) without being checked. Nothing here ever locks a user out for everyone: the
+``hold`` seconds is held that long and then checked; one that would wait longer is held ``hold``
+to 1.5 x ``hold`` seconds (at random: the attempts of a flood that arrive together are answered
+apart, not in one burst every ``hold`` seconds that would stall everyone else's requests) and
+refused (429 with Retry-After) without being checked. Nothing here ever locks a user out for everyone: the
 counters are keyed by the client's address, and a request with verified cached credentials never
 gets here.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Sequence
@@ -29,7 +32,8 @@ log = logging.getLogger("mreg.auth")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 BASE_DELAY = 1.0  # seconds: the first delay after the free failures
-HOLD = 2.0  # a request is held this long at most; beyond, 429
+HOLD = 2.0  # a request that would wait longer is refused (429), after this long
+HOLD_SPREAD = 0.5  # ... and up to this much of it more, at random
 FORGET_AFTER = 3600.0  # seconds of calm after which a record starts from zero again
 MAX_ENTRIES = 10_000  # records per table (pairs, addresses): about 1 MiB each when full
 IPV6_PREFIX = 64  # one host usually owns a whole /64: count it as one address
@@ -110,12 +114,14 @@ class Throttle:
         max_entries: int = MAX_ENTRIES,
         forget_after: float = FORGET_AFTER,
         clock: Callable[[], float] = time.monotonic,
+        spread: Callable[[], float] = random.random,
     ) -> None:
         self._pairs = _Table(pair, max_entries, forget_after)
         self._addresses = _Table(address, max_entries, forget_after)
         self._hold = HOLD if hold is None else hold
         self._forget_after = forget_after
         self._clock = clock
+        self._spread = spread  # in [0, 1)
 
     def attempt(self, address: str, name: str) -> Verdict:
         """May ``address`` check a password for ``name`` now? Charges a failure when it may."""
@@ -125,7 +131,8 @@ class Throttle:
         host = self._addresses.touch(where, now)
         start = max(now, pair.not_before, host.not_before)
         if start - now > self._hold:
-            return Verdict(self._hold, True, max(1, math.ceil(start - now - self._hold)))
+            held = self._hold * (1 + HOLD_SPREAD * self._spread())
+            return Verdict(held, True, max(1, math.ceil(start - now - held)))
         if self._pairs.charge(pair, start):
             log.warning("%d failed logins from %s as %s: further attempts are delayed",
                         pair.failures, where, escaped(name, 64))
@@ -203,9 +210,9 @@ def guess_times(
 ) -> list[float]:
     """When an attacker who retries as soon as allowed gets a password checked, over ``seconds``,
     from one address, guessing one user's password (or a new user name each time); checks taken
-    as instantaneous."""
+    as instantaneous, refusals held the shortest time (the fastest attacker)."""
     now = 0.0
-    throttle = Throttle(pair, address, hold=hold, clock=lambda: now)
+    throttle = Throttle(pair, address, hold=hold, clock=lambda: now, spread=lambda: 0.0)
     times: list[float] = []
     while now < seconds:
         verdict = throttle.attempt("192.0.2.1", f"name{len(times)}" if rotate_names else "victim")

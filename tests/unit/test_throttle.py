@@ -18,6 +18,7 @@ ADDRESS = Policy(free=10, max_delay=60)
 
 
 def _throttle(clock: Clock, **kwargs: object) -> Throttle:
+    kwargs.setdefault("spread", lambda: 0.0)  # refusals held exactly ``hold``, unless a test says
     return Throttle(PAIR, ADDRESS, hold=2.0, clock=clock, **kwargs)  # type: ignore[arg-type]
 
 
@@ -42,6 +43,20 @@ def test_then_attempts_are_held_for_a_growing_delay() -> None:
     # at once: 1 s (the first's slot) + 2 s (its own delay) is past the 2 s hold: held 2 s, then 429
     second = throttle.attempt("10.0.0.1", "bob")
     assert (second.wait, second.refused, second.retry_after) == (2, True, 1)
+
+
+def test_refusals_are_held_a_random_time_so_a_flood_is_not_answered_in_bursts() -> None:
+    """200 connections refused at the same moment must not all be answered 2 s later at the
+    same moment again (and again): their holds are spread over [hold, 1.5 x hold)."""
+    clock = Clock()
+    draws = iter([0.0, 0.5, 0.999])
+    throttle = _throttle(clock, spread=lambda: next(draws))
+    for _ in range(4):
+        throttle.attempt("10.0.0.1", "bob")  # 3 free, then 1 s of delay
+    refused = [throttle.attempt("10.0.0.1", "bob") for _ in range(3)]  # would wait 3 s: past the hold
+    assert all(v.refused for v in refused)
+    assert [round(v.wait, 2) for v in refused] == [2.0, 2.5, 3.0]
+    assert [v.retry_after for v in refused] == [1, 1, 1]  # the rest of the 3 s, at least 1
 
 
 def test_past_the_hold_the_attempt_is_refused_and_charges_nothing() -> None:
