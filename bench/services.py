@@ -151,6 +151,11 @@ def start_registry(binary: str, workdir: Path, s3: S3 | None = None, secret: str
     return _started(process, f"http://{HOST}:{port}", "/v2/")
 
 
+# What the image's Containerfile sets for the proxy's process, so that the bench measures it as
+# deployed (tests/test_deploy_manifest.py checks that the two agree)
+IMAGE_ENV = {"PYTHONMALLOC": "malloc"}
+
+
 def start_proxy(
     upstream: str, workdir: Path, users: Mapping[str, User] | Path, extra_env: Mapping[str, str] | None = None
 ) -> Service:
@@ -171,6 +176,7 @@ def start_proxy(
         "MREG_USERS_FILE": str(users_file),
         "MREG_TLS_CERT": str(users_file.parent / "tls.crt"),
         "MREG_TLS_KEY": str(users_file.parent / "tls.key"),
+        **IMAGE_ENV,
         **(extra_env or {}),
     }
     with open(workdir / "proxy.log", "wb") as log:

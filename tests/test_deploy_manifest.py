@@ -187,6 +187,16 @@ def test_containerfile_runs_mreg_proxy_as_the_user_the_manifest_expects() -> Non
     assert _instructions("ENTRYPOINT") == ['["mreg-proxy"]']
 
 
+def test_the_bench_runs_the_proxy_with_the_image_environment() -> None:
+    from bench.services import IMAGE_ENV
+
+    final_stage = CONTAINERFILE.rsplit("\nFROM ", 1)[1]
+    env = " ".join(line.strip(" \\") for line in final_stage.split("\nENV ", 1)[1].split("\n#", 1)[0].splitlines())
+    settings = dict(item.split("=", 1) for item in env.split())
+    assert settings["PYTHONMALLOC"] == "malloc"
+    assert IMAGE_ENV.items() <= settings.items()
+
+
 def test_containerfile_carries_oci_labels() -> None:
     assert "org.opencontainers.image.title=" in CONTAINERFILE
     assert "org.opencontainers.image.version=" in CONTAINERFILE
