@@ -117,7 +117,7 @@ class SwitchingSite(web.BaseSite):
                 log.error("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
-            if not self._connections.make_room():
+            if not self._room_for_one_more():
                 connection.close()
                 continue
             entry = self._connections.add(address[0])  # counted at once: accepts come in bursts
@@ -127,6 +127,13 @@ class SwitchingSite(web.BaseSite):
             # the loop keeps only a weak reference to tasks; stop() cancels these
             self._pending.add(task)
             task.add_done_callback(functools.partial(self._served, connection, entry))
+
+    def _room_for_one_more(self) -> bool:
+        try:
+            return self._connections.make_room()
+        except Exception:  # a bug must cost a refused connection, never the accept loop
+            log.exception("could not make room for a new connection: refused")
+            return False
 
     def _served(self, connection: socket.socket, entry: Open, task: asyncio.Task[None]) -> None:
         """``_serve`` is over: close the connection unless a handler took it over (its
@@ -141,7 +148,10 @@ class SwitchingSite(web.BaseSite):
         interval = min(MAX_SWEEP_INTERVAL, self._idle_timeout / 4)
         while True:
             await asyncio.sleep(interval)
-            self._connections.sweep(self._idle_timeout)
+            try:
+                self._connections.sweep(self._idle_timeout)
+            except Exception:  # a bug must cost one sweep, never the next ones
+                log.exception("stall sweep failed")
 
     async def _serve(self, connection: socket.socket, entry: Open) -> None:
         peer = entry.peer
