@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestServer
 from cli_helpers import wait_until
 from fake_registry import HELD, RELEASE
 from proxy_harness import (
-    READ_TIMEOUT, READER, ProxyClient, auth_line, connect, exchange, running_proxy, settings_for,
-    status_of,
+    READ_TIMEOUT, READER, ProxyClient, auth_line, client_hello_context, connect, exchange,
+    install_tls, running_proxy, settings_for, status_of,
 )
 
 CAP = 20
@@ -178,4 +178,23 @@ async def test_wrong_passwords_waiting_for_their_check_make_room_too(
         finally:
             gate.set()
             for _reader, writer in [ours, *guessing]:
+                writer.close()
+
+
+async def test_connections_stuck_in_their_tls_handshake_make_room(
+    upstream: TestServer, users_file: Path, tmp_path: Path
+) -> None:
+    """With TLS on, a stranger's connections that sent the start of a ClientHello and nothing more
+    are idle too (no request yet): a team member's TLS connection takes their place."""
+    install_tls(tmp_path)
+    settings = settings_for(upstream.make_url(""), tmp_path, max_connections=4, idle_timeout=30.0)
+    async with running_proxy(settings) as proxy:
+        stuck = [await open_from(proxy.port, STRANGER, b"\x16\x03\x01\x02\x00") for _ in range(4)]
+        try:
+            await asyncio.sleep(0.2)  # all four taken in hand, their handshakes waiting for more
+            answer_bytes = await exchange(proxy.port, get("/v2/", close=True), context=client_hello_context())
+            assert status_of(answer_bytes) == 200
+            assert await closed(stuck[0])  # the oldest made room
+        finally:
+            for _reader, writer in stuck:
                 writer.close()

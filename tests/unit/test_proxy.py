@@ -17,10 +17,9 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy_harness import ADMIN, READER, ProxyClient, running_proxy, settings_for
+from proxy_harness import ADMIN, READER, ProxyClient, install_tls, running_proxy, settings_for
 from fake_registry import CLIENT_GONE, REQUESTS, blob_bytes, make_app
 from helpers import basic, free_port, make_user, write_users
-from mreg_proxy.cli.gen_tls import self_signed
 
 MB = 1 << 20
 
@@ -314,9 +313,7 @@ async def test_registry_refusing_deletes_is_passed_through(proxy: ProxyClient, u
 
 async def test_large_download_over_tls_is_intact(upstream: TestServer, users_file: Path, tmp_path: Path) -> None:
     """Behind TLS the socket carries records, not the payload: large bodies must not be spliced."""
-    cert, key = self_signed("127.0.0.1", days=1)
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
+    install_tls(tmp_path)
     async with running_proxy(settings_for(upstream.make_url(""), tmp_path)) as proxy:
         url = f"https://127.0.0.1:{proxy.port}/v2/blob/{4 * MB + 1}"
         async with proxy.session.get(url, headers=basic(*READER), ssl=False) as response:

@@ -14,10 +14,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from proxy_harness import READER, auth_line, connect, running_proxy, settings_for, status_of
+from cli_helpers import tls_pair
+from proxy_harness import READER, auth_line, connect, install_tls, running_proxy, settings_for, status_of
 from fake_registry import CLIENT_GONE, make_app
 from helpers import basic, make_user, write_users
-from mreg_proxy.cli.gen_tls import self_signed
 
 uvloop = pytest.importorskip("uvloop")
 
@@ -63,9 +63,8 @@ def test_a_spliced_download_the_client_stops_reading_is_cut_on_uvloop(tmp_path: 
 
 async def _tls_clients(tmp_path: Path) -> None:
     write_users(tmp_path / "users.yml", make_user(*READER))
-    cert, key = self_signed("127.0.0.1", days=1)
-    (tmp_path / "tls.crt").write_bytes(cert)
-    (tmp_path / "tls.key").write_bytes(key)
+    cert, key = tls_pair()
+    install_tls(tmp_path, (cert, key))
     trusting = ssl.create_default_context(cadata=cert.decode())
     async with TestServer(make_app()) as upstream:
         async with running_proxy(settings_for(upstream.make_url(""), tmp_path)) as proxy:
