@@ -54,11 +54,15 @@ class Open:
 
 
 class OpenConnections:
-    """Open connections by client address, oldest first."""
+    """Open connections by client address, oldest first; addresses by how many they hold."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._by_address: dict[str, dict[Open, None]] = {}  # dicts keep insertion order: age
+        # addresses by the number of connections they hold, so that the busiest is found in
+        # O(1) on each accept at the cap, whatever the number of addresses (a botnet's thousand)
+        self._by_size: dict[int, dict[str, None]] = {}
+        self._largest = 0
         self._count = 0
         self._logged = {"evict": float("-inf"), "refuse": float("-inf")}
 
@@ -68,7 +72,9 @@ class OpenConnections:
 
     def add(self, peer: str) -> Open:
         entry = Open(peer, address_key(peer))
-        self._by_address.setdefault(entry.key, {})[entry] = None
+        connections = self._by_address.setdefault(entry.key, {})
+        connections[entry] = None
+        self._resized(entry.key, len(connections) - 1, len(connections))
         self._count += 1
         return entry
 
@@ -78,8 +84,21 @@ class OpenConnections:
         if connections is None or connections.pop(entry, False) is False:
             return
         self._count -= 1
+        self._resized(entry.key, len(connections) + 1, len(connections))
         if not connections:
             del self._by_address[entry.key]
+
+    def _resized(self, key: str, before: int, after: int) -> None:
+        if before:
+            bucket = self._by_size[before]
+            del bucket[key]
+            if not bucket:
+                del self._by_size[before]
+        if after:
+            self._by_size.setdefault(after, {})[key] = None
+        self._largest = max(self._largest, after)
+        while self._largest and self._largest not in self._by_size:
+            self._largest -= 1
 
     def make_room(self) -> bool:
         """At the cap, close the oldest idle connection of the busiest address, or else its oldest
@@ -88,8 +107,7 @@ class OpenConnections:
         O(open connections) at worst, at the cap only."""
         if self._count < self._limit:
             return True
-        by_size = sorted(self._by_address.items(), key=lambda item: len(item[1]), reverse=True)
-        for key, connections in by_size:
+        for key, connections in self._busiest_first():
             victim = next((entry for entry in connections if entry.idle()), None)
             if victim is None:
                 victim = next((entry for entry in connections if entry.unauthorized()), None)
@@ -102,6 +120,13 @@ class OpenConnections:
         self._log("refuse", "connection limit reached (%d open, MREG_MAX_CONNECTIONS), each with an "
                   "authorized request in progress: refusing new ones until some close", self._count)
         return False
+
+    def _busiest_first(self) -> Iterator[tuple[str, dict[Open, None]]]:
+        """Addresses by the connections they hold, most first (the first one is almost always
+        the one that has a victim)."""
+        for size in range(self._largest, 0, -1):
+            for key in self._by_size.get(size, ()):  # make_room stops at the first victim
+                yield key, self._by_address[key]
 
     def sweep(self, timeout: float) -> None:
         """Cut the transfers that have waited on their client without progress for ``timeout``."""

@@ -4,6 +4,8 @@ oldest idle connection makes room; a request in progress is never closed for tha
 from __future__ import annotations
 
 import asyncio
+import collections
+import random
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from cli_helpers import wait_until
 from fake_registry import HELD, RELEASE
+from mreg_proxy.openconns import Open, OpenConnections
 from proxy_harness import (
     READ_TIMEOUT, READER, ProxyClient, auth_line, client_hello_context, connect, exchange,
     install_tls, running_proxy, settings_for, status_of,
@@ -198,3 +201,19 @@ async def test_connections_stuck_in_their_tls_handshake_make_room(
         finally:
             for _reader, writer in stuck:
                 writer.close()
+
+
+def test_the_book_knows_the_busiest_address_after_any_opens_and_closes() -> None:
+    """The by-size index (the busiest address in O(1) at each accept at the cap) against a count."""
+    book = OpenConnections(10**6)
+    chance = random.Random(9)
+    live: list[Open] = []
+    for _ in range(5000):
+        if live and chance.random() < 0.5:
+            book.remove(live.pop(chance.randrange(len(live))))
+        else:
+            live.append(book.add(f"10.0.0.{chance.randrange(20)}"))
+        counts = collections.Counter(entry.key for entry in live)
+        first = next(book._busiest_first(), None)
+        assert (len(first[1]) if first else 0) == max(counts.values(), default=0)
+        assert [len(c) for _k, c in book._busiest_first()] == sorted(counts.values(), reverse=True)
