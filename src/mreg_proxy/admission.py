@@ -13,9 +13,8 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 from aiohttp.typedefs import Handler
 
-from .connection import GuardedHandler
+from .connection import ADMITTED, GuardedHandler
 
-ADMITTED = web.RequestKey("admitted", bool)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -31,9 +30,6 @@ async def no_early_continue(request: web.Request) -> None:
 async def admit(request: web.Request) -> None:
     """The request is authorized: let its body come."""
     request[ADMITTED] = True
-    protocol = request.protocol
-    if isinstance(protocol, GuardedHandler):
-        protocol.admit(request)  # from now on, never closed to make room for a new connection
     if not _body_pending(request):
         return
     request.protocol.resume_reading()

@@ -39,6 +39,10 @@ from . import errors
 
 log = logging.getLogger("mreg.connection")
 
+# set on a request once it is authorized (admission.py): its body may come, and its connection is
+# never closed to make room for a new one (openconns.py)
+ADMITTED = web.RequestKey("admitted", bool)
+
 # nginx: 8 KiB per line (large_client_header_buffers 4 8k), so a header block is at most ~32 KiB
 MAX_LINE_BYTES = 8190
 MAX_HEADERS = 64
@@ -65,7 +69,6 @@ class GuardedHandler(RequestHandler):
         self._dropping = False  # refused: what arrives is dropped until the connection closes
         self._write_waits = 0  # times writing to the client had to wait: each one means progress
         self._splicing_waits = False  # splice.relay waits for the client's socket to take more
-        self._admitted: web.BaseRequest | None = None  # the last request found authorized
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -82,15 +85,11 @@ class GuardedHandler(RequestHandler):
         state aiohttp's own keep-alive timeout closes)."""
         return self._waiter is not None and not self._waiter.done()
 
-    def admit(self, request: web.BaseRequest) -> None:
-        """``request`` is authorized (admission.py)."""
-        self._admitted = request
-
     def unauthorized(self) -> bool:
         """A request is in progress that has not been found authorized (yet): a password check
         queued or held by the login throttle, a refusal being answered."""
         request = self._current_request
-        return request is not None and request is not self._admitted
+        return request is not None and not request.get(ADMITTED)
 
     def client_progress(self) -> Hashable | None:
         """None unless the transfer under way waits on the client; then a value that changes

@@ -163,6 +163,12 @@ def auth_line(user: tuple[str, str]) -> str:
     return f"Authorization: {basic(*user)['Authorization']}\r\n"
 
 
+def get_request(path: str, *, close: bool = False) -> bytes:
+    """A reader's raw ``GET path``; ``close`` asks for the connection to close after it."""
+    connection = "Connection: close\r\n" if close else ""
+    return f"GET {path} HTTP/1.1\r\nHost: h\r\n{connection}{auth_line(READER)}\r\n".encode()
+
+
 def upload_head(user: tuple[str, str] | None, length: int, *, expect: bool = False) -> bytes:
     lines = [
         "PATCH /v2/echo/upload HTTP/1.1", "Host: h", f"Content-Length: {length}",

@@ -18,8 +18,8 @@ from cli_helpers import wait_until
 from fake_registry import HELD, RELEASE
 from mreg_proxy.openconns import Open, OpenConnections
 from proxy_harness import (
-    READ_TIMEOUT, READER, ProxyClient, auth_line, client_hello_context, connect, exchange,
-    install_tls, running_proxy, settings_for, status_of,
+    READ_TIMEOUT, auth_line, client_hello_context, connect, exchange, get_request, install_tls,
+    ProxyClient, running_proxy, settings_for, status_of,
 )
 
 CAP = 20
@@ -32,11 +32,6 @@ async def capped_proxy(upstream: TestServer, users_file: Path, tmp_path: Path) -
     settings = settings_for(upstream.make_url(""), tmp_path, max_connections=CAP, idle_timeout=30.0)
     async with running_proxy(settings) as client:
         yield client
-
-
-def get(path: str, *, close: bool = False) -> bytes:
-    connection = "Connection: close\r\n" if close else ""
-    return f"GET {path} HTTP/1.1\r\nHost: h\r\n{connection}{auth_line(READER)}\r\n".encode()
 
 
 async def answer(reader: asyncio.StreamReader) -> int:
@@ -77,21 +72,21 @@ async def test_one_address_at_the_cap_with_idle_connections_does_not_lock_others
     port = capped_proxy.port
     silent = [await open_from(port, STRANGER) for _ in range(7)]
     half_headers = [await open_from(port, STRANGER, b"GET /v2/ HTTP/1.1\r\nHost: h\r\nX-") for _ in range(7)]
-    keep_alive = [await open_from(port, STRANGER, get("/v2/")) for _ in range(6)]
+    keep_alive = [await open_from(port, STRANGER, get_request("/v2/")) for _ in range(6)]
     held = silent + half_headers + keep_alive
     try:
         for reader, _writer in keep_alive:
             assert await answer(reader) == 200
         await asyncio.sleep(0.2)  # the last silent ones accepted too
         with caplog.at_level("WARNING", "mreg.server"):
-            assert status_of(await exchange(port, get("/v2/", close=True))) == 200
+            assert status_of(await exchange(port, get_request("/v2/", close=True))) == 200
         assert cap_lines(caplog) == [
             f"connection limit reached ({CAP} open): closing idle or unauthorized connections of the busiest "
             f"address {STRANGER} ({CAP} open)"
         ]
         assert await closed(silent[0])  # the oldest
         reader, writer = keep_alive[-1]  # and no other
-        writer.write(get("/v2/"))
+        writer.write(get_request("/v2/"))
         assert await answer(reader) == 200
     finally:
         for _reader, writer in held:
@@ -103,14 +98,14 @@ async def test_a_request_in_progress_is_never_closed_to_make_room(
 ) -> None:
     settings = settings_for(upstream.make_url(""), tmp_path, max_connections=4, idle_timeout=30.0)
     async with running_proxy(settings) as proxy:
-        busy = await open_from(proxy.port, STRANGER, get("/v2/held"))
+        busy = await open_from(proxy.port, STRANGER, get_request("/v2/held"))
         await held_requests(upstream, 1)
         idle = [await open_from(proxy.port, STRANGER) for _ in range(3)]
         ours = []
         try:
             # each takes an idle one's place: the stranger's three, then our own oldest
             for _ in range(4):
-                ours.append(await open_from(proxy.port, "127.0.0.1", get("/v2/")))
+                ours.append(await open_from(proxy.port, "127.0.0.1", get_request("/v2/")))
                 assert await answer(ours[-1][0]) == 200
             assert [await closed(connection) for connection in idle] == [True] * 3
             assert await closed(ours[0])
@@ -126,11 +121,11 @@ async def test_when_every_connection_has_a_request_in_progress_new_ones_are_refu
 ) -> None:
     settings = settings_for(upstream.make_url(""), tmp_path, max_connections=4, idle_timeout=30.0)
     async with running_proxy(settings) as proxy:
-        busy = [await open_from(proxy.port, STRANGER, get("/v2/held", close=True)) for _ in range(4)]
+        busy = [await open_from(proxy.port, STRANGER, get_request("/v2/held", close=True)) for _ in range(4)]
         try:
             await held_requests(upstream, 4)
             with caplog.at_level("WARNING", "mreg.server"):
-                refused = [await exchange(proxy.port, get("/v2/", close=True)) for _ in range(3)]
+                refused = [await exchange(proxy.port, get_request("/v2/", close=True)) for _ in range(3)]
             assert refused == [b""] * 3
             assert len(cap_lines(caplog)) == 1  # one line per episode
             upstream.app[RELEASE].set()
@@ -139,7 +134,7 @@ async def test_when_every_connection_has_a_request_in_progress_new_ones_are_refu
             for _reader, writer in busy:
                 writer.close()
         for _ in range(50):  # the slots come back once the proxy sees those connections close
-            response = await exchange(proxy.port, get("/v2/", close=True))
+            response = await exchange(proxy.port, get_request("/v2/", close=True))
             if response:
                 break
             await asyncio.sleep(0.05)
@@ -162,7 +157,7 @@ async def test_wrong_passwords_waiting_for_their_check_make_room_too(
 
     settings = settings_for(upstream.make_url(""), tmp_path, max_connections=4, idle_timeout=30.0)
     async with running_proxy(settings) as proxy:
-        ours = await open_from(proxy.port, "127.0.0.1", get("/v2/"))  # checked before the gate shuts
+        ours = await open_from(proxy.port, "127.0.0.1", get_request("/v2/"))  # checked before the gate shuts
         assert await answer(ours[0]) == 200
         monkeypatch.setattr(bcrypt, "checkpw", gated)
         guessing = [
@@ -172,9 +167,9 @@ async def test_wrong_passwords_waiting_for_their_check_make_room_too(
         ]
         try:
             await wait_until(lambda: len(entered) >= 2, "the checks held (the third one queued)")
-            ours[1].write(get("/v2/"))  # cached: answered while the checks wait
+            ours[1].write(get_request("/v2/"))  # cached: answered while the checks wait
             assert await answer(ours[0]) == 200
-            newcomer = await open_from(proxy.port, "127.0.0.1", get("/v2/", close=True))
+            newcomer = await open_from(proxy.port, "127.0.0.1", get_request("/v2/", close=True))
             assert await answer(newcomer[0]) == 200
             assert await closed(guessing[0])  # the stranger's oldest made room
             newcomer[1].close()
@@ -195,7 +190,7 @@ async def test_connections_stuck_in_their_tls_handshake_make_room(
         stuck = [await open_from(proxy.port, STRANGER, b"\x16\x03\x01\x02\x00") for _ in range(4)]
         try:
             await asyncio.sleep(0.2)  # all four taken in hand, their handshakes waiting for more
-            answer_bytes = await exchange(proxy.port, get("/v2/", close=True), context=client_hello_context())
+            answer_bytes = await exchange(proxy.port, get_request("/v2/", close=True), context=client_hello_context())
             assert status_of(answer_bytes) == 200
             assert await closed(stuck[0])  # the oldest made room
         finally:

@@ -15,7 +15,7 @@ from cli_helpers import wait_until
 from fake_registry import CLIENT_GONE, UPLOAD_ENDED
 from helpers import basic
 from proxy_harness import (
-    ADMIN, READ_TIMEOUT, READER, ProxyClient, auth_line, client_hello_context, connect, install_tls,
+    ADMIN, READ_TIMEOUT, client_hello_context, connect, get_request, install_tls, ProxyClient,
     running_proxy, settings_for, status_of, upload_head,
 )
 
@@ -35,11 +35,6 @@ async def stall_proxy(upstream: TestServer, users_file: Path, tmp_path: Path) ->
 
 def stall_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
-
-
-def get_request(path: str, *, close: bool = False) -> bytes:
-    connection = "Connection: close\r\n" if close else ""
-    return f"GET {path} HTTP/1.1\r\nHost: h\r\n{connection}{auth_line(READER)}\r\n".encode()
 
 
 async def closed_by_proxy(reader: asyncio.StreamReader) -> bool:
