@@ -26,9 +26,9 @@ from typing import Callable
 
 import bcrypt
 
-from mreg_proxy.grants import Grant, Level
-from mreg_proxy.tokens import hash_secret, new_secret
-from mreg_proxy.users import Store, Token, User, write_store
+from mreg_proxy.auth.grants import Grant, Level
+from mreg_proxy.auth.tokens import hash_secret, new_secret
+from mreg_proxy.auth.users import Store, Token, User, write_store
 
 from . import abuse_login, abuse_memory
 from .s3bench import S3_FULL, S3_QUICK, run_s3, s3_markdown

@@ -26,8 +26,8 @@ from typing import Callable
 import bcrypt
 
 from mreg_proxy.config import Settings
-from mreg_proxy.throttle import HOLD, Policy, guess_times
-from mreg_proxy.users import User
+from mreg_proxy.auth.throttle import HOLD, Policy, guess_times
+from mreg_proxy.auth.users import User
 
 from .services import BenchError, start_proxy, start_registry, stop
 from .workloads import Endpoint, head_load, seed_blob, seed_manifest

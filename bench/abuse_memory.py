@@ -31,7 +31,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import bcrypt
 
-from mreg_proxy.users import User
+from mreg_proxy.auth.users import User
 
 from .services import RssSampler, Service, memory_kib, start_proxy, start_registry, stop
 

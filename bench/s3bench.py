@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mreg_proxy.users import User
+from mreg_proxy.auth.users import User
 
 from .ceph import ceph_cluster
 from .services import Service, start_proxy, start_registry, stop

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from mreg_proxy.users import User, write_users_file
+from mreg_proxy.auth.users import User, write_users_file
 
 HOST = "127.0.0.1"
 SRC = Path(__file__).resolve().parent.parent / "src"

@@ -11,7 +11,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from mreg_proxy.users import User, write_users_file
+from mreg_proxy.auth.users import User, write_users_file
 
 TEST_COST = 4  # bcrypt's minimum: tests check behaviour, not hashing cost
 

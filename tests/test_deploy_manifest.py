@@ -104,7 +104,7 @@ def test_auth_listens_on_5000_published_with_host_port_5000() -> None:
 @pytest.mark.parametrize("probe", ["livenessProbe", "readinessProbe"])
 def test_auth_probes_ask_healthz_and_readyz(probe: str) -> None:
     command = CONTAINERS["auth"][probe]["exec"]["command"]
-    assert command[:3] == ["python3", "-m", "mreg_proxy.probe"]
+    assert command[:3] == ["python3", "-m", "mreg_proxy.cli.probe"]
     assert command[3] == {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}[probe]
 
 

@@ -84,7 +84,7 @@ def test_every_container_has_requests_and_limits(container: dict) -> None:
 
 def test_gc_job_pauses_prunes_collects_then_always_resumes() -> None:
     pause, prune, collect = CRONJOB_POD["initContainers"]
-    assert "python3 -m mreg_proxy.prune --s3 ||" in " ".join(prune["command"]), "a failed prune must not stop GC"
+    assert "python3 -m mreg_proxy.storage.prune --s3 ||" in " ".join(prune["command"]), "a failed prune must not stop GC"
     assert prune["envFrom"] == CONTAINERS["registry"]["envFrom"]
     (resume,) = CRONJOB_POD["containers"]
     assert pause["command"][0] == "mreg-manage" and "pause" in pause["command"]

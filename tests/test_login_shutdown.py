@@ -14,7 +14,7 @@ import bcrypt
 
 from cli_helpers import SRC
 from helpers import basic, free_port
-from mreg_proxy.users import User, write_users_file
+from mreg_proxy.auth.users import User, write_users_file
 
 QUEUED = 60
 STOP_BOUND = 30  # seconds: a bound on the wait, not a timing assertion (a queue of 60 checks

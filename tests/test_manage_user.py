@@ -14,7 +14,7 @@ import pytest
 from cli_helpers import CLI_TIMEOUT, AuthFiles, Cli, Proxy, Result, assert_refused, run_on_terminal
 from helpers import basic
 
-from mreg_proxy.users import read_users_file
+from mreg_proxy.auth.users import read_users_file
 
 PROG = "manage-user"
 

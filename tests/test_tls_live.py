@@ -34,7 +34,7 @@ from cli_helpers import (
 
 from helpers import basic, make_user, require_tool, write_users
 
-from mreg_proxy.tls import TlsState
+from mreg_proxy.transport.tls import TlsState
 
 LOAD_TIMEOUT = 30.0  # upper bound for the background client in the rotation test
 

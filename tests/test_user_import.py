@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import AuthFiles, Cli, Proxy, Result, assert_refused
 from helpers import TEST_COST, basic
 
-from mreg_proxy.users import read_users_file
+from mreg_proxy.auth.users import read_users_file
 
 PROG = "manage-user"
 SEED_COST = 13  # what the httpd-based setup's htpasswd -B -C 13 wrote

@@ -18,34 +18,34 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from . import errors
-from .access import Access
-from .admission import admit, body_gate, no_early_continue
-from .audit import AuditLog
-from .authn import Authenticator, LoginRefused, parse_basic
-from .checkpool import CheckPool
-from .authz import Decision, Kind, Principal, decide
-from .catalog import list_catalog
-from .connection import HEADER_BUDGET, LINGER_SECONDS, MAX_HEADERS, MAX_LINE_BYTES
+from .auth.access import Access
+from .transport.admission import admit, body_gate, no_early_continue
+from .auth.audit import AuditLog
+from .auth.authn import Authenticator, LoginRefused, parse_basic
+from .auth.checkpool import CheckPool
+from .auth.authz import Decision, Kind, Principal, decide
+from .oci.catalog import list_catalog
+from .transport.connection import HEADER_BUDGET, LINGER_SECONDS, MAX_HEADERS, MAX_LINE_BYTES
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .escape import escaped
-from .memory import cap_arenas, trimmer
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
-from .mount import allowed_source, mount_source, without_mount
-from .proxy import BODY_BYTES, UPSTREAM_ERROR, forward, make_session
-from .readiness import Readiness
-from .references import manifest_refusal
-from .referrers_api import delete_manifest, list_referrers, put_manifest
+from .transport.memory import cap_arenas, trimmer
+from .transport.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+from .oci.mount import allowed_source, mount_source, without_mount
+from .transport.proxy import BODY_BYTES, UPSTREAM_ERROR, forward, make_session
+from .transport.readiness import Readiness
+from .spec.references import manifest_refusal
+from .oci.referrers_api import delete_manifest, list_referrers, put_manifest
 from .routes import Action, Endpoint, Route, classify
-from .server import SwitchingSite
-from .tagdelete import RepositoryLocks, delete_tag
-from .taglist import list_tags
-from .throttle import Policy, Throttle, client_address
-from .tls import TlsState
-from .tokenauth import TokenUsage
-from .uploads import UploadMemory
-from .uploads_api import continue_upload, start_upload
-from .users import UserStore
-from .writepause import CONTROL_REPOSITORY, WritePause, control, refused, reserved
+from .transport.server import SwitchingSite
+from .oci.tagdelete import RepositoryLocks, delete_tag
+from .oci.taglist import list_tags
+from .auth.throttle import Policy, Throttle, client_address
+from .transport.tls import TlsState
+from .auth.tokenauth import TokenUsage
+from .oci.uploads import UploadMemory
+from .oci.uploads_api import continue_upload, start_upload
+from .auth.users import UserStore
+from .oci.writepause import CONTROL_REPOSITORY, WritePause, control, refused, reserved
 
 log = logging.getLogger("mreg")
 

@@ -227,7 +227,7 @@ def test_02_registry_listens_on_the_pod_loopback_only(pod: Pod, cmd: Cmd) -> Non
 def test_03_auth_runs_as_non_root_on_a_read_only_root(pod: Pod) -> None:
     assert pod.exec("id", "-u").stdout.strip() != "0"
     assert pod.exec("touch", "/probe-write", check=False).returncode != 0
-    assert pod.exec("python3", "-m", "mreg_proxy.probe", "/readyz", check=False).returncode == 0
+    assert pod.exec("python3", "-m", "mreg_proxy.cli.probe", "/readyz", check=False).returncode == 0
 
 
 def test_03a_registry_runs_as_non_root_and_writes_its_volume(pod: Pod) -> None:
@@ -507,7 +507,7 @@ def test_17_clients_trusting_only_that_certificate_log_in_push_and_pull(
 
 def test_18_probes_pass_over_https(pod: Pod, cmd: Cmd) -> None:
     for path in ("/healthz", "/readyz"):
-        assert pod.exec("python3", "-m", "mreg_proxy.probe", path, check=False).returncode == 0
+        assert pod.exec("python3", "-m", "mreg_proxy.cli.probe", path, check=False).returncode == 0
     assert cmd.podman("healthcheck", "run", pod.auth, check=False).returncode == 0
 
 
@@ -592,7 +592,7 @@ def test_27_prune_with_the_pod_stopped_then_start_reclaims_them(pod: Pod, cmd: C
     cmd.podman("pod", "stop", pod.pod_name, timeout=120)
     out = cmd.podman("run", "--rm", "--user", "0", "--network", "none",
                      "-v", "mreg-registry-data:/var/lib/registry",
-                     "--entrypoint", "python3", auth_image, "-m", "mreg_proxy.prune", "--min-age", "0",
+                     "--entrypoint", "python3", auth_image, "-m", "mreg_proxy.storage.prune", "--min-age", "0",
                      timeout=120)
     assert "2 untagged manifest(s) forgotten" in out.stderr
     cmd.podman("pod", "start", pod.pod_name, timeout=120)

@@ -21,7 +21,7 @@ from bench.ceph import DAEMONS, Ceph, ceph_cluster
 from bench.services import S3, SRC, Service, registry_env, start_proxy, start_registry, stop
 from helpers import make_user, require_tool
 from live import ADMIN, READER, Mreg
-from mreg_proxy.users import User, dump_users
+from mreg_proxy.auth.users import User, dump_users
 from secretmount import write_secret
 
 # replicas look at the shared pause marker this often (seconds); small, so the tests stay quick
@@ -93,7 +93,7 @@ def operator_env(tmp_path: Path, *replicas: Replica) -> dict[str, str]:
 
 
 def bucket_env(s3: S3) -> dict[str, str]:
-    """The environment ``python3 -m mreg_proxy.prune --s3`` reads the bucket from."""
+    """The environment ``python3 -m mreg_proxy.storage.prune --s3`` reads the bucket from."""
     return {**registry_env(), "PYTHONPATH": str(SRC), "REGISTRY_STORAGE_S3_REGION": s3.region,
             "REGISTRY_STORAGE_S3_REGIONENDPOINT": s3.endpoint, "REGISTRY_STORAGE_S3_BUCKET": s3.bucket,
             "REGISTRY_STORAGE_S3_ACCESSKEY": s3.access_key, "REGISTRY_STORAGE_S3_SECRETKEY": s3.secret_key,

@@ -151,7 +151,7 @@ def test_prune_on_the_bucket_lets_gc_reclaim_an_overwritten_image(ceph: Ceph, tm
 
         env = operator_env(tmp_path, a, b)
         assert manage("--plain-http", "pause", a.host, "600", env=env).returncode == 0
-        pruned = subprocess.run([sys.executable, "-m", "mreg_proxy.prune", "--s3", "--min-age", "0"],
+        pruned = subprocess.run([sys.executable, "-m", "mreg_proxy.storage.prune", "--s3", "--min-age", "0"],
                                 env=bucket_env(group.s3), capture_output=True, text=True, timeout=120)
         assert pruned.returncode == 0, pruned.stderr
         assert f"team/app@{layout_digest(old)}" in pruned.stderr

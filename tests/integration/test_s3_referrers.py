@@ -75,7 +75,7 @@ def test_prune_on_the_bucket_keeps_the_referrers_of_a_kept_image_only(ceph: Ceph
         assert new != old
         old_index = digest_of(b, repo, index_tag(old))
         assert old_index is not None
-        pruned = subprocess.run([sys.executable, "-m", "mreg_proxy.prune", "--s3", "--min-age", "0"],
+        pruned = subprocess.run([sys.executable, "-m", "mreg_proxy.storage.prune", "--s3", "--min-age", "0"],
                                 env=bucket_env(group.s3), capture_output=True, text=True, timeout=120)
         assert pruned.returncode == 0, pruned.stderr
         forgotten = set(re.findall(r"prune: (\S+) is untagged and nothing tagged refers to it", pruned.stderr))

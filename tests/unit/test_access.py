@@ -16,11 +16,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from helpers import basic, make_user
-from mreg_proxy.audit import read_events
-from mreg_proxy.grants import Grant, Level
-from mreg_proxy.tokenauth import TokenUsage, read_usage
-from mreg_proxy.tokens import hash_secret, new_secret
-from mreg_proxy.users import Store, Token, write_store
+from mreg_proxy.auth.audit import read_events
+from mreg_proxy.auth.grants import Grant, Level
+from mreg_proxy.auth.tokenauth import TokenUsage, read_usage
+from mreg_proxy.auth.tokens import hash_secret, new_secret
+from mreg_proxy.auth.users import Store, Token, write_store
 from proxy_harness import ProxyClient, running_proxy, settings_for
 
 SEEN = web.AppKey("seen", list)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mreg_proxy.audit import AuditLog, format_line, read_events, rotated, selected
+from mreg_proxy.auth.audit import AuditLog, format_line, read_events, rotated, selected
 
 T0 = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 

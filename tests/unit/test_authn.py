@@ -6,8 +6,8 @@ import bcrypt
 import pytest
 
 from helpers import TEST_COST, make_user, write_users
-from mreg_proxy.authn import Authenticator, parse_basic
-from mreg_proxy.users import User, UserStore
+from mreg_proxy.auth.authn import Authenticator, parse_basic
+from mreg_proxy.auth.users import User, UserStore
 
 
 def _hdr(raw: bytes) -> str:

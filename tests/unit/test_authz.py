@@ -2,8 +2,8 @@
 
 import pytest
 
-from mreg_proxy.authz import Decision, Kind, Principal, decide
-from mreg_proxy.grants import Grant, Level
+from mreg_proxy.auth.authz import Decision, Kind, Principal, decide
+from mreg_proxy.auth.grants import Grant, Level
 from mreg_proxy.routes import classify
 
 DIGEST = "sha256:" + "ab" * 32

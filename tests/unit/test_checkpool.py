@@ -4,7 +4,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from mreg_proxy.checkpool import CheckPool, PoolFull
+from mreg_proxy.auth.checkpool import CheckPool, PoolFull
 
 WAIT = 10  # seconds: a bound on every wait, never a timed assertion
 

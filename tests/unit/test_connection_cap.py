@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from cli_helpers import wait_until
 from fake_registry import HELD, RELEASE
-from mreg_proxy.openconns import Open, OpenConnections
+from mreg_proxy.transport.openconns import Open, OpenConnections
 from proxy_harness import (
     READ_TIMEOUT, auth_line, client_hello_context, connect, exchange, get_request, install_tls,
     ProxyClient, running_proxy, settings_for, status_of,

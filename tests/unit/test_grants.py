@@ -2,7 +2,7 @@
 
 import pytest
 
-from mreg_proxy.grants import Grant, GrantError, Level, checked_pattern, deciding_grant, matches, parse_level
+from mreg_proxy.auth.grants import Grant, GrantError, Level, checked_pattern, deciding_grant, matches, parse_level
 
 MATCHES = [
     ("team/app", "team/app", True),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from mreg_proxy import memory
+from mreg_proxy.transport import memory
 from mreg_proxy.app import create_app
 from mreg_proxy.config import Settings
 

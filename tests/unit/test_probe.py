@@ -1,4 +1,4 @@
-"""python3 -m mreg_proxy.probe: 0 when the local proxy answers 200, in HTTP (or HTTPS), else 1."""
+"""python3 -m mreg_proxy.cli.probe: 0 when the local proxy answers 200, in HTTP (or HTTPS), else 1."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from mreg_proxy import probe
+from mreg_proxy.cli import probe
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

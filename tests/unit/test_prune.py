@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mreg_proxy.prune import Pruned, main, prune
+from mreg_proxy.storage.prune import Pruned, main, prune
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mreg_proxy.references import Refusal, digest_refusal, manifest_refusal, parse_digest
+from mreg_proxy.spec.references import Refusal, digest_refusal, manifest_refusal, parse_digest
 
 SHA256 = "sha256:" + "0123456789abcdef" * 4
 SHA512 = "sha512:" + "0123456789abcdef" * 8

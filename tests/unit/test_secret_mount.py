@@ -8,8 +8,8 @@ from pathlib import Path
 
 from helpers import make_user
 from mreg_proxy.cli.gen_tls import self_signed
-from mreg_proxy.tls import TlsState
-from mreg_proxy.users import UserStore, dump_users
+from mreg_proxy.transport.tls import TlsState
+from mreg_proxy.auth.users import UserStore, dump_users
 from secretmount import write_secret
 
 

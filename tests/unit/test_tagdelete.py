@@ -1,6 +1,6 @@
 """The per-repository locks that keep registry 2.8's delete by digest from racing a tag write."""
 
-from mreg_proxy.tagdelete import RepositoryLocks
+from mreg_proxy.oci.tagdelete import RepositoryLocks
 
 
 async def test_one_repository_shares_one_lock_while_held() -> None:

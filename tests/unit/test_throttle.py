@@ -2,7 +2,7 @@ import ipaddress
 
 import pytest
 
-from mreg_proxy.throttle import Policy, Throttle, address_key, client_address, delay_after, guess_times
+from mreg_proxy.auth.throttle import Policy, Throttle, address_key, client_address, delay_after, guess_times
 
 
 class Clock:

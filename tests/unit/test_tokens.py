@@ -8,10 +8,10 @@ import datetime
 import pytest
 
 from helpers import make_user
-from mreg_proxy.grants import Grant, Level
-from mreg_proxy.mount import without_mount
-from mreg_proxy.tokens import hash_secret, is_secret_hash, new_secret, parse_duration, secret_matches
-from mreg_proxy.users import Store, Token, UsersFileError, dump_store, parse_store
+from mreg_proxy.auth.grants import Grant, Level
+from mreg_proxy.oci.mount import without_mount
+from mreg_proxy.auth.tokens import hash_secret, is_secret_hash, new_secret, parse_duration, secret_matches
+from mreg_proxy.auth.users import Store, Token, UsersFileError, dump_store, parse_store
 
 NOW = datetime.datetime(2026, 12, 2, 15, 0, tzinfo=datetime.timezone.utc)
 

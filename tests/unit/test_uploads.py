@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from mreg_proxy.uploads import (
+from mreg_proxy.oci.uploads import (
     Latest,
     Standing,
     UploadMemory,

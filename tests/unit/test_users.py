@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from helpers import make_user, write_users
-from mreg_proxy import users as users_module
-from mreg_proxy.users import MAX_FILE_BYTES, UserStore, UsersFileError, dump_users, parse_users, read_users_file
+from mreg_proxy.auth import users as users_module
+from mreg_proxy.auth.users import MAX_FILE_BYTES, UserStore, UsersFileError, dump_users, parse_users, read_users_file
 
 HASH = make_user("x", "pw").password_hash
 

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from helpers import free_port
-from mreg_proxy.proxy import make_session
-from mreg_proxy.writepause import CONTROL_REPOSITORY, UNTIL, WritePause, refused
+from mreg_proxy.transport.proxy import make_session
+from mreg_proxy.oci.writepause import CONTROL_REPOSITORY, UNTIL, WritePause, refused
 
 LOOKUPS = web.AppKey("lookups", list)
 

@@ -10,7 +10,7 @@ import argparse
 import os
 from typing import Any, Callable, Sequence
 
-from ..audit import AuditLog
+from ..auth.audit import AuditLog
 from ..config import ConfigError, Settings, settings_from
 from . import one_line_errors
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from ..config import Settings
 from ..files import atomic_write, remove
-from ..tls import build_context, why_unusable
+from ..transport.tls import build_context, why_unusable
 from . import OneLineParser, Refusal, stdin_is_absent, warn
 from .command import audit, run
 

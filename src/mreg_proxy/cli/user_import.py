@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from ..config import Settings
 from ..files import exclusive_lock
-from ..users import User, is_bcrypt_hash, name_problem, read_store, write_store
+from ..auth.users import User, is_bcrypt_hash, name_problem, read_store, write_store
 from . import Refusal, stdin_is_absent, warn
 from .command import audit
 

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Sequence
 
-from .escape import escaped
+from ..escape import escaped
 
 log = logging.getLogger("mreg.auth")
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Hashable, Iterator
 
 from .connection import GuardedHandler
-from .throttle import address_key
+from ..auth.throttle import address_key
 
 log = logging.getLogger("mreg.server")
 

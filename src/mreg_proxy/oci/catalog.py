@@ -18,8 +18,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from . import errors
-from .proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
+from .. import errors
+from ..transport.proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
 from .taglist import PagingError, page, paging_params
 
 log = logging.getLogger("mreg.catalog")

@@ -37,8 +37,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from .escape import escaped
-from .files import atomic_write, signature
+from ..escape import escaped
+from ..files import atomic_write, signature
 from .grants import Grant, GrantError, Level, checked_pattern, parse_level
 from .tokens import is_secret_hash, parse_utc, utc_text
 

@@ -35,7 +35,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.http import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 
-from . import errors
+from .. import errors
 
 log = logging.getLogger("mreg.connection")
 

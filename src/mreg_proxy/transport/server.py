@@ -29,7 +29,7 @@ import ssl
 
 from aiohttp import web
 
-from . import errors
+from .. import errors
 from .connection import GuardedHandler
 from .openconns import Open, OpenConnections
 from .tls import TlsState

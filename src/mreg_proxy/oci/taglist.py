@@ -15,8 +15,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from . import errors
-from .proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
+from .. import errors
+from ..transport.proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
 
 
 # n is a page size: 9 digits are plenty, and int() of thousands of digits raises (or costs CPU)

@@ -1,13 +1,13 @@
 """Forget untagged manifests safely, so that garbage collection can reclaim them.
 
-    python3 -m mreg_proxy.prune [--dry-run] [ROOT]     (ROOT: the registry's rootdirectory)
-    python3 -m mreg_proxy.prune --s3 [--dry-run]       (the bucket REGISTRY_STORAGE_S3_* names)
+    python3 -m mreg_proxy.storage.prune [--dry-run] [ROOT]     (ROOT: the registry's rootdirectory)
+    python3 -m mreg_proxy.storage.prune --s3 [--dry-run]       (the bucket REGISTRY_STORAGE_S3_* names)
 
 Run it only while the registry is stopped, then start the registry (it garbage-collects at start):
 
     podman pod stop mreg-pod
     podman run --rm --user 0 --network none -v mreg-registry-data:/var/lib/registry \
-        --entrypoint python3 localhost/mreg-proxy:latest -m mreg_proxy.prune
+        --entrypoint python3 localhost/mreg-proxy:latest -m mreg_proxy.storage.prune
     podman pod start mreg-pod
 
 (Not an init container: podman 4.3 restarts init containers of a Deployment in a loop, so it
@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .referrers import is_fallback_tag
+from ..spec.referrers import is_fallback_tag
 from .registrystorage import V2, BucketStorage, FolderStorage, Storage
 from .s3client import S3Client, S3Error, S3Settings
 
@@ -209,7 +209,7 @@ def prune_storage(storage: Storage, *, dry_run: bool = False, min_age: float = 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m mreg_proxy.prune", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python3 -m mreg_proxy.storage.prune", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", nargs="?", type=Path, default=DEFAULT_ROOT,
                         help=f"the registry's storage rootdirectory (default {DEFAULT_ROOT})")
     parser.add_argument("--s3", action="store_true",

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from .files import atomic_write, exclusive_lock
+from ..files import atomic_write, exclusive_lock
 from .tokens import parse_utc, secret_matches, utc_text
 from .users import Token
 

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .authn import Authenticator
+from ..auth.authn import Authenticator
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

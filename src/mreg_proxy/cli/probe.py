@@ -1,4 +1,4 @@
-"""Container probe: ``python3 -m mreg_proxy.probe [/healthz|/readyz]``.
+"""Container probe: ``python3 -m mreg_proxy.cli.probe [/healthz|/readyz]``.
 
 Exits 0 when the local proxy answers the path with 200, else 1. The port speaks HTTP until a
 certificate is installed and HTTPS after, so both are tried, the likelier one first (HTTPS when both
@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from typing import Sequence
 
-from .config import ConfigError, load_settings
+from ..config import ConfigError, load_settings
 
 TIMEOUT = 4.0
 
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     path = args[0] if args else "/healthz"
     if path not in ("/healthz", "/readyz"):
-        print("usage: python3 -m mreg_proxy.probe [/healthz|/readyz]", file=sys.stderr)
+        print("usage: python3 -m mreg_proxy.cli.probe [/healthz|/readyz]", file=sys.stderr)
         return 2
     try:
         settings = load_settings([], os.environ)

@@ -24,9 +24,9 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from . import errors
-from .proxy import UPSTREAM_ERRORS, upstream_url
-from .refs import ACCEPT_ALL, OCI_MANIFEST
+from .. import errors
+from ..transport.proxy import UPSTREAM_ERRORS, upstream_url
+from ..spec.refs import ACCEPT_ALL, OCI_MANIFEST
 from .tagdelete import RegistryAnswer, expect, upload_blob
 
 log = logging.getLogger("mreg.writepause")

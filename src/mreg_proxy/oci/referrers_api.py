@@ -28,11 +28,11 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from . import errors
+from .. import errors
 from .manifestguard import tag_stands
-from .proxy import UPSTREAM_ERRORS, relay, send, upstream_failure, upstream_url
-from .references import digest_refusal, is_known_digest
-from .referrers import (
+from ..transport.proxy import UPSTREAM_ERRORS, relay, send, upstream_failure, upstream_url
+from ..spec.references import digest_refusal, is_known_digest
+from ..spec.referrers import (
     INDEX,
     MAX_MANIFEST,
     Document,
@@ -49,7 +49,7 @@ from .referrers import (
     with_referrer,
     without,
 )
-from .refs import ACCEPT_ALL
+from ..spec.refs import ACCEPT_ALL
 
 log = logging.getLogger("mreg.referrers")
 

@@ -14,11 +14,11 @@ from typing import Callable
 
 from aiohttp import web
 
-from . import errors
+from .. import errors
 from .audit import AuditLog
 from .authn import Authenticator, LoginRefused, parse_basic
 from .authz import Decision, Kind, Principal
-from .routes import Route
+from ..routes import Route
 from .throttle import Throttle
 from .tokenauth import TokenUsage, check_token
 from .users import Token, UserStore

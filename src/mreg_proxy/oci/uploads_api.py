@@ -15,8 +15,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from . import errors
-from .proxy import UPSTREAM_ERRORS, relay, send, upstream_failure
+from .. import errors
+from ..transport.proxy import UPSTREAM_ERRORS, relay, send, upstream_failure
 from .uploads import UploadMemory, chunk_refusal, decode_state, range_header, standing
 
 log = logging.getLogger("mreg.uploads")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .files import exclusive_lock, keep_owner
+from ..files import exclusive_lock, keep_owner
 from .tokens import parse_utc, utc_text
 
 log = logging.getLogger("mreg.audit")

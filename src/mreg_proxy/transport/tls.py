@@ -14,7 +14,7 @@ import logging
 import ssl
 from pathlib import Path
 
-from .files import signature
+from ..files import signature
 
 log = logging.getLogger("mreg.tls")
 

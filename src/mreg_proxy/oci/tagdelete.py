@@ -27,9 +27,9 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from .errors import API_VERSION
-from .proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
-from .refs import ACCEPT_ALL, OCI_MANIFEST
+from ..errors import API_VERSION
+from ..transport.proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
+from ..spec.refs import ACCEPT_ALL, OCI_MANIFEST
 
 log = logging.getLogger("mreg.tagdelete")
 

@@ -11,7 +11,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from . import errors, splice
+from .. import errors
+from . import splice
 from .connection import GuardedHandler
 from .headers import downstream_response_headers, upstream_request_headers
 
