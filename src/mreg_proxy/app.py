@@ -18,12 +18,12 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Handler
 
 from . import errors
-from .auth.access import Access
+from .auth.identify import Access
 from .transport.admission import admit, body_gate, no_early_continue
 from .auth.audit import AuditLog
-from .auth.authn import Authenticator, LoginRefused, parse_basic
+from .auth.passwords import Authenticator, LoginRefused, parse_basic
 from .auth.checkpool import CheckPool
-from .auth.authz import Decision, Kind, Principal, decide
+from .auth.decide import Decision, Kind, Principal, decide
 from .oci.catalog import list_catalog
 from .transport.connection import HEADER_BUDGET, LINGER_SECONDS, MAX_HEADERS, MAX_LINE_BYTES
 from .config import ConfigError, Settings, configure_logging, load_settings
@@ -31,19 +31,19 @@ from .escape import escaped
 from .transport.memory import cap_arenas, trimmer
 from .transport.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from .oci.mount import allowed_source, mount_source, without_mount
-from .transport.proxy import BODY_BYTES, UPSTREAM_ERROR, forward, make_session
+from .transport.forwarder import BODY_BYTES, UPSTREAM_ERROR, forward, make_session
 from .transport.readiness import Readiness
 from .spec.references import manifest_refusal
-from .oci.referrers_api import delete_manifest, list_referrers, put_manifest
+from .oci.referrers import delete_manifest, list_referrers, put_manifest
 from .routes import Action, Endpoint, Route, classify
-from .transport.server import SwitchingSite
+from .transport.site import SwitchingSite
 from .oci.tagdelete import RepositoryLocks, delete_tag
-from .oci.taglist import list_tags
+from .oci.tags import list_tags
 from .auth.throttle import Policy, Throttle, client_address
 from .transport.tls import TlsState
-from .auth.tokenauth import TokenUsage
-from .oci.uploads import UploadMemory
-from .oci.uploads_api import continue_upload, start_upload
+from .auth.tokencheck import TokenUsage
+from .oci.upload_state import UploadMemory
+from .oci.uploads import continue_upload, start_upload
 from .auth.users import UserStore
 from .oci.writepause import CONTROL_REPOSITORY, WritePause, control, refused, reserved
 

@@ -47,7 +47,7 @@ class Settings:
     # how stale this replica's view of the shared write pause may be (writepause.py)
     pause_poll_interval: float = 2.0
     # replicas share the registry storage (S3): each referrers-index write is read back after a
-    # wait and merged again when another replica wrote over it (referrers_api.py). Off for one
+    # wait and merged again when another replica wrote over it (oci/referrers.py). Off for one
     # proxy, where the repository lock orders every write and the wait would only cost time.
     shared_storage: bool = False
     # who may read /metrics: "admin" (an authenticated admin), "open" (anyone who can reach the

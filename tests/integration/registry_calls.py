@@ -6,7 +6,7 @@ import hashlib
 import json
 
 from live import ADMIN, READER, Mreg, http
-from mreg_proxy.spec.refs import ACCEPT_ALL, OCI_MANIFEST
+from mreg_proxy.spec.names import ACCEPT_ALL, OCI_MANIFEST
 
 EMPTY = b"{}"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"

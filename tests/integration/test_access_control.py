@@ -23,7 +23,7 @@ from helpers import make_user, require_tool
 from imagegen import layout_digest, make_oci_layout, rootfs_tar
 from live import ADMIN, Mreg, Registry, http, manage_user, run, token_secret
 from mreg_proxy.auth.audit import read_events
-from mreg_proxy.spec.refs import ACCEPT_ALL
+from mreg_proxy.spec.names import ACCEPT_ALL
 from mreg_proxy.auth.users import read_store, write_store
 from registry_calls import push_tiny
 

@@ -13,8 +13,8 @@ import pytest
 from bench.services import start_proxy, start_registry, stop
 from helpers import make_user, require_tool
 from live import ADMIN, READER, Mreg, Registry, error_code, http
-from mreg_proxy.spec.referrers import INDEX
-from mreg_proxy.spec.refs import ACCEPT_ALL, OCI_MANIFEST
+from mreg_proxy.spec.referrers_index import INDEX
+from mreg_proxy.spec.names import ACCEPT_ALL, OCI_MANIFEST
 from registry_calls import SIGNATURE, artifact, manifest_url, push_tiny, put_manifest, sha256, tag_list
 
 pytestmark = pytest.mark.integration

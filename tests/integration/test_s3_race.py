@@ -20,7 +20,7 @@ import pytest
 
 from bench.ceph import Ceph
 from live import ADMIN, READER, http
-from mreg_proxy.spec.refs import ACCEPT_ALL, OCI_MANIFEST
+from mreg_proxy.spec.names import ACCEPT_ALL, OCI_MANIFEST
 from registry_calls import manifest_url, push_tiny
 from s3hold import S3Hold
 from s3live import replicas_on

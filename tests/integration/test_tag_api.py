@@ -14,7 +14,7 @@ import pytest
 from live import ADMIN, READER, Mreg, error_code, http, run
 from helpers import require_tool
 from imagegen import make_oci_index_layout, make_oci_layout
-from mreg_proxy.spec.refs import ACCEPT_ALL
+from mreg_proxy.spec.names import ACCEPT_ALL
 from registry_calls import digest_of, manifest_url, push_tiny, retag, tag_list
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from helpers import basic, make_user
 from mreg_proxy.auth.audit import read_events
 from mreg_proxy.auth.grants import Grant, Level
-from mreg_proxy.auth.tokenauth import TokenUsage, read_usage
+from mreg_proxy.auth.tokencheck import TokenUsage, read_usage
 from mreg_proxy.auth.tokens import hash_secret, new_secret
 from mreg_proxy.auth.users import Store, Token, write_store
 from proxy_harness import ProxyClient, running_proxy, settings_for

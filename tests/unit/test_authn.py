@@ -6,7 +6,7 @@ import bcrypt
 import pytest
 
 from helpers import TEST_COST, make_user, write_users
-from mreg_proxy.auth.authn import Authenticator, parse_basic
+from mreg_proxy.auth.passwords import Authenticator, parse_basic
 from mreg_proxy.auth.users import User, UserStore
 
 

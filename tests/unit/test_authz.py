@@ -2,7 +2,7 @@
 
 import pytest
 
-from mreg_proxy.auth.authz import Decision, Kind, Principal, decide
+from mreg_proxy.auth.decide import Decision, Kind, Principal, decide
 from mreg_proxy.auth.grants import Grant, Level
 from mreg_proxy.routes import classify
 

@@ -2,7 +2,7 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from mreg_proxy.transport.headers import downstream_response_headers, upstream_request_headers
-from mreg_proxy.transport.proxy import forwarded_headers
+from mreg_proxy.transport.forwarder import forwarded_headers
 
 
 def _up(pairs: list[tuple[str, str]], **kw: str) -> CIMultiDict[str]:

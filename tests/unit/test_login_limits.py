@@ -21,7 +21,7 @@ from cli_helpers import wait_until
 from helpers import basic, free_port, make_user, write_users
 from mreg_proxy.auth import throttle as throttle_module
 from mreg_proxy.app import AUTHENTICATOR, RUNNER_OPTIONS, TLS, create_app
-from mreg_proxy.transport.server import SwitchingSite
+from mreg_proxy.transport.site import SwitchingSite
 from proxy_harness import ADMIN, READER, ProxyClient, settings_for
 
 WAIT = 10  # seconds: bounds every wait, never asserted
@@ -240,7 +240,7 @@ async def test_stopping_refuses_queued_checks_at_once(upstream: TestServer, user
 
 
 async def test_unknown_users_cost_what_the_costliest_user_costs(tmp_path: Path) -> None:
-    from mreg_proxy.auth.authn import Authenticator
+    from mreg_proxy.auth.passwords import Authenticator
     from mreg_proxy.auth.users import User, UserStore
 
     path = tmp_path / "users.yml"

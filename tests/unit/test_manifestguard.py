@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from helpers import basic
 from mreg_proxy.oci.manifestguard import REPAIRS
-from mreg_proxy.spec.referrers import MAX_MANIFEST as MAX_MANIFEST_BYTES
+from mreg_proxy.spec.referrers_index import MAX_MANIFEST as MAX_MANIFEST_BYTES
 from proxy_harness import ADMIN, running_proxy, settings_for
 
 CALLS = web.AppKey("calls", list)

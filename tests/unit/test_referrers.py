@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mreg_proxy.spec.referrers import (
+from mreg_proxy.spec.referrers_index import (
     INDEX,
     NotAnIndex,
     descriptor,

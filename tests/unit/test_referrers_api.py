@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from helpers import basic
 from proxy_harness import ADMIN, READER, ProxyClient, running_proxy, settings_for
-from mreg_proxy.spec.referrers import INDEX, MAX_MANIFEST
+from mreg_proxy.spec.referrers_index import INDEX, MAX_MANIFEST
 
 SUBJECT = "sha256:" + "ab" * 32
 INDEX_TAG = "sha256-" + "ab" * 32

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mreg_proxy.spec.refs import is_digest, is_name, is_tag
+from mreg_proxy.spec.names import is_digest, is_name, is_tag
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from mreg_proxy.storage.s3client import S3Error, S3Settings, sign
+from mreg_proxy.storage.s3 import S3Error, S3Settings, sign
 
 AWS_EXAMPLE = S3Settings("https://s3.amazonaws.com", "us-east-1", "examplebucket",
                          "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mreg_proxy.oci.taglist import PagingError, next_link, page, paging_params
+from mreg_proxy.oci.tags import PagingError, next_link, page, paging_params
 
 TAGS = ["b", "a", "c10", "c2", "d", "c1"]
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from mreg_proxy.oci.uploads import (
+from mreg_proxy.oci.upload_state import (
     Latest,
     Standing,
     UploadMemory,

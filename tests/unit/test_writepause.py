@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from helpers import free_port
-from mreg_proxy.transport.proxy import make_session
+from mreg_proxy.transport.forwarder import make_session
 from mreg_proxy.oci.writepause import CONTROL_REPOSITORY, UNTIL, WritePause, refused
 
 LOOKUPS = web.AppKey("lookups", list)

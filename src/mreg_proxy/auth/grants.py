@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Iterable
 
-from ..spec.refs import MAX_NAME, is_name
+from ..spec.names import MAX_NAME, is_name
 
 
 class Level(IntEnum):

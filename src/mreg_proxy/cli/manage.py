@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence, TextIO
 from urllib.parse import urlsplit
 
-from ..spec.referrers import is_fallback_tag
-from ..spec.refs import ACCEPT_ALL, is_digest, is_name, is_tag
+from ..spec.referrers_index import is_fallback_tag
+from ..spec.names import ACCEPT_ALL, is_digest, is_name, is_tag
 from . import OneLineParser, one_line_errors
 from .logins import AuthFile, Login, LoginError, auth_files, certs_dir, run_helper, stored_login, trusted_cas
 

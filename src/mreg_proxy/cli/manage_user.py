@@ -20,12 +20,12 @@ from typing import Any, Mapping, Sequence
 import bcrypt
 
 from ..auth.audit import read_events, selected
-from ..auth.authn import BCRYPT_MAX_BYTES
+from ..auth.passwords import BCRYPT_MAX_BYTES
 from ..config import Settings
 from ..files import exclusive_lock
 from ..auth.grants import ROLE_LEVELS, Grant, GrantError, Level, checked_pattern, deciding_grant, parse_level
-from ..spec.refs import is_name
-from ..auth.tokenauth import read_usage, write_usage
+from ..spec.names import is_name
+from ..auth.tokencheck import read_usage, write_usage
 from ..auth.tokens import hash_secret, new_secret, parse_duration, utc_text
 from ..auth.users import (
     ANONYMOUS_LEVELS, ROLES, Store, Token, User, UsersFileError, name_problem, read_store, write_store,

@@ -19,8 +19,8 @@ from aiohttp import web
 from yarl import URL
 
 from .. import errors
-from ..transport.proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
-from .taglist import PagingError, page, paging_params
+from ..transport.forwarder import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
+from .tags import PagingError, page, paging_params
 
 log = logging.getLogger("mreg.catalog")
 

@@ -20,8 +20,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from ..transport.proxy import forwarded_headers, upstream_url
-from ..spec.refs import ACCEPT_ALL
+from ..transport.forwarder import forwarded_headers, upstream_url
+from ..spec.names import ACCEPT_ALL
 
 log = logging.getLogger("mreg.manifestguard")
 

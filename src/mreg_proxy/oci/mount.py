@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 from urllib.parse import unquote_plus
 
-from ..spec.refs import is_name
+from ..spec.names import is_name
 
 MOUNT_KEYS = frozenset({"mount", "from"})
 

@@ -28,8 +28,8 @@ from aiohttp import web
 from yarl import URL
 
 from ..errors import API_VERSION
-from ..transport.proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
-from ..spec.refs import ACCEPT_ALL, OCI_MANIFEST
+from ..transport.forwarder import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
+from ..spec.names import ACCEPT_ALL, OCI_MANIFEST
 
 log = logging.getLogger("mreg.tagdelete")
 

@@ -25,8 +25,8 @@ from aiohttp import web
 from yarl import URL
 
 from .. import errors
-from ..transport.proxy import UPSTREAM_ERRORS, upstream_url
-from ..spec.refs import ACCEPT_ALL, OCI_MANIFEST
+from ..transport.forwarder import UPSTREAM_ERRORS, upstream_url
+from ..spec.names import ACCEPT_ALL, OCI_MANIFEST
 from .tagdelete import RegistryAnswer, expect, upload_blob
 
 log = logging.getLogger("mreg.writepause")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .refs import is_tag
+from .names import is_tag
 
 # encoded length per algorithm: what distribution's digest package accepts
 DIGEST_LENGTHS = {"sha256": 64, "sha512": 128}

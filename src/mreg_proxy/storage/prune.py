@@ -20,7 +20,7 @@ image whose tag was deleted (by mreg's single-tag delete) or overwritten by a ne
 layers forever. Its ``--delete-untagged`` would reclaim them, but it also deletes the platform
 manifests of multi-arch images, which are never tagged themselves (distribution issues 3004 and
 3178). This does the safe part of that job on the filesystem storage or in the S3 bucket, while
-nothing writes (registrystorage.py reads both):
+nothing writes (tree.py reads both):
 
 In each repository, a manifest is kept when a tag points at it, or when a kept manifest refers to
 it (an index's ``manifests``, at any depth), or when its ``subject`` is kept (an OCI 1.1 referrer,
@@ -45,9 +45,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..spec.referrers import is_fallback_tag
-from .registrystorage import V2, BucketStorage, FolderStorage, Storage
-from .s3client import S3Client, S3Error, S3Settings
+from ..spec.referrers_index import is_fallback_tag
+from .tree import V2, BucketStorage, FolderStorage, Storage
+from .s3 import S3Client, S3Error, S3Settings
 
 log = logging.getLogger("mreg.prune")
 
@@ -142,7 +142,7 @@ def _subject(doc: dict) -> str | None:
 def untagged(storage: Storage, manifests: str) -> set[str]:
     """The revisions of one repository that nothing tagged needs.
 
-    A referrers index tag (``sha256-<hex>``, see referrers.py) is no image of its own: it keeps
+    A referrers index tag (``sha256-<hex>``, see spec/referrers_index.py) is no image of its own: it keeps
     its index only while the image with that digest is kept, else the index goes with it.
     """
     revisions = _revisions(storage, manifests)

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..auth.authn import Authenticator
+from ..auth.passwords import Authenticator
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

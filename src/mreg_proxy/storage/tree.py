@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
-from .s3client import S3Client
+from .s3 import S3Client
 
 V2 = "docker/registry/v2"
 

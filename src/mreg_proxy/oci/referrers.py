@@ -1,4 +1,4 @@
-"""The referrers API and ``OCI-Subject`` on registry 2.8 (the index itself: referrers.py).
+"""The referrers API and ``OCI-Subject`` on registry 2.8 (the index itself: spec/referrers_index.py).
 
 - ``PUT /v2/<name>/manifests/<reference>``: the manifest is read whole (at most MAX_MANIFEST
   bytes) and forwarded; when it has a ``subject`` and the registry stored it, its descriptor is
@@ -30,9 +30,9 @@ from yarl import URL
 
 from .. import errors
 from .manifestguard import tag_stands
-from ..transport.proxy import UPSTREAM_ERRORS, relay, send, upstream_failure, upstream_url
+from ..transport.forwarder import UPSTREAM_ERRORS, relay, send, upstream_failure, upstream_url
 from ..spec.references import digest_refusal, is_known_digest
-from ..spec.referrers import (
+from ..spec.referrers_index import (
     INDEX,
     MAX_MANIFEST,
     Document,
@@ -49,7 +49,7 @@ from ..spec.referrers import (
     with_referrer,
     without,
 )
-from ..spec.refs import ACCEPT_ALL
+from ..spec.names import ACCEPT_ALL
 
 log = logging.getLogger("mreg.referrers")
 

@@ -16,11 +16,11 @@ from aiohttp import web
 
 from .. import errors
 from .audit import AuditLog
-from .authn import Authenticator, LoginRefused, parse_basic
-from .authz import Decision, Kind, Principal
+from .passwords import Authenticator, LoginRefused, parse_basic
+from .decide import Decision, Kind, Principal
 from ..routes import Route
 from .throttle import Throttle
-from .tokenauth import TokenUsage, check_token
+from .tokencheck import TokenUsage, check_token
 from .users import Token, UserStore
 
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from yarl import URL
 
 from .. import errors
-from ..transport.proxy import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
+from ..transport.forwarder import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
 
 
 # n is a page size: 9 digits are plenty, and int() of thousands of digits raises (or costs CPU)
