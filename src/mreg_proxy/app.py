@@ -35,7 +35,7 @@ from .transport.forwarder import BODY_BYTES, UPSTREAM_ERROR, forward, make_sessi
 from .transport.readiness import Readiness
 from .spec.references import manifest_refusal
 from .oci.referrers import delete_manifest, list_referrers, put_manifest
-from .routes import Action, Endpoint, Route, classify
+from .spec.routes import Action, Endpoint, Route, classify
 from .transport.site import SwitchingSite
 from .oci.tagdelete import RepositoryLocks, delete_tag
 from .oci.tags import list_tags

@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-from .routes import Endpoint, Route
+from .spec.routes import Endpoint, Route
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 # What the proxy calls itself in the Server header: no versions for a stranger to match to advisories

@@ -4,7 +4,7 @@ import pytest
 
 from mreg_proxy.auth.decide import Decision, Kind, Principal, decide
 from mreg_proxy.auth.grants import Grant, Level
-from mreg_proxy.routes import classify
+from mreg_proxy.spec.routes import classify
 
 DIGEST = "sha256:" + "ab" * 32
 REQUESTS = [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mreg_proxy.routes import Action, Endpoint, Route, classify
+from mreg_proxy.spec.routes import Action, Endpoint, Route, classify
 
 DIGEST = "sha256:" + "ab" * 32
 E, A = Endpoint, Action

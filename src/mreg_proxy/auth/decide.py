@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .grants import ROLE_LEVELS, Grant, Level, deciding_grant, may_see_any
-from ..routes import Action, Endpoint, Route
+from ..spec.routes import Action, Endpoint, Route
 from .users import Token, User
 
 ACTION_LEVELS = {Action.PULL: Level.PULL, Action.PUSH: Level.PUSH, Action.DELETE: Level.DELETE}

@@ -18,7 +18,7 @@ from .. import errors
 from .audit import AuditLog
 from .passwords import Authenticator, LoginRefused, parse_basic
 from .decide import Decision, Kind, Principal
-from ..routes import Route
+from ..spec.routes import Route
 from .throttle import Throttle
 from .tokencheck import TokenUsage, check_token
 from .users import Token, UserStore

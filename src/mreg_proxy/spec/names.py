@@ -1,6 +1,6 @@
 """Repository names, tags and digests as the distribution spec writes them: pure, no aiohttp.
 
-The route classifier (mreg_proxy/routes.py) matches repository names with these; mreg-manage uses them to
+The route classifier (routes.py) matches repository names with these; mreg-manage uses them to
 check what an operator typed before anything goes on the wire, so this module imports nothing
 beyond the standard library.
 """

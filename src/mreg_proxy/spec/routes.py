@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-from .spec.names import MAX_NAME, NAME, is_tag
+from .names import MAX_NAME, NAME, is_tag
 
 
 class Endpoint(Enum):
