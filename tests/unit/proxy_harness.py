@@ -17,7 +17,9 @@ from yarl import URL
 from cli_helpers import tls_pair
 from fake_registry import make_app
 from helpers import basic, free_port, make_user, write_users
-from mreg_proxy.app import RUNNER_OPTIONS, TLS, create_app
+from mreg_proxy.app import create_app
+from mreg_proxy.keys import TLS
+from mreg_proxy.transport.accesslog import RUNNER_OPTIONS
 from mreg_proxy.transport.site import SwitchingSite
 from mreg_proxy.config import Settings
 

@@ -20,7 +20,9 @@ from fake_registry import REQUESTS
 from cli_helpers import wait_until
 from helpers import basic, free_port, make_user, write_users
 from mreg_proxy.auth import throttle as throttle_module
-from mreg_proxy.app import AUTHENTICATOR, RUNNER_OPTIONS, TLS, create_app
+from mreg_proxy.app import create_app
+from mreg_proxy.keys import AUTHENTICATOR, TLS
+from mreg_proxy.transport.accesslog import RUNNER_OPTIONS
 from mreg_proxy.transport.site import SwitchingSite
 from proxy_harness import ADMIN, READER, ProxyClient, settings_for
 

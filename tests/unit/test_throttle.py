@@ -2,7 +2,8 @@ import ipaddress
 
 import pytest
 
-from mreg_proxy.auth.throttle import Policy, Throttle, address_key, client_address, delay_after, guess_times
+from mreg_proxy.auth.throttle import Policy, Throttle, delay_after, guess_times
+from mreg_proxy.transport.addresses import address_key, client_address
 
 
 class Clock:

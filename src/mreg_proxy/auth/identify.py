@@ -1,8 +1,7 @@
 """Who is asking: the request's credentials become a Principal (user, CI token or anonymous).
 
-Kept out of app.py so that the request path stays readable: ``identify`` is the whole of
-authentication, ``refuse`` the whole of answering a decision that is not ALLOW; both write the
-audit events that belong to them.
+``authenticate`` is the whole of authentication for a request, ``Access.refuse`` the whole of
+answering a decision that is not ALLOW; both write the audit events that belong to them.
 """
 
 from __future__ import annotations
@@ -15,10 +14,12 @@ from typing import Callable
 from aiohttp import web
 
 from .. import errors
-from .audit import AuditLog
-from .passwords import Authenticator, LoginRefused, parse_basic
-from .decide import Decision, Kind, Principal
+from ..keys import ACCESS, PRINCIPAL, SETTINGS, USER
 from ..spec.routes import Route
+from ..transport.addresses import client_address
+from .audit import AuditLog
+from .decide import Decision, Kind, Principal
+from .passwords import Authenticator, LoginRefused, parse_basic
 from .throttle import Throttle
 from .tokencheck import TokenUsage, check_token
 from .users import Token, UserStore
@@ -114,6 +115,45 @@ class Access:
             with contextlib.suppress(Exception):
                 await task
         await asyncio.to_thread(self.usage.flush)
+
+
+async def authenticate(request: web.Request) -> Principal | None:
+    """Who is behind the request (a user, a CI token or an anonymous client; None when the
+    credentials sent do not log in), recorded for the access log and the handlers.
+
+    Raises a 400 for two Authorization headers (which one would the client mean?), and a 429 or
+    503 when the credentials could not be checked now (throttled, or too many checks waiting).
+    """
+    headers = request.headers.getall("Authorization", [])
+    if len(headers) > 1:
+        raise errors.error_exception(400, "UNSUPPORTED", "more than one Authorization header")
+    header = headers[0] if headers else None
+    if credentials := parse_basic(header):
+        request[USER] = f"!{credentials[0]}"  # a failed attempt, shown as such in the log
+    settings = request.app[SETTINGS]
+    client = client_address(request.remote, request.headers.getall("X-Forwarded-For", []), settings.trusted_proxies)
+    try:
+        principal = await request.app[ACCESS].identify(
+            header, client, lambda: request.transport is not None and not request.transport.is_closing()
+        )
+    except LoginRefused as refusal:
+        raise errors.error_exception(refusal.status, refusal.code, str(refusal), retry_after=refusal.retry_after) from None
+    if principal is not None:
+        request[PRINCIPAL] = principal
+        if principal.kind is not Kind.ANONYMOUS:
+            request[USER] = principal.name
+    return principal
+
+
+async def admin_refusal(request: web.Request, what: str) -> web.Response | None:
+    """None when an admin made the request (then ``request[PRINCIPAL]`` is that admin), else the
+    answer: 401 without a login, 403 for everyone else (``what``: what they may not do)."""
+    principal = await authenticate(request)
+    if principal is None or principal.kind is Kind.ANONYMOUS:
+        return errors.unauthorized(request.app[SETTINGS].realm)
+    if not principal.is_admin:
+        return errors.error_response(403, "DENIED", f"{principal.name!r} may not {what}")
+    return None
 
 
 def describe(principal: Principal) -> str:

@@ -17,26 +17,23 @@ out, and a record is forgotten ``forget_after`` seconds after its delay ran out.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable, Sequence
+from typing import Callable, Hashable
 
 from ..escape import escaped
+from ..transport.addresses import address_key
 
 log = logging.getLogger("mreg.auth")
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 BASE_DELAY = 1.0  # seconds: the first delay after the free failures
 HOLD = 2.0  # a request that would wait longer is refused (429), after this long
 HOLD_SPREAD = 0.5  # ... and up to this much of it more, at random
 FORGET_AFTER = 3600.0  # seconds of calm after which a record starts from zero again
 MAX_ENTRIES = 10_000  # records per table (pairs, addresses): about 1 MiB each when full
-IPV6_PREFIX = 64  # one host usually owns a whole /64: count it as one address
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,46 +160,6 @@ class Throttle:
 
     def size(self) -> int:
         return len(self._pairs) + len(self._addresses)
-
-
-def address_key(address: str) -> str:
-    """What the address counters are keyed by: the address, or its /64 for IPv6."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/{IPV6_PREFIX}", strict=False))
-    return str(ip)
-
-
-def client_address(peer: str | None, forwarded: Sequence[str], trusted: Sequence[Network]) -> str:
-    """The client's address: the direct peer, or, when the peer is a trusted front proxy, the
-    rightmost X-Forwarded-For hop that is not itself a trusted proxy. Hops left of a malformed
-    one cannot be trusted: the last trusted peer is used then."""
-    if peer is None:
-        return "unknown"
-    if not _trusted(peer, trusted):
-        return peer
-    current = peer
-    for hop in reversed([part.strip() for value in forwarded for part in value.split(",")]):
-        if not _trusted(hop, trusted):
-            try:
-                return str(ipaddress.ip_address(hop))
-            except ValueError:
-                return current
-        current = hop
-    return current
-
-
-def _trusted(address: str, trusted: Iterable[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted)
 
 
 def guess_times(

@@ -19,7 +19,9 @@ from aiohttp import web
 from yarl import URL
 
 from .. import errors
-from ..transport.forwarder import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
+from ..keys import PRINCIPAL, SESSION, SETTINGS
+from ..spec.routes import Route
+from ..transport.forwarder import UPSTREAM_ERRORS, forwarded_headers, pass_through, relay, upstream_failure, upstream_url
 from .tags import PagingError, page, paging_params
 
 log = logging.getLogger("mreg.catalog")
@@ -76,3 +78,10 @@ async def list_catalog(
     if next_last is not None:
         response.headers["Link"] = next_link(next_last, wanted)
     return response
+
+
+async def handle_list(request: web.Request, route: Route) -> web.StreamResponse:
+    principal = request[PRINCIPAL]
+    if principal.pulls_everything:
+        return await pass_through(request, route)  # the registry's own paging, untouched
+    return await list_catalog(request, request.app[SESSION], request.app[SETTINGS].upstream, principal.may_pull)

@@ -29,6 +29,8 @@ from aiohttp import web
 from yarl import URL
 
 from .. import errors
+from ..keys import SESSION, SETTINGS
+from ..spec.routes import Route
 from .manifestguard import tag_stands
 from ..transport.forwarder import UPSTREAM_ERRORS, relay, send, upstream_failure, upstream_url
 from ..spec.references import digest_refusal, is_known_digest
@@ -310,3 +312,8 @@ def _error_code(text: str) -> str:
         return str(json.loads(text)["errors"][0]["code"])
     except (ValueError, KeyError, IndexError, TypeError):
         return ""
+
+
+async def handle_list(request: web.Request, route: Route) -> web.StreamResponse:
+    assert route.name is not None and route.reference is not None
+    return await list_referrers(request, request.app[SESSION], request.app[SETTINGS].upstream, route.name, route.reference)

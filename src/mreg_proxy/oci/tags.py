@@ -16,6 +16,8 @@ from aiohttp import web
 from yarl import URL
 
 from .. import errors
+from ..keys import SESSION, SETTINGS
+from ..spec.routes import Route
 from ..transport.forwarder import UPSTREAM_ERRORS, forwarded_headers, relay, upstream_failure, upstream_url
 
 
@@ -77,3 +79,8 @@ async def list_tags(
     if next_last is not None and n is not None:
         response.headers["Link"] = next_link(name, next_last, n)
     return response
+
+
+async def handle_list(request: web.Request, route: Route) -> web.StreamResponse:
+    assert route.name is not None
+    return await list_tags(request, request.app[SESSION], request.app[SETTINGS].upstream, route.name)

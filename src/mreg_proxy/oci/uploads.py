@@ -16,7 +16,10 @@ from aiohttp import web
 from yarl import URL
 
 from .. import errors
+from ..keys import ACCESS, PRINCIPAL, SESSION, SETTINGS, UPLOADS
+from ..spec.routes import Route
 from ..transport.forwarder import UPSTREAM_ERRORS, relay, send, upstream_failure
+from .mount import allowed_source, mount_source, without_mount
 from .upload_state import UploadMemory, chunk_refusal, decode_state, range_header, standing
 
 log = logging.getLogger("mreg.uploads")
@@ -87,3 +90,25 @@ async def _forward_learning(
         return await relay(request, answer, upstream)
     finally:
         answer.close()
+
+
+async def handle_start(request: web.Request, route: Route) -> web.StreamResponse:
+    """A mount from a repository the caller may not pull becomes a plain upload start (mount.py)."""
+    app, principal = request.app, request[PRINCIPAL]
+    raw_path = None
+    source = mount_source(request.query)
+    if source is not None and not allowed_source(source, principal.may_pull):
+        app[ACCESS].audit.record(
+            "mount_refused", user=principal.name, kind=principal.kind.value, address=request.remote,
+            repository=route.name, source=source,
+        )
+        raw_path = without_mount(request.rel_url.raw_path, request.rel_url.raw_query_string)
+    return await start_upload(request, app[SESSION], app[SETTINGS].upstream, app[UPLOADS], raw_path=raw_path)
+
+
+async def handle_continue(request: web.Request, route: Route) -> web.StreamResponse:
+    app = request.app
+    assert route.name is not None and route.reference is not None
+    return await continue_upload(
+        request, app[SESSION], app[SETTINGS].upstream, app[UPLOADS], route.name, route.reference
+    )

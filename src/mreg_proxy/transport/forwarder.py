@@ -12,6 +12,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from .. import errors
+from ..keys import SESSION, SETTINGS
+from ..spec.routes import Route
 from . import splice
 from .connection import GuardedHandler
 from .headers import downstream_response_headers, upstream_request_headers
@@ -214,3 +216,8 @@ async def _splice_body(
     handler = request.protocol
     watch = handler.splice_waits if isinstance(handler, GuardedHandler) else splice.no_watch
     request[BODY_BYTES] += await splice.relay(src_fd, dst, length - len(buffered), watch)
+
+
+async def pass_through(request: web.Request, route: Route) -> web.StreamResponse:
+    """The dispatch table's default: the request goes to the registry as it is."""
+    return await forward(request, request.app[SESSION], request.app[SETTINGS].upstream)

@@ -7,13 +7,17 @@ a custom collector reads those counters at scrape time instead of counting them 
 
 from __future__ import annotations
 
-from typing import Iterator
+import time
+from typing import Iterator, Protocol
 
+from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..auth.passwords import Authenticator
+from ..keys import METRICS
+from .forwarder import BODY_BYTES, UPSTREAM_ERROR
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -32,8 +36,17 @@ AUTH_COUNTERS = (
 )
 
 
+class AuthCounters(Protocol):
+    """What the password checks count (auth/passwords.py's Authenticator)."""
+
+    bcrypt_checks: int
+    cache_hits: int
+    throttled: int
+    busy: int
+
+
 class _AuthCollector(Collector):
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: AuthCounters) -> None:
         self._authenticator = authenticator
 
     def collect(self) -> Iterator[Metric]:
@@ -42,7 +55,7 @@ class _AuthCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: AuthCounters) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._requests = Counter(
             "mreg_requests", "Requests answered, by method and status class (2xx, 4xx, ...).",
@@ -78,3 +91,27 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts every request once it is over (the body included: proxied bodies stream inside
+    the handler). A handful of dict updates per request, nothing that waits."""
+    started = time.perf_counter()
+    status = 500  # what aiohttp answers when a handler raises
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        request.app[METRICS].observe(
+            request.method,
+            status,
+            time.perf_counter() - started,
+            request.content.total_bytes,
+            request.get(BODY_BYTES, 0),
+            request.get(UPSTREAM_ERROR),
+        )

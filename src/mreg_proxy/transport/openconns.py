@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Hashable, Iterator
 
 from .connection import GuardedHandler
-from ..auth.throttle import address_key
+from .addresses import address_key
 
 log = logging.getLogger("mreg.server")
 
