@@ -10,7 +10,7 @@ import yaml
 from mreg_proxy.cli import Refusal
 from mreg_proxy.cli.pod import Manifest, must_be_built, pod_names
 
-MREG_YML = Path(__file__).resolve().parents[2] / "mreg.yml"
+MREG_YML = Path(__file__).resolve().parents[3] / "mreg.yml"
 
 
 @pytest.fixture(scope="module")
