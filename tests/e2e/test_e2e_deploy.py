@@ -24,7 +24,8 @@ import pytest
 
 from harness import HOST, REGISTRY, TEST_IMAGES, Client, Cmd, Pod, http, make_tiny_image
 
-pytestmark = pytest.mark.e2e
+# building the stand-in and auth images and playing the pod happen in the first test's setup
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 ADMIN, ADMIN_PW = "alice", "adm1n:pass with spaces"
 READER, READER_PW = "bob", "r3ader-pass"
