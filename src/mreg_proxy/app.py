@@ -23,12 +23,17 @@ from .auth.throttle import Policy, Throttle
 from .auth.tokencheck import TokenUsage
 from .auth.users import UserStore
 from .config import ConfigError, Settings, configure_logging, load_settings
-from .keys import ACCESS, AUTHENTICATOR, METRICS, READINESS, SESSION, SETTINGS, TAG_LOCKS, TLS, UPLOADS, USERS, WRITE_PAUSE
+from .keys import (
+    ACCESS, AUTHENTICATOR, METRICS, POLICY, PULL_TIMES, READINESS, SESSION, SETTINGS, TAG_LOCKS, TLS, UPLOADS, USERS,
+    WRITE_PAUSE,
+)
 from .oci.admin import handle_metrics, handle_write_pause
 from .oci.dispatch import handle_not_found, handle_v2
 from .oci.tagdelete import RepositoryLocks
 from .oci.upload_state import UploadMemory
 from .oci.writepause import WritePause
+from .policy.pulls import PullTimes
+from .policy.rules import PolicyStore
 from .transport import guard, metrics
 from .transport.accesslog import RUNNER_OPTIONS
 from .transport.admission import body_gate, no_early_continue
@@ -73,6 +78,7 @@ async def _tls_watcher(app: web.Application) -> AsyncIterator[None]:
 async def _token_usage(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[ACCESS].close()  # last uses not yet written
+    await app[PULL_TIMES].close()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -120,6 +126,8 @@ def create_app(settings: Settings) -> web.Application:
     app[TAG_LOCKS] = RepositoryLocks()
     app[UPLOADS] = UploadMemory()
     app[WRITE_PAUSE] = WritePause(settings.upstream, settings.pause_poll_interval)
+    app[POLICY] = PolicyStore(settings.policy_file)
+    app[PULL_TIMES] = PullTimes(settings.pull_times_file)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
     app.cleanup_ctx.append(trimmer)

@@ -82,6 +82,16 @@ class Settings:
     audit_log: str | None = None
     # the log is rotated (one old file kept) before it grows past this: never fills the volume
     audit_max_bytes: int = 10 << 20
+    # retention rules and immutable tags (policy/rules.py), beside the users file by default
+    policy_file: Path = Path("/auth/policy.yml")
+    # the registry's rootdirectory, mounted read-only in the proxy's container: push times (tag
+    # links' modification times) and the untagged manifests a collection forgets; None: unknown
+    registry_root: Path | None = None
+    # a folder shared with the registry container, where the collector loop of its start command
+    # waits for requests (oci/collect.py); None: no garbage collection on demand
+    gc_dir: Path | None = None
+    # run retention (then a collection) every this many seconds; None: never (the default)
+    retention_schedule: float | None = None
     # who runs a CLI, for the audit log (MREG_ACTOR, else the login name); None when unknown
     actor: str | None = None
 
@@ -93,6 +103,11 @@ class Settings:
     def token_usage_file(self) -> Path:
         """When each CI token was last used: written by the proxy (throttled), beside the users."""
         return self.users_file.with_name("token-usage.json")
+
+    @property
+    def pull_times_file(self) -> Path:
+        """When each image was last pulled, per repository and digest (policy/pulls.py)."""
+        return self.users_file.with_name("pull-times.json")
 
 
 # (flag, environment variable, Settings field, help)
@@ -135,6 +150,13 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "comma-separated addresses/CIDRs of front proxies whose X-Forwarded-For is believed (default none)"),
     ("--audit-log", "MREG_AUDIT_LOG", "audit_log",
      "security events as JSON lines, - for stdout (default audit.log beside the users file)"),
+    ("--policy-file", "MREG_POLICY_FILE", "policy_file", "retention rules and immutable tags (default /auth/policy.yml)"),
+    ("--registry-root", "MREG_REGISTRY_ROOT", "registry_root",
+     "the registry's storage folder, read-only, for push times and garbage collection (default: none)"),
+    ("--gc-dir", "MREG_GC_DIR", "gc_dir",
+     "folder shared with the registry container's collector loop (default: none, no GC on demand)"),
+    ("--retention-schedule", "MREG_RETENTION_SCHEDULE", "retention_schedule",
+     "run retention then garbage collection every DURATION, e.g. 24h (default: off)"),
     ("--audit-max-bytes", "MREG_AUDIT_MAX_BYTES", "audit_max_bytes",
      "size at which the audit log is rotated, one old file kept (default 10485760)"),
 )
@@ -183,6 +205,20 @@ def parse_networks(value: str, name: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def parse_schedule(value: str, name: str) -> float | None:
+    """``off`` (or empty) -> None; ``12h``, ``1d``, ``30m`` -> seconds (at least 10 minutes)."""
+    text = value.strip().lower()
+    if text in ("", "off"):
+        return None
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise ConfigError(f"{name} {value!r}: expected off or a duration like 12h, 1d")
+    seconds = int(text[:-1]) * units[text[-1]]
+    if not 600 <= seconds <= 366 * 86400:
+        raise ConfigError(f"{name} {value!r}: between 10m and 366d")
+    return float(seconds)
+
+
 def _number(name: str, value: str, kind: type, low: float, high: float) -> float:
     try:
         number = kind(value)
@@ -205,7 +241,11 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {"listen_host": host, "listen_port": port}
     if field == "upstream":
         return {"upstream": parse_upstream(raw, env_name)}
-    if field in ("users_file", "tls_cert", "tls_key"):
+    if field in ("registry_root", "gc_dir"):
+        return {field: Path(raw) if raw else None}
+    if field == "retention_schedule":
+        return {field: parse_schedule(raw, env_name)}
+    if field in ("users_file", "tls_cert", "tls_key", "policy_file"):
         if not raw:
             raise ConfigError(f"{env_name}: empty path")
         return {field: Path(raw)}

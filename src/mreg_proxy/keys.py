@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from .oci.tagdelete import RepositoryLocks
     from .oci.upload_state import UploadMemory
     from .oci.writepause import WritePause
+    from .policy.pulls import PullTimes
+    from .policy.rules import PolicyStore
     from .transport.metrics import Metrics
     from .transport.readiness import Readiness
     from .transport.tls import TlsState
@@ -36,6 +38,8 @@ READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 TAG_LOCKS: web.AppKey[RepositoryLocks] = web.AppKey("tag_locks")
 UPLOADS: web.AppKey[UploadMemory] = web.AppKey("uploads")
 WRITE_PAUSE: web.AppKey[WritePause] = web.AppKey("write_pause")
+POLICY: web.AppKey[PolicyStore] = web.AppKey("policy")  # retention rules and immutable tags
+PULL_TIMES: web.AppKey[PullTimes] = web.AppKey("pull_times")
 
 USER: web.RequestKey[str] = web.RequestKey("user")  # who made the request, for the access log
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")  # who made it, for the handlers
