@@ -24,10 +24,13 @@ from .auth.tokencheck import TokenUsage
 from .auth.users import UserStore
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .keys import (
-    ACCESS, AUTHENTICATOR, METRICS, POLICY, PULL_TIMES, READINESS, SESSION, SETTINGS, TAG_LOCKS, TLS, UPLOADS, USERS,
+    ACCESS, AUTHENTICATOR, MAINTENANCE, METRICS, POLICY, PULL_TIMES, READINESS, SESSION, SETTINGS, TAG_LOCKS, TLS, UPLOADS, USERS,
     WRITE_PAUSE,
 )
-from .oci.admin import handle_metrics, handle_write_pause
+from .oci.admin import handle_gc, handle_metrics, handle_retention, handle_write_pause
+from .oci.collect import Maintenance
+from .oci.retention_runs import Registry
+from .oci.schedule import scheduled_retention
 from .oci.dispatch import handle_not_found, handle_v2
 from .oci.tagdelete import RepositoryLocks
 from .oci.upload_state import UploadMemory
@@ -73,6 +76,24 @@ async def _tls_watcher(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _maintenance(app: web.Application) -> AsyncIterator[None]:
+    """Retention runs and collections need the session to the registry; the schedule, if any,
+    runs as long as the app."""
+    settings = app[SETTINGS]
+    registry = Registry(app[SESSION], settings.upstream, settings.registry_root, app[PULL_TIMES])
+    app[MAINTENANCE] = Maintenance(
+        registry, app[WRITE_PAUSE], app[TAG_LOCKS], app[ACCESS].audit, settings.gc_dir,
+    )
+    task = None
+    if settings.retention_schedule is not None:
+        task = asyncio.create_task(scheduled_retention(app[MAINTENANCE], app[POLICY], settings.retention_schedule))
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _token_usage(app: web.Application) -> AsyncIterator[None]:
@@ -129,6 +150,7 @@ def create_app(settings: Settings) -> web.Application:
     app[POLICY] = PolicyStore(settings.policy_file)
     app[PULL_TIMES] = PullTimes(settings.pull_times_file)
     app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_maintenance)
     app.cleanup_ctx.append(_tls_watcher)
     app.cleanup_ctx.append(trimmer)
     app.cleanup_ctx.append(_token_usage)
@@ -137,6 +159,8 @@ def create_app(settings: Settings) -> web.Application:
     routes.add_get("/readyz", handle_readyz, expect_handler=no_early_continue)
     routes.add_get("/metrics", handle_metrics, expect_handler=no_early_continue)
     routes.add_route("*", "/mreg/write-pause", handle_write_pause, expect_handler=no_early_continue)
+    routes.add_route("*", "/mreg/retention", handle_retention, expect_handler=no_early_continue)
+    routes.add_route("*", "/mreg/gc", handle_gc, expect_handler=no_early_continue)
     routes.add_route("*", r"/v2{tail:(/.*)?}", handle_v2, expect_handler=no_early_continue)
     routes.add_route("*", r"/{tail:.*}", handle_not_found, expect_handler=no_early_continue)
     return app

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .auth.passwords import Authenticator
     from .auth.users import UserStore
     from .config import Settings
+    from .oci.collect import Maintenance
     from .oci.tagdelete import RepositoryLocks
     from .oci.upload_state import UploadMemory
     from .oci.writepause import WritePause
@@ -40,6 +41,7 @@ UPLOADS: web.AppKey[UploadMemory] = web.AppKey("uploads")
 WRITE_PAUSE: web.AppKey[WritePause] = web.AppKey("write_pause")
 POLICY: web.AppKey[PolicyStore] = web.AppKey("policy")  # retention rules and immutable tags
 PULL_TIMES: web.AppKey[PullTimes] = web.AppKey("pull_times")
+MAINTENANCE: web.AppKey[Maintenance] = web.AppKey("maintenance")  # retention runs and collections
 
 USER: web.RequestKey[str] = web.RequestKey("user")  # who made the request, for the access log
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")  # who made it, for the handlers

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from mreg_proxy.config import ConfigError, Settings, load_settings
+from mreg_proxy.config import ConfigError, Settings, load_settings, settings_from
 
 
 def test_defaults() -> None:
@@ -96,3 +96,15 @@ def test_login_limits_have_defaults() -> None:
 def test_trusted_proxies_are_networks() -> None:
     s = load_settings([], {"MREG_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16,fd00::/8"})
     assert [str(n) for n in s.trusted_proxies] == ["10.0.0.1/32", "192.168.0.0/16", "fd00::/8"]
+
+
+def test_retention_settings() -> None:
+    settings = settings_from({}, {"MREG_POLICY_FILE": "/a/p.yml", "MREG_REGISTRY_ROOT": "/r", "MREG_GC_DIR": "/g",
+                                  "MREG_RETENTION_SCHEDULE": "12h"})
+    assert (settings.policy_file, settings.registry_root, settings.gc_dir) == (Path("/a/p.yml"), Path("/r"), Path("/g"))
+    assert settings.retention_schedule == 12 * 3600
+    assert settings_from({}, {}).retention_schedule is None
+    assert settings_from({}, {"MREG_RETENTION_SCHEDULE": "off"}).retention_schedule is None
+    for bad in ("12", "5m", "1y", "daily"):
+        with pytest.raises(ConfigError, match="MREG_RETENTION_SCHEDULE"):
+            settings_from({}, {"MREG_RETENTION_SCHEDULE": bad})
