@@ -83,7 +83,7 @@ def test_registry_allows_deletes() -> None:
 
 def test_registry_garbage_collects_before_serving_even_when_gc_fails() -> None:
     script = _script("registry")
-    gc, serve = script.index("registry garbage-collect"), script.index("exec registry serve")
+    gc, serve = script.index("registry garbage-collect"), script.index("registry serve")
     assert gc < serve
     between = script[gc:serve]
     assert ";" in between and "&&" not in between, "GC exits 1 on empty storage: `;`, never `&&`"
@@ -147,8 +147,12 @@ def test_registry_has_no_privilege_escalation_and_no_capabilities() -> None:
 def test_writable_paths_are_only_the_volumes() -> None:
     volumes = {v["name"]: v for v in POD["volumes"]}
     mounts = {c: {m["mountPath"]: m["name"] for m in CONTAINERS[c]["volumeMounts"]} for c in CONTAINERS}
-    assert set(mounts["auth"]) == {"/auth", "/tmp"}
-    assert set(mounts["registry"]) == {"/var/lib/mreg-registry", "/tmp"}
+    assert set(mounts["auth"]) == {"/auth", "/tmp", "/var/lib/mreg-registry", "/run/mreg-gc"}
+    assert set(mounts["registry"]) == {"/var/lib/mreg-registry", "/tmp", "/run/mreg-gc"}
+    # the proxy reads the registry's storage (push times, untagged manifests), never writes it
+    (data,) = [m for m in CONTAINERS["auth"]["volumeMounts"] if m["mountPath"] == "/var/lib/mreg-registry"]
+    assert data["readOnly"] is True
+    assert "emptyDir" in volumes[mounts["auth"]["/run/mreg-gc"]]
     claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes.values() if "persistentVolumeClaim" in v}
     assert claims == {d["metadata"]["name"] for d in DOCS if d["kind"] == "PersistentVolumeClaim"}
     for container in CONTAINERS.values():

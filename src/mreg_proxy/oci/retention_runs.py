@@ -121,10 +121,11 @@ class Registry:
         storage = FolderStorage(self.storage_root)
         return {tag: storage.modified(f"repositories/{name}/_manifests/tags/{tag}/current/link") for tag in tags}
 
-    def pulls(self) -> dict[str, float]:
-        """Pull times from the file, and those this proxy has not written yet (blocking)."""
-        times = read_pull_times(self.pull_times.path)
-        for name, moment in self.pull_times.pending().items():
+    async def pulls(self) -> dict[str, float]:
+        """Pull times from the file, and those this proxy has not written yet."""
+        pending = self.pull_times.pending()  # on the loop, before the file: nothing falls between
+        times = await asyncio.to_thread(read_pull_times, self.pull_times.path)
+        for name, moment in pending.items():
             times[name] = max(moment, times.get(name, 0.0))
         return times
 
@@ -197,7 +198,7 @@ async def run_retention(
     allows; unless ``dry_run``, delete the planned tags."""
     names = [repository] if repository else await registry.repositories()
     names = [name for name in names if name != CONTROL_REPOSITORY and may_delete(name)]
-    pulls = await asyncio.to_thread(registry.pulls)
+    pulls = await registry.pulls()
     now = clock()
     limit = asyncio.Semaphore(PARALLEL)
     report = Report()

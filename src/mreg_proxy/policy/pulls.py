@@ -74,6 +74,7 @@ class PullTimes:
         self._interval = interval
         self._clock = clock
         self._pending: dict[Key, float] = {}
+        self._writing: dict[Key, float] = {}  # taken by a flush in progress, not yet in the file
         self._last_write: float | None = None
         self.writes = 0
         self._flushes: set[asyncio.Task[None]] = set()
@@ -108,15 +109,20 @@ class PullTimes:
         return True
 
     def pending(self) -> Mapping[Key, float]:
-        return dict(self._pending)
+        """What the file may not hold yet (call it on the event loop, which is where notes change)."""
+        return {**self._writing, **self._pending}
 
     def flush(self) -> None:
-        """Write what is pending (blocking: run it in a thread from the event loop)."""
+        """Write what is pending (blocking: run it in a thread from the event loop). Until the
+        file holds them, the notes being written still count in ``pending()``."""
         pending, self._pending = self._pending, {}
         if not pending:
             return
+        self._writing = pending
         try:
             write_pull_times(self.path, pending)
             self.writes += 1
         except OSError as exc:
             log.warning("cannot record pulls in %s: %s", self.path, exc)
+        finally:
+            self._writing = {}
