@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -33,6 +33,7 @@ from .tagdelete import RegistryAnswer, RepositoryLocks, delete_one_tag
 from .writepause import CONTROL_REPOSITORY
 
 log = logging.getLogger("mreg.retention")
+T = TypeVar("T")
 
 CATALOG_PAGE = 1000  # registry 2.8's largest catalog page
 MAX_REPOSITORIES = 100_000
@@ -130,9 +131,9 @@ class Registry:
         return times
 
 
-async def _bounded(limit: asyncio.Semaphore, work: asyncio.Future | object) -> object:
+async def _bounded(limit: asyncio.Semaphore, work: Awaitable[T]) -> T:
     async with limit:
-        return await work  # type: ignore[misc]
+        return await work
 
 
 async def plan_one(
@@ -150,7 +151,7 @@ async def plan_one(
     for tag, answer in zip(tags, answers):
         if answer is None:
             continue  # deleted meanwhile
-        digest, body = answer  # type: ignore[misc]
+        digest, body = answer
         sizes[digest] = len(body)
         documents[digest] = _parsed(body)
         facts.append(TagFacts(tag, digest, pushed.get(tag), pulls.get(key(name, digest))))
@@ -165,7 +166,7 @@ async def plan_one(
     answers = await asyncio.gather(*(_bounded(limit, registry.manifest(name, child)) for child in sorted(children)))
     for answer in answers:
         if answer is not None:
-            digest, body = answer  # type: ignore[misc]
+            digest, body = answer
             sizes[digest] = len(body)
             documents[digest] = _parsed(body)
     doomed_tags = {item.tag for item in plan.doomed}

@@ -72,6 +72,12 @@ def plan_repository(
     if rule is None:
         return RepositoryPlan(repository, None, kept=tuple(sorted(t.tag for t in tags)), left_alone="no rule")
     candidates = sorted((t for t in tags if not is_fallback_tag(t.tag)), key=lambda t: t.tag)
+    if candidates and all(t.pushed is None for t in candidates):
+        return RepositoryPlan(
+            repository, rule, kept=tuple(sorted(t.tag for t in tags)),
+            left_alone=f"the push times of its {len(candidates)} tags are unknown (is the registry's storage "
+            "mounted at MREG_REGISTRY_ROOT?): nothing goes on a guess",
+        )
     ranked = sorted((t for t in candidates if t.pushed is not None), key=lambda t: (-(t.pushed or 0.0), t.tag))
     rank = {t.tag: index for index, t in enumerate(ranked)}
     pushed_limit = parse_duration(rule.pushed_within).total_seconds() if rule.pushed_within else None

@@ -119,3 +119,9 @@ def test_bytes_count_blobs_no_kept_tag_uses_once() -> None:
     plan = attribute_bytes(plan, {"kept"}, documents, sizes)
     assert [(d.tag, d.freed) for d in plan.doomed] == [("a", 5 + 1000), ("b", 0), ("c", 5 + 2000)]
     assert plan.freed == 3010
+
+
+def test_a_repository_whose_push_times_are_all_unknown_is_left_alone_saying_why() -> None:
+    tags = [TagFacts(t.tag, t.digest, None, None) for t in ci_tags(3)]
+    plan = plan_repository("ci/app", parse_policy("retention: {ci/*: {keep_last: 1}}"), tags, NOW)
+    assert plan.doomed == () and plan.left_alone is not None and "MREG_REGISTRY_ROOT" in plan.left_alone
