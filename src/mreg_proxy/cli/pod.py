@@ -260,7 +260,7 @@ def load(path: Path, missing: str | None = None) -> Manifest:
     except FileNotFoundError:
         raise Refusal(missing or f"{path} not found: run {PROG} in the mreg checkout, or pass -f PATH/mreg.yml") from None
     if len(data) > MAX_MANIFEST_BYTES:
-        raise Refusal(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes: not a manifest of mreg")
+        raise Refusal(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes: not a manifest or ConfigMap of mreg")
     try:
         return Manifest.parse(data.decode("utf-8"))
     except UnicodeDecodeError:
