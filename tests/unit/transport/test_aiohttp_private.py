@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import AsyncIterator, Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator, NoReturn
 
 import aiohttp
 import pytest
@@ -45,11 +45,13 @@ def changed(name: str, how: str) -> str:
 class Connection:
     """A real RequestHandler on one end of a socket pair; the test holds the other end."""
 
-    def __init__(self, handler: RequestHandler, client: socket.socket, server: web.Server) -> None:
+    def __init__(self, handler: RequestHandler, client: socket.socket, name: str = "") -> None:
         self.handler = handler
         self.client = client
-        self.server = server
+        self.name = name  # the private name under test
 
+    def fail(self, how: str) -> NoReturn:
+        pytest.fail(changed(self.name, how))
 
 
 @contextlib.asynccontextmanager
@@ -70,13 +72,24 @@ async def connection(
         )
         await asyncio.sleep(0)  # the handler's request loop starts
         try:
-            yield Connection(handler, theirs, server)
+            yield Connection(handler, theirs)
         finally:
             handler.force_close()
             await server.shutdown(timeout=1)
     finally:
         theirs.close()
         ours.close()
+
+
+@contextlib.asynccontextmanager
+async def probe(
+    name: str, respond: Callable[[web.BaseRequest], object] | None = None
+) -> AsyncIterator[Connection]:
+    """A connection to probe aiohttp's private ``name`` on: its absence fails naming it."""
+    async with connection(respond) as conn:
+        conn.name = name
+        with relied_on(name):
+            yield conn
 
 
 async def turns(condition: Callable[[], bool], limit: int = 200) -> bool:
@@ -113,7 +126,6 @@ async def test_server_kwargs_are_the_handler_args_of_the_application() -> None:
 
 
 async def test_waiter_is_pending_exactly_while_no_request_is_in_progress() -> None:
-    name = "RequestHandler._waiter"
     release = asyncio.Event()
     started = asyncio.Event()
 
@@ -121,25 +133,23 @@ async def test_waiter_is_pending_exactly_while_no_request_is_in_progress() -> No
         started.set()
         await release.wait()
 
-    async with connection(respond) as conn:
-        with relied_on(name):
-            if not aiohttp_private.waits_for_request(conn.handler):
-                pytest.fail(changed(name, "it is not a pending future on a fresh connection"))
-            conn.client.sendall(b"GET /x HTTP/1.1\r\nHo")  # headers still coming: still idle
-            await asyncio.sleep(0.05)
-            if not aiohttp_private.waits_for_request(conn.handler):
-                pytest.fail(changed(name, "it is not pending while a request's headers are still coming"))
-            conn.client.sendall(b"st: a\r\n\r\n")
-            await asyncio.wait_for(started.wait(), 5)
-            if aiohttp_private.waits_for_request(conn.handler):
-                pytest.fail(changed(name, "it is still pending while a request is handled"))
-            release.set()
-            if not await turns(lambda: aiohttp_private.waits_for_request(conn.handler)):
-                pytest.fail(changed(name, "it is not pending again once the answer is sent"))
+    async with probe("RequestHandler._waiter", respond) as conn:
+        if not aiohttp_private.waits_for_request(conn.handler):
+            conn.fail("it is not a pending future on a fresh connection")
+        conn.client.sendall(b"GET /x HTTP/1.1\r\nHo")  # headers still coming: still idle
+        await asyncio.sleep(0.05)
+        if not aiohttp_private.waits_for_request(conn.handler):
+            conn.fail("it is not pending while a request's headers are still coming")
+        conn.client.sendall(b"st: a\r\n\r\n")
+        await asyncio.wait_for(started.wait(), 5)
+        if aiohttp_private.waits_for_request(conn.handler):
+            conn.fail("it is still pending while a request is handled")
+        release.set()
+        if not await turns(lambda: aiohttp_private.waits_for_request(conn.handler)):
+            conn.fail("it is not pending again once the answer is sent")
 
 
 async def test_current_request_is_the_request_being_handled() -> None:
-    name = "RequestHandler._current_request"
     release = asyncio.Event()
     handled: list[web.BaseRequest] = []
 
@@ -147,104 +157,91 @@ async def test_current_request_is_the_request_being_handled() -> None:
         handled.append(request)
         await release.wait()
 
-    async with connection(respond) as conn:
-        with relied_on(name):
-            if aiohttp_private.current_request(conn.handler) is not None:
-                pytest.fail(changed(name, "it is not None before any request"))
-            conn.client.sendall(GET)
-            assert await turns(lambda: bool(handled))
-            if aiohttp_private.current_request(conn.handler) is not handled[0]:
-                pytest.fail(changed(name, "it is not the request the application is handling"))
-            release.set()
-            if not await turns(lambda: aiohttp_private.current_request(conn.handler) is None):
-                pytest.fail(changed(name, "it is not None again once the answer is sent"))
+    async with probe("RequestHandler._current_request", respond) as conn:
+        if aiohttp_private.current_request(conn.handler) is not None:
+            conn.fail("it is not None before any request")
+        conn.client.sendall(GET)
+        assert await turns(lambda: bool(handled))
+        if aiohttp_private.current_request(conn.handler) is not handled[0]:
+            conn.fail("it is not the request the application is handling")
+        release.set()
+        if not await turns(lambda: aiohttp_private.current_request(conn.handler) is None):
+            conn.fail("it is not None again once the answer is sent")
 
 
 async def test_request_count_counts_each_message_parsed_at_once() -> None:
-    name = "RequestHandler._request_count"
-    async with connection() as conn:
-        with relied_on(name):
-            before = aiohttp_private.parsed_count(conn.handler)
-            if before != 0:
-                pytest.fail(changed(name, f"it is {before!r} on a fresh connection, not 0"))
-            # data_received as the transport calls it: the count must move synchronously
-            conn.handler.data_received(GET + GET)
-            after = aiohttp_private.parsed_count(conn.handler)
-            if after != 2:
-                pytest.fail(changed(name, f"two pipelined requests fed in one call count {after!r}"))
-            conn.handler.data_received(b"NOT HTTP AT ALL\r\n\r\n")
-            if aiohttp_private.parsed_count(conn.handler) != 3:
-                pytest.fail(changed(name, "a request that cannot be parsed no longer counts as one"))
+    async with probe("RequestHandler._request_count") as conn:
+        before = aiohttp_private.parsed_count(conn.handler)
+        if before != 0:
+            conn.fail(f"it is {before!r} on a fresh connection, not 0")
+        # data_received as the transport calls it: the count must move synchronously
+        conn.handler.data_received(GET + GET)
+        after = aiohttp_private.parsed_count(conn.handler)
+        if after != 2:
+            conn.fail(f"two pipelined requests fed in one call count {after!r}")
+        conn.handler.data_received(b"NOT HTTP AT ALL\r\n\r\n")
+        if aiohttp_private.parsed_count(conn.handler) != 3:
+            conn.fail("a request that cannot be parsed no longer counts as one")
 
 
 async def test_messages_hold_the_last_parsed_request_and_its_body() -> None:
-    name = "RequestHandler._messages"
-    async with connection() as conn:
-        with relied_on(name):
-            if aiohttp_private.last_parsed(conn.handler) is not None:
-                pytest.fail(changed(name, "it is not empty on a fresh connection"))
-            conn.handler.data_received(post_head(10) + b"abcd")
-            last = aiohttp_private.last_parsed(conn.handler)
-            if last is None or not isinstance(last[0], RawRequestMessage) or last[0].method != "POST":
-                pytest.fail(changed(name, f"the request just parsed is not its last (message, body): {last!r}"))
-            if not isinstance(last[1], StreamReader) or last[1].is_eof():
-                pytest.fail(changed(name, f"the body of the request just parsed is not an open StreamReader: {last[1]!r}"))
+    async with probe("RequestHandler._messages") as conn:
+        if aiohttp_private.last_parsed(conn.handler) is not None:
+            conn.fail("it is not empty on a fresh connection")
+        conn.handler.data_received(post_head(10) + b"abcd")
+        last = aiohttp_private.last_parsed(conn.handler)
+        if last is None or not isinstance(last[0], RawRequestMessage) or last[0].method != "POST":
+            conn.fail(f"the request just parsed is not its last (message, body): {last!r}")
+        if not isinstance(last[1], StreamReader) or last[1].is_eof():
+            conn.fail(f"the body of the request just parsed is not an open StreamReader: {last[1]!r}")
 
 
 async def test_messages_hold_an_error_record_for_an_unparsable_request() -> None:
-    name = "RequestHandler._messages"
-    async with connection() as conn:
-        with relied_on(name):
-            conn.handler.data_received(b"NOT HTTP AT ALL\r\n\r\n")
-            last = aiohttp_private.last_parsed(conn.handler)
-            if last is None or isinstance(last[0], RawRequestMessage):
-                pytest.fail(changed(name, f"an unparsable request does not queue an error record: {last!r}"))
-            if not isinstance(getattr(last[0], "exc", None), BaseException):
-                pytest.fail(changed(name, f"its error record has no exception in .exc: {last[0]!r}"))
+    async with probe("RequestHandler._messages") as conn:
+        conn.handler.data_received(b"NOT HTTP AT ALL\r\n\r\n")
+        last = aiohttp_private.last_parsed(conn.handler)
+        if last is None or isinstance(last[0], RawRequestMessage):
+            conn.fail(f"an unparsable request does not queue an error record: {last!r}")
+        if not isinstance(getattr(last[0], "exc", None), BaseException):
+            conn.fail(f"its error record has no exception in .exc: {last[0]!r}")
 
 
 async def test_force_close_flag_is_set_by_force_close() -> None:
-    name = "RequestHandler._force_close"
-    async with connection() as conn:
-        with relied_on(name):
-            if aiohttp_private.closing_now(conn.handler) is not False:
-                pytest.fail(changed(name, "it is not False on a fresh connection"))
-            conn.handler.force_close()
-            if aiohttp_private.closing_now(conn.handler) is not True:
-                pytest.fail(changed(name, "force_close() does not set it"))
+    async with probe("RequestHandler._force_close") as conn:
+        if aiohttp_private.closing_now(conn.handler) is not False:
+            conn.fail("it is not False on a fresh connection")
+        conn.handler.force_close()
+        if aiohttp_private.closing_now(conn.handler) is not True:
+            conn.fail("force_close() does not set it")
 
 
 async def test_resume_reading_for_buffer_lifts_the_full_queue_pause() -> None:
-    name = "BaseProtocol._resume_reading_for_buffer"
-    async with connection() as conn:
+    async with probe("BaseProtocol._resume_reading_for_buffer") as conn:
         transport = conn.handler.transport
         assert isinstance(transport, asyncio.Transport)
         # more pipelined requests at once than aiohttp queues: it pauses the transport itself
         conn.handler.data_received(GET * 200)
         if transport.is_reading():
-            pytest.fail(changed(name, "a full queue of pipelined requests no longer pauses reading"))
+            conn.fail("a full queue of pipelined requests no longer pauses reading")
         conn.handler.resume_reading(resume_parser=False)
         if transport.is_reading():
-            pytest.fail(changed(name, "resume_reading() alone now lifts the full-queue pause"))
-        with relied_on(name):
-            aiohttp_private.release_buffer_hold(conn.handler)
+            conn.fail("resume_reading() alone now lifts the full-queue pause")
+        aiohttp_private.release_buffer_hold(conn.handler)
         if not transport.is_reading():
-            pytest.fail(changed(name, "it no longer resumes reading paused for a full queue"))
+            conn.fail("it no longer resumes reading paused for a full queue")
 
 
 async def test_payload_size_is_the_body_bytes_buffered_and_unread() -> None:
-    name = "StreamReader._size"
-    async with connection() as conn:
+    async with probe("StreamReader._size") as conn:
         conn.handler.data_received(post_head(10) + b"abcd")
         last = aiohttp_private.last_parsed(conn.handler)
         assert last is not None
         payload = last[1]
-        with relied_on(name):
-            if aiohttp_private.buffered_bytes(payload) != 4:
-                pytest.fail(changed(name, f"4 body bytes received are counted {aiohttp_private.buffered_bytes(payload)!r}"))
-            payload.read_nowait()
-            if aiohttp_private.buffered_bytes(payload) != 0:
-                pytest.fail(changed(name, "it is not 0 once the application has read what was buffered"))
+        if (buffered := aiohttp_private.buffered_bytes(payload)) != 4:
+            conn.fail(f"4 body bytes received are counted {buffered!r}")
+        payload.read_nowait()
+        if aiohttp_private.buffered_bytes(payload) != 0:
+            conn.fail("it is not 0 once the application has read what was buffered")
 
 
 async def test_flow_control_pauses_through_the_public_methods() -> None:
