@@ -247,16 +247,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_abuse(registry_binary: str, quick: bool) -> dict[str, object]:
     """Each abuse workload against its own registry and proxy; prints its table, returns its figures."""
     with tempfile.TemporaryDirectory(prefix="mreg-bench-abuse-") as work:
-        phases, rates = abuse_login.run(registry_binary, work, quick)
+        phases, rates, costs = abuse_login.run(registry_binary, work, quick)
     schedule = abuse_login.schedule_figures()
     print("## Password guessing\n")
     print(abuse_login.markdown(phases, rates, schedule))
+    print("\n## Login time by hash cost\n")
+    print(abuse_login.cost_markdown(costs))
     with tempfile.TemporaryDirectory(prefix="mreg-bench-abuse-") as work:
         idle, memory_rows, settle = abuse_memory.run(registry_binary, Path(work), quick)
     print("\n## Memory\n")
     print(abuse_memory.abuse_markdown(idle, memory_rows, settle))
     return {"login": {"phases": [vars(p) | {"flood": vars(p.flood) if p.flood else None} for p in phases],
-                      "rates": rates, "schedule": schedule},
+                      "rates": rates, "schedule": schedule, "by_cost": [vars(row) for row in costs]},
             "memory": {"idle_mib": idle, "rows": [vars(r) for r in memory_rows]}}
 
 

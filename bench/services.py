@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from mreg_proxy.auth.users import User, write_users_file
+from mreg_proxy.auth.passwords import hash_cost
+from mreg_proxy.auth.users import User, read_users_file, write_users_file
 
 HOST = "127.0.0.1"
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -161,12 +162,17 @@ def start_proxy(
 ) -> Service:
     """mreg-proxy from this checkout, as operators run it (settings from the environment, its
     default log level), with ``users`` in its users file (or the users file ``users``, which
-    replicas share); its log is ``workdir/proxy.log``."""
+    replicas share); its log is ``workdir/proxy.log``. ``MREG_BCRYPT_COST`` is the costliest of
+    the users' hashes unless ``extra_env`` says otherwise: a cheaper hash would be re-hashed at the
+    first login (a bcrypt run in the background, the users file rewritten under the caller)."""
     if isinstance(users, Path):
         users_file = users
+        present = read_users_file(users)
     else:
         users_file = workdir / "users.yml"
         write_users_file(users_file, users)
+        present = dict(users)
+    costs = [hash_cost(user.password_hash) for user in present.values()]
     port = free_port()
     env = {
         **os.environ,
@@ -177,6 +183,7 @@ def start_proxy(
         "MREG_TLS_CERT": str(users_file.parent / "tls.crt"),
         "MREG_TLS_KEY": str(users_file.parent / "tls.key"),
         **IMAGE_ENV,
+        **({"MREG_BCRYPT_COST": str(max(costs))} if costs else {}),
         **(extra_env or {}),
     }
     with open(workdir / "proxy.log", "wb") as log:

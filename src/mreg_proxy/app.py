@@ -103,7 +103,7 @@ def create_app(settings: Settings) -> web.Application:
         Policy(settings.login_address_free_failures, settings.login_max_delay),
     )
     app[AUTHENTICATOR] = Authenticator(
-        store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost,
+        store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost, upgrade_cost=settings.bcrypt_cost,
         pool=CheckPool(settings.bcrypt_workers, settings.bcrypt_queue), throttle=throttle,
     )
     app[ACCESS] = Access(

@@ -77,6 +77,12 @@ def test_quick_abuse_benchmark_runs_every_workload(tmp_path: Path) -> None:
     assert all(flood["statuses"].get("429", 0) > 0 for flood in floods)  # the throttle answered
     assert login["schedule"]["per_day"] < 1000
     assert "## Password guessing" in result.stdout
+    assert [row["label"] for row in login["by_cost"]] == [
+        "wrong password, cost-12 user", "wrong password, cost-10 user", "wrong password, unknown name",
+        "right password, cost-12 user", "right password, cost-10 user",
+    ]
+    assert all(row["median_ms"] > 0 for row in login["by_cost"])
+    assert "## Login time by hash cost" in result.stdout
     rows = data["abuse"]["memory"]["rows"]
     assert [row["workload"] for row in rows] == [
         "50 clients x 7.7 MB of headers", "100 wrong-password 16 MiB uploads",
