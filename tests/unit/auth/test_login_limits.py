@@ -24,7 +24,7 @@ from mreg_proxy.app import create_app
 from mreg_proxy.keys import AUTHENTICATOR, TLS
 from mreg_proxy.transport.accesslog import RUNNER_OPTIONS
 from mreg_proxy.transport.site import SwitchingSite
-from proxy_harness import ADMIN, READER, ProxyClient, settings_for
+from proxy_harness import ADMIN, READER, ProxyClient, access_lines, settings_for
 
 WAIT = 10  # seconds: bounds every wait, never asserted
 
@@ -143,7 +143,6 @@ async def test_readyz_asks_the_registry_once_a_second_at_most(proxy: ProxyClient
 
 
 async def test_access_log_user_field_never_splits(proxy: ProxyClient, caplog: pytest.LogCaptureFixture) -> None:
-    from test_proxy import access_lines
 
     with caplog.at_level("INFO", "mreg.access"):
         await (await proxy.get("/v2/", headers=basic("eve with spaces\t!", "pw"))).read()
