@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..keys import METRICS
+from ..keys import METRICS, SOURCE
 from .forwarder import BODY_BYTES, UPSTREAM_ERROR
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -75,10 +75,16 @@ class Metrics:
             "mreg_upstream_errors", "Registry failures: unreachable, bad answer, or broke off mid-body.",
             ("kind",), registry=self.registry,
         )
+        self._reads = Counter(
+            "mreg_reads", "Manifest and blob reads (GET, HEAD), by who answered: storage (the "
+            "registry's files, read by the proxy) or registry (forwarded).",
+            ("source",), registry=self.registry,
+        )
         self.registry.register(_AuthCollector(authenticator))
 
     def observe(
-        self, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int, upstream_error: str | None
+        self, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int, upstream_error: str | None,
+        source: str | None = None,
     ) -> None:
         self._requests.labels(method, f"{status // 100}xx").inc()
         self._duration.observe(seconds)
@@ -88,6 +94,8 @@ class Metrics:
             self._bytes_out.inc(bytes_out)
         if upstream_error is not None:
             self._upstream_errors.labels(upstream_error).inc()
+        if source is not None:
+            self._reads.labels(source).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -114,4 +122,5 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             request.content.total_bytes,
             request.get(BODY_BYTES, 0),
             request.get(UPSTREAM_ERROR),
+            request.get(SOURCE),
         )
