@@ -187,6 +187,8 @@ def seed_manifest(endpoint: Endpoint, repo: str, tag: str, layer: str, layer_siz
 def _curl_command(endpoint: Endpoint, repo: str, digest: str, *extra: str) -> list[str]:
     # --max-time bounds every transfer, so a stuck server cannot hang the benchmark
     command = ["curl", "--silent", "--show-error", "--fail", "--max-time", str(CURL_MAX_SECONDS), *extra]
+    if endpoint.url.startswith("https://"):
+        command.append("--insecure")  # the bench's own self-signed certificate
     for name, value in endpoint.headers().items():
         command += ["--header", f"{name}: {value}"]
     return command + [f"{endpoint.url}/v2/{repo}/blobs/{digest}"]
