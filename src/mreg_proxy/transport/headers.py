@@ -48,8 +48,9 @@ def _connection_tokens(headers: MultiMapping[str]) -> frozenset[str]:
 
 
 def _copy(headers: MultiMapping[str], drop: frozenset[str]) -> CIMultiDict[str]:
-    dropped = drop | _connection_tokens(headers)
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in dropped)
+    if tokens := _connection_tokens(headers):
+        drop = drop | tokens
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
 
 
 def upstream_request_headers(
