@@ -43,9 +43,11 @@ log = logging.getLogger("mreg.reads")
 
 API_VERSION = ("Docker-Distribution-Api-Version", "registry/2.0")  # Go's spelling of the name
 # What every answer of the registry's /v2/ carries whatever its configuration; the rest is its
-# http.headers setting (and Connection, which is about the connection, not the answer).
+# http.headers setting. Connection is about the connection, and Server mreg sets on every answer.
 _OWN_HEADERS = frozenset(
-    name.lower() for name in ("Content-Length", "Content-Type", "Date", API_VERSION[0], "Connection", "Keep-Alive")
+    name.lower() for name in (
+        "Content-Length", "Content-Type", "Date", API_VERSION[0], "Connection", "Keep-Alive", "Server",
+    )
 )
 HEADERS_TTL = 60.0  # seconds before the registry's configured headers are asked again
 ASK_TIMEOUT = aiohttp.ClientTimeout(total=5)
