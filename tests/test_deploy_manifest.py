@@ -298,3 +298,11 @@ def test_auth_reads_the_registry_storage_read_only_where_the_registry_has_it() -
     registry_volume = {m["mountPath"]: m["name"] for m in CONTAINERS["registry"]["volumeMounts"]}[root]
     (mount,) = [m for m in CONTAINERS["auth"]["volumeMounts"] if m["name"] == registry_volume]
     assert mount["mountPath"] == root and mount["readOnly"] is True
+
+
+def test_the_auth_image_gives_a_new_registry_volume_to_the_registry_user() -> None:
+    """podman hands a new volume to the owner of the image's folder at the mount path (or to the
+    container's user): whichever container mounts it first, the registry must own it."""
+    root = _env("registry")["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"]
+    registry = CONTAINERS["registry"]["securityContext"]
+    assert f"install -d -o {registry['runAsUser']} -g {registry['runAsGroup']} -m 0755 {root}" in CONTAINERFILE
