@@ -28,7 +28,7 @@ from bench.services import registry_root, start_proxy, start_registry, stop
 from helpers import make_user, require_tool
 from live import ADMIN, READER, Mreg, Registry
 from registry_calls import artifact, put_manifest, sha256, upload_blob
-from mreg_proxy.storage.reads import MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, SCHEMA2
+from mreg_proxy.storage.registry_files import MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, SCHEMA2
 
 pytestmark = pytest.mark.timeout(600)
 

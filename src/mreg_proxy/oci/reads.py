@@ -3,7 +3,8 @@
 Authentication and authorization have run exactly as for any request (dispatch.py). Then what the
 files fully determine is answered here, byte for byte as registry 2.8 answers it (the same status,
 headers and body: tests/integration/test_storage_reads.py sends the same reads to both); everything
-else, and every doubt, goes to the registry as before (storage/reads.py says what is left to it).
+else, and every doubt, goes to the registry as before (storage/registry_files.py says what is
+left to it).
 ``request[SOURCE]`` says which of the two answered, for the access log and the metrics.
 
 The registry adds the headers of its ``http.headers`` setting to every answer (the stock image's
@@ -33,7 +34,7 @@ from yarl import URL
 
 from ..keys import SESSION, SETTINGS, SOURCE, STORAGE_READS
 from ..spec.routes import Route
-from ..storage import reads as files
+from ..storage import registry_files as files
 from ..transport import splice
 from ..transport.connection import GuardedHandler
 from ..transport.forwarder import BODY_BYTES, pass_through

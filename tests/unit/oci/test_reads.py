@@ -20,7 +20,7 @@ from proxy_harness import (
     READ_TIMEOUT, READER, client_hello_context, connect, get_request, install_tls, running_proxy, settings_for,
     status_of,
 )
-from mreg_proxy.storage import reads as files
+from mreg_proxy.storage import registry_files as files
 
 OCI = files.OCI_MANIFEST
 MiB = 1 << 20

@@ -1,4 +1,4 @@
-"""storage/reads.py: the pure decisions as tables, the Reader on a registry tree made by hand."""
+"""storage/registry_files.py: the pure decisions as tables, the Reader on a registry tree made by hand."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mreg_proxy.storage import reads
-from mreg_proxy.storage.reads import (
+from mreg_proxy.storage import registry_files as reads
+from mreg_proxy.storage.registry_files import (
     MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, SCHEMA2, WHOLE, ByteRange, Reader, accepted, digest_hex,
     manifest_media_type, parse_link, parse_range, serves_as_stored,
 )
