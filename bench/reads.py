@@ -5,8 +5,7 @@ the pod runs it); mreg forwarding every read (the setting unset, as on S3); ngin
 same registry with distribution's recipe (auth_basic with a bcrypt htpasswd file, proxy_pass),
 when nginx is installed. Plain HTTP, then TLS (mreg and nginx; a self-signed EC certificate).
 
-Rows: HEAD of a manifest by tag with 1 and 32 keep-alive connections (plain only: the load
-generator speaks raw HTTP), the CPU each server process spent per HEAD (user + system time over
+Rows: HEAD of a manifest by tag with 1 and 32 keep-alive connections, the CPU each server process spent per HEAD (user + system time over
 the requests answered), pulls of one blob and of 8 in parallel (curl), and mreg's RSS peak
 during the pulls. Each figure is the median over repetitions whose order rotates.
 """
@@ -196,20 +195,19 @@ def measure(plan: ReadsPlan, sides: list[Side], registry_service: Service, stora
     digest, size = seed_manifest(direct, REPO, "bench", *parallel[0])
     url = f"/v2/{REPO}/manifests/bench"
     for side in sides:
-        if not side.tls:
-            check_head(side.endpoint, side.endpoint.url + url, digest, size)  # and bcrypt once, as a login
+        check_head(side.endpoint, side.endpoint.url + url, digest, size)  # and bcrypt once, as a login
         verify_pull(side.endpoint, REPO, single[0][0])
     for rep in range(plan.reps):
         order = sides[rep % len(sides):] + sides[:rep % len(sides)]
         for side in order:
-            if side.tls:
-                continue
             for connections in (1, 32):
                 before = cpu_seconds(side.pids())
-                result = head_load(side.endpoint, side.endpoint.url + url, connections, plan.head_seconds)
+                result = head_load(side.endpoint, side.endpoint.url + url, connections, plan.head_seconds,
+                                   required=side.name.startswith("mreg") or side.name == "registry direct")
                 spent = cpu_seconds(side.pids()) - before
                 side.add(f"head{connections}", result.rate)
-                side.add(f"cpu{connections}", spent / (result.rate * plan.head_seconds) * 1e6)
+                if result.rate:
+                    side.add(f"cpu{connections}", spent / (result.rate * plan.head_seconds) * 1e6)
         for side in order:
             for label, blobs in (("pull1", single), ("pull8", parallel)):
                 if side.name != "mreg (storage)":
