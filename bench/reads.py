@@ -26,7 +26,7 @@ import bcrypt
 from mreg_proxy.auth.users import User
 from mreg_proxy.cli.gen_tls import self_signed
 
-from .services import HOST, BenchError, RssSampler, Service, free_port, registry_root, start_proxy, stop, wait_http
+from .services import HOST, RssSampler, Service, free_port, registry_root, start_proxy, stop, wait_http
 from .workloads import MiB, Endpoint, check_head, head_load, pull, seed_blob, seed_manifest, verify_pull
 
 REPO = "bench/reads"

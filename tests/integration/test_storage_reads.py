@@ -12,6 +12,7 @@ The registry and mreg are this module's own: the test deletes and garbage-collec
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
@@ -78,8 +79,6 @@ def send(base: str, method: str, path: str, headers: list[tuple[str, str]]) -> A
 
 
 def auth(user: tuple[str, str]) -> tuple[str, str]:
-    import base64
-
     return ("Authorization", "Basic " + base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode())
 
 

@@ -29,10 +29,9 @@ from typing import Callable
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 from yarl import URL
 
-from ..keys import SESSION, SETTINGS, SOURCE, STORAGE_READS
+from ..keys import SESSION, SOURCE, STORAGE_READS
 from ..spec.routes import Route
 from ..storage import registry_files as files
 from ..transport import splice
