@@ -167,10 +167,10 @@ def _manifest(request: web.Request, route: Route, reader: files.Reader) -> Answe
     if manifest is None:
         return None
     accepts = files.accepted(request.headers.getall("Accept", ()))
-    if not files.serves_as_stored(manifest.media_type, accepts, by_tag=route.is_tag):
+    if not files.serves_as_stored(manifest.kind, accepts, by_tag=route.is_tag):
         return None
     headers = [
-        ("Content-Length", str(manifest.size)), ("Content-Type", manifest.media_type),
+        ("Content-Length", str(manifest.size)), ("Content-Type", files.content_type(manifest.kind)),
         ("Docker-Content-Digest", digest), ("Etag", f'"{digest}"'),
     ]
     return Answer(200, headers, content=manifest.content)

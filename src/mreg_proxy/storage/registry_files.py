@@ -10,7 +10,7 @@ The layout is distribution's (registry/storage/paths.go), under ``docker/registr
 
 Every step is checked in the repository asked for, as the registry does: a blob of another
 repository is not found here. Link files are read on every request (nothing cached can go stale):
-only what a digest names for ever (a manifest's media type) is remembered. The pure parts (paths,
+only what a digest names for ever (the kind of a manifest) is remembered. The pure parts (paths,
 link parsing, ``Accept``, ``Range``) are separate functions, tested as tables.
 """
 
@@ -33,8 +33,9 @@ SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-_EXACT = frozenset(("schemaVersion", "mediaType"))
-_GO_MATCHES = frozenset(("schemaversion", "mediatype"))
+UNTYPED_INDEX = "index without mediaType"  # a kind of manifest, not a media type
+_EXACT = frozenset(("schemaVersion", "mediaType", "manifests"))
+_GO_MATCHES = frozenset(("schemaversion", "mediatype", "manifests"))
 _IMAGE_KEYS = frozenset(("config", "layers"))  # an index holding these is refused by the registry,
 _INDEX_KEYS = frozenset(("manifests",))  # and a manifest holding this (2.8.2's confusion checks)
 
@@ -42,8 +43,8 @@ _INDEX_KEYS = frozenset(("manifests",))  # and a manifest holding this (2.8.2's 
 LINK_BUDGET = 256
 # registry 2.8 refuses manifests over 4 MiB on push (maxManifestBodySize)
 MANIFEST_BUDGET = 4 << 20
-# manifest media types remembered by digest (a digest's bytes never change): about 150 bytes each
-TYPE_MEMORY = 4096
+# manifest kinds remembered by digest (a digest's bytes never change): about 150 bytes each
+KIND_MEMORY = 4096
 
 _SHA256 = re.compile(r"sha256:([0-9a-f]{64})")
 # one range as Go's net/http reads it, digits only: signs, spaces and overflow are left to the registry
@@ -95,9 +96,14 @@ def accepted(values: Iterable[str]) -> frozenset[str]:
     )
 
 
-def manifest_media_type(content: bytes) -> str | None:
-    """The Content-Type registry 2.8 gives a stored manifest; None for what it answers otherwise
-    (schema 1, no mediaType field, content it would refuse to read back)."""
+def manifest_kind(content: bytes) -> str | None:
+    """What registry 2.8 reads a stored manifest as (manifeststore.go's Get): one of the four media
+    types, or UNTYPED_INDEX; None for what it answers otherwise (schema 1, content it would refuse
+    to read back, anything unusual).
+
+    Without a ``mediaType`` field (containers/image up to 5.23, as in Debian 12's podman and
+    skopeo, writes OCI manifests so), a document with a ``manifests`` list is an index, sent as an
+    OCI index whatever the request accepts; any other is an OCI manifest."""
     try:  # UTF-8 and strict JSON only, as Go reads it (no NaN, no byte order mark)
         document = json.loads(content.decode("utf-8"), parse_constant=_not_json)
     except (ValueError, RecursionError):
@@ -109,27 +115,42 @@ def manifest_media_type(content: bytes) -> str | None:
         key.casefold() in _GO_MATCHES and key not in _EXACT for key in document
     ):
         return None  # Go matches field names regardless of case: another spelling may win there
-    media_type = document.get("mediaType")
+    media_type = document.get("mediaType", "")
     if media_type in (SCHEMA2, OCI_MANIFEST):
         return None if folded & _INDEX_KEYS else media_type
     if media_type in (MANIFEST_LIST, OCI_INDEX):
         return None if folded & _IMAGE_KEYS else media_type
-    return None
+    if media_type != "":
+        return None
+    manifests = document.get("manifests")
+    if isinstance(manifests, list):
+        return None if folded & _IMAGE_KEYS else UNTYPED_INDEX
+    if folded & _INDEX_KEYS:
+        return None  # "manifests" null, of another type or spelled otherwise: left to the registry
+    return OCI_MANIFEST
 
 
 def _not_json(constant: str) -> object:
     raise ValueError(f"{constant} is not JSON")
 
 
-def serves_as_stored(media_type: str, accepts: frozenset[str], *, by_tag: bool) -> bool:
+def content_type(kind: str) -> str:
+    """The Content-Type registry 2.8 sends for a manifest of this kind (its Payload())."""
+    return OCI_INDEX if kind == UNTYPED_INDEX else kind
+
+
+def serves_as_stored(kind: str, accepts: frozenset[str], *, by_tag: bool) -> bool:
     """Whether registry 2.8 answers the stored bytes (and not an error or a schema 1 rewrite).
 
     An OCI manifest or index the client does not accept is a 404; a Docker manifest or list
     asked for by tag by a client that does not accept it is rewritten into schema 1; by digest
-    it is sent as it is."""
-    if media_type in (OCI_MANIFEST, OCI_INDEX):
-        return media_type in accepts
-    return media_type in accepts or not by_tag
+    it is sent as it is. An index without mediaType escapes both checks (GetManifest finds it
+    neither a Docker list nor an OCI index) and is always sent."""
+    if kind == UNTYPED_INDEX:
+        return True
+    if kind in (OCI_MANIFEST, OCI_INDEX):
+        return kind in accepts
+    return kind in accepts or not by_tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +190,7 @@ def parse_range(values: list[str], size: int) -> ByteRange | None:
 @dataclass(frozen=True, slots=True)
 class Manifest:
     hex_digest: str
-    media_type: str
+    kind: str  # manifest_kind's
     size: int
     content: bytes | None  # None when only its headers were asked for
 
@@ -191,7 +212,7 @@ class Reader:
 
     def __init__(self, root: Path) -> None:
         self.base = str(root / V2)
-        self._types: OrderedDict[str, str] = OrderedDict()
+        self._kinds: OrderedDict[str, str] = OrderedDict()
 
     def _path(self, relative: str) -> str:
         return f"{self.base}/{relative}"
@@ -231,30 +252,30 @@ class Reader:
         if self._link(revision_link(name, hex_digest)) != hex_digest:
             return None
         path = blob_data(hex_digest)
-        media_type = self._types.get(hex_digest)
-        if media_type is not None and not with_content:
+        kind = self._kinds.get(hex_digest)
+        if kind is not None and not with_content:
             try:
                 info = os.stat(self._path(path), follow_symlinks=False)
             except OSError:
                 return None
             if not stat.S_ISREG(info.st_mode):
                 return None
-            self._types.move_to_end(hex_digest)
-            return Manifest(hex_digest, media_type, info.st_size, None)
+            self._kinds.move_to_end(hex_digest)
+            return Manifest(hex_digest, kind, info.st_size, None)
         content = self._read(path, MANIFEST_BUDGET)
         if content is None:
             return None
-        media_type = manifest_media_type(content)
-        if media_type is None:
+        kind = manifest_kind(content)
+        if kind is None:
             return None
-        self._remember(hex_digest, media_type)
-        return Manifest(hex_digest, media_type, len(content), content if with_content else None)
+        self._remember(hex_digest, kind)
+        return Manifest(hex_digest, kind, len(content), content if with_content else None)
 
-    def _remember(self, hex_digest: str, media_type: str) -> None:
-        self._types[hex_digest] = media_type
-        self._types.move_to_end(hex_digest)
-        while len(self._types) > TYPE_MEMORY:
-            self._types.popitem(last=False)
+    def _remember(self, hex_digest: str, kind: str) -> None:
+        self._kinds[hex_digest] = kind
+        self._kinds.move_to_end(hex_digest)
+        while len(self._kinds) > KIND_MEMORY:
+            self._kinds.popitem(last=False)
 
     def blob(self, name: str, hex_digest: str) -> Blob | None:
         """The blob ``hex_digest``, open, if repository ``name`` links it; the caller closes it."""

@@ -11,8 +11,8 @@ import pytest
 
 from mreg_proxy.storage import registry_files as reads
 from mreg_proxy.storage.registry_files import (
-    MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, SCHEMA2, WHOLE, ByteRange, Reader, accepted, digest_hex,
-    manifest_media_type, parse_link, parse_range, serves_as_stored,
+    MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, SCHEMA2, UNTYPED_INDEX, WHOLE, ByteRange, Reader, accepted, digest_hex,
+    manifest_kind, parse_link, parse_range, serves_as_stored,
 )
 
 HEX = "a" * 64
@@ -71,7 +71,12 @@ def manifest(**fields: object) -> bytes:
     (manifest(schemaVersion=2, mediaType=OCI_INDEX, manifests=[]), OCI_INDEX),
     (manifest(schemaVersion=2, mediaType=MANIFEST_LIST, manifests=[]), MANIFEST_LIST),
     (manifest(schemaVersion=2, mediaType=OCI_MANIFEST, artifactType="x/y", config={}, layers=[]), OCI_MANIFEST),
-    (manifest(schemaVersion=2, config={}, layers=[]), None),  # no mediaType: the registry guesses
+    (manifest(schemaVersion=2, config={}, layers=[]), OCI_MANIFEST),  # no mediaType (podman, skopeo)
+    (manifest(schemaVersion=2, manifests=[]), UNTYPED_INDEX),  # no mediaType, a manifests list
+    (manifest(schemaVersion=2, manifests=[], layers=[]), None),  # refused by 2.8.2
+    (manifest(schemaVersion=2, manifests=None, config={}), None),  # null: left to the registry
+    (manifest(schemaVersion=2, Manifests=[], config={}), None),  # another spelling Go would match
+    (manifest(schemaVersion=2, mediaType=None, config={}), None),
     (manifest(schemaVersion=1, name="x"), None),  # schema 1
     (manifest(schemaVersion=2.0, mediaType=OCI_MANIFEST), None),  # Go refuses 2.0 for an int
     (manifest(schemaVersion=2, mediaType="text/plain"), None),
@@ -83,8 +88,13 @@ def manifest(**fields: object) -> bytes:
     (b"[]", None),
     (b"{", None),
 ])
-def test_manifest_media_type(content: bytes, expected: str | None) -> None:
-    assert manifest_media_type(content) == expected
+def test_manifest_kind(content: bytes, expected: str | None) -> None:
+    assert manifest_kind(content) == expected
+
+
+def test_content_type() -> None:
+    assert reads.content_type(UNTYPED_INDEX) == OCI_INDEX
+    assert reads.content_type(SCHEMA2) == SCHEMA2
 
 
 @pytest.mark.parametrize("media_type, accepts, by_tag, expected", [
@@ -99,6 +109,8 @@ def test_manifest_media_type(content: bytes, expected: str | None) -> None:
     (MANIFEST_LIST, {SCHEMA2}, True, False),  # rewritten: the linux/amd64 image in schema 1
     (MANIFEST_LIST, set(), False, True),
     (MANIFEST_LIST, {MANIFEST_LIST}, True, True),
+    (UNTYPED_INDEX, set(), True, True),  # neither a Docker list nor an OCI index to GetManifest
+    (UNTYPED_INDEX, {"application/json"}, False, True),
 ])
 def test_serves_as_stored(media_type: str, accepts: set[str], by_tag: bool, expected: bool) -> None:
     assert serves_as_stored(media_type, frozenset(accepts), by_tag=by_tag) is expected
