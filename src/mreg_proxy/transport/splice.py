@@ -26,8 +26,10 @@ PIPE_SIZE = 1 << 20
 _FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 
 AVAILABLE = hasattr(os, "splice") and hasattr(fcntl, "F_SETPIPE_SZ")
-# bytes asked of one sendfile call: the socket's buffer takes less anyway, the rest comes next turn
-SENDFILE_MAX = 1 << 24
+# bytes asked of one sendfile call: about what a socket's send buffer takes at most, so a hot file
+# rarely needs more per turn, and a cold one (read from disk inside the call, on the event loop)
+# holds the loop for one such read at most (40 ms at 100 MB/s)
+SENDFILE_MAX = 4 << 20
 
 
 class UpstreamClosed(Exception):
