@@ -91,8 +91,10 @@ def parse_link(content: bytes) -> str | None:
 def accepted(values: Iterable[str]) -> frozenset[str]:
     """The media types of the request's ``Accept`` values, parsed as registry 2.8 parses them:
     every value split on ",", parameters dropped, spaces trimmed, matched exactly."""
+    # spaces and tabs only: Go trims a little more, so this may find fewer types, never more
+    # (a type missed sends the read to the registry, which then answers it itself)
     return frozenset(
-        part.split(";", 1)[0].strip() for value in values for part in value.split(",")
+        part.split(";", 1)[0].strip(" \t") for value in values for part in value.split(",")
     )
 
 

@@ -56,6 +56,7 @@ def test_digest_hex() -> None:
     (SKOPEO, {OCI_MANIFEST, OCI_INDEX, SCHEMA2, MANIFEST_LIST}),
     ([f"{OCI_MANIFEST};q=0.5 ,  {SCHEMA2} ; q=1"], {OCI_MANIFEST, SCHEMA2}),
     (["*/*"], {"*/*"}),
+    ([f"\t{OCI_MANIFEST}\x0b"], {f"{OCI_MANIFEST}\x0b"}),  # fewer than Go, never more
 ])
 def test_accepted(values: list[str], expected: set[str]) -> None:
     assert accepted(values) == expected
