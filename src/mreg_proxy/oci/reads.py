@@ -104,7 +104,7 @@ async def handle_manifest(request: web.Request, route: Route) -> web.StreamRespo
 
 
 async def handle_blob(request: web.Request, route: Route) -> web.StreamResponse:
-    answered = await _from_storage(request, route, _blob)  # (a response is falsy: it is a mapping)
+    answered = await _from_storage(request, route, _blob)
     return await _forwarded(request, route) if answered is None else answered
 
 
@@ -140,6 +140,9 @@ async def _from_storage(
         answer = decide(request, route, reads.files)
     except OSError as exc:  # the storage failed: the registry answers
         log.warning("storage read failed, forwarded: %s %s: %r", request.method, request.path, exc)
+        return None
+    except Exception:  # a bug must cost a second hop, never a wrong answer
+        log.exception("storage read failed, forwarded: %s %s", request.method, request.path)
         return None
     if answer is None:
         return None
