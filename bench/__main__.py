@@ -3,6 +3,9 @@
 ``--s3`` adds the S3 section (bench/s3bench.py): the registry on a Ceph radosgw started for the
 run, direct, through one mreg replica and through two.
 
+``--reads`` runs the reads section instead: HEAD and pulls side by side for the registry direct,
+mreg answering from the registry's files, mreg forwarding, and nginx, plain and TLS (bench/reads.py).
+
 ``--abuse`` runs the abuse section instead: what strangers on the network can do to mreg, and
 what the team still gets meanwhile (bench/abuse_*.py).
 
@@ -31,8 +34,9 @@ from mreg_proxy.auth.tokens import hash_secret, new_secret
 from mreg_proxy.auth.users import Store, Token, User, write_store
 
 from . import abuse_login, abuse_memory
+from .reads import READS_FULL, READS_QUICK, reads_figures, reads_markdown, run_reads
 from .s3bench import S3_FULL, S3_QUICK, run_s3, s3_markdown
-from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
+from .services import BenchError, RssSampler, Service, registry_root, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
     MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_and_sign, push_chunked,
     push_monolithic, seed_blob, seed_manifest, sha256_digest, timed_push, verify_pull,
@@ -89,7 +93,8 @@ def run(plan: Plan, registry_binary: str, workdir: Path) -> tuple[list[Row], dic
         # bcrypt cost 10, as in the nginx recipe this is compared with; the cache hides it anyway
         hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
         users = {USER: User(USER, "admin", hashed)}
-        proxy_service = start_proxy(registry.url, workdir, users)
+        # reads from the registry's files, as the pod runs it (mreg.yml)
+        proxy_service = start_proxy(registry.url, workdir, users, {"MREG_REGISTRY_ROOT": str(registry_root(workdir))})
         secret = new_secret()
         token = Token(TOKEN, hash_secret(secret), (Grant(REPO, Level.PULL),), datetime.datetime.now(datetime.timezone.utc))
         write_store(workdir / "users.yml", Store(users, {TOKEN: token}))  # the proxy reloads it by itself
@@ -239,6 +244,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--registry", default="docker-registry", help="registry binary (default docker-registry)")
     parser.add_argument("--abuse", action="store_true", help="the abuse section instead (password floods, ...)")
+    parser.add_argument("--reads", action="store_true",
+                        help="the reads section instead: registry direct, mreg from storage, mreg forwarding, "
+                        "nginx (if installed), plain and TLS, side by side (bench/reads.py)")
     parser.add_argument("--s3", action="store_true",
                         help="also measure on S3: a single-node Ceph cluster (Debian packages ceph-mon, ceph-osd, radosgw)")
     return parser.parse_args(argv)
@@ -276,6 +284,20 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"bench: FAILED: {exc}")
         if args.json:
             args.json.write_text(json.dumps({"abuse": figures, "quick": args.quick}, indent=2) + "\n")
+        return 0
+    if args.reads:
+        plan = READS_QUICK if args.quick else READS_FULL
+        with tempfile.TemporaryDirectory(prefix="mreg-bench-reads-") as work:
+            registry = start_registry(registry_binary, Path(work))
+            try:
+                sides = run_reads(plan, registry, Path(work))
+            except BenchError as exc:
+                sys.exit(f"bench: FAILED: {exc}")
+            finally:
+                stop(registry.process)
+        print(reads_markdown(plan, sides))
+        if args.json:
+            args.json.write_text(json.dumps({"reads": reads_figures(sides), "quick": args.quick}, indent=2) + "\n")
         return 0
     if args.s3:
         for tool in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):

@@ -28,6 +28,8 @@ log:
   accesslog:
     disabled: true
 """
+# filesystem storage, with the header the stock image's config adds to every answer (mreg's
+# storage reads must learn and add it too)
 REGISTRY_CONFIG = _REGISTRY_LOG + """\
 storage:
   filesystem:
@@ -36,6 +38,8 @@ storage:
     enabled: true
 http:
   addr: {host}:{port}
+  headers:
+    X-Content-Type-Options: [nosniff]
 """
 
 # Replicas on one bucket: the redirect is off so that every byte passes the proxy (a client would
@@ -129,10 +133,16 @@ def registry_config(workdir: Path, port: int, s3: S3 | None = None, secret: str 
     """The registry's config file: filesystem storage under ``workdir``, or the bucket ``s3``."""
     config = workdir / "registry.yml"
     if s3 is None:
-        config.write_text(REGISTRY_CONFIG.format(root=workdir / "registry-data", host=HOST, port=port))
+        registry_root(workdir).mkdir(exist_ok=True)  # mreg's MREG_REGISTRY_ROOT must exist at start
+        config.write_text(REGISTRY_CONFIG.format(root=registry_root(workdir), host=HOST, port=port))
     else:
         config.write_text(REGISTRY_S3_CONFIG.format(s3=s3, host=HOST, port=port, secret=secret))
     return config
+
+
+def registry_root(workdir: Path) -> Path:
+    """The filesystem storage of the registry started in ``workdir``."""
+    return workdir / "registry-data"
 
 
 def registry_env() -> dict[str, str]:

@@ -23,9 +23,13 @@ from .auth.throttle import Policy, Throttle
 from .auth.tokencheck import TokenUsage
 from .auth.users import UserStore
 from .config import ConfigError, Settings, configure_logging, load_settings
-from .keys import ACCESS, AUTHENTICATOR, METRICS, READINESS, SESSION, SETTINGS, TAG_LOCKS, TLS, UPLOADS, USERS, WRITE_PAUSE
+from .keys import (
+    ACCESS, AUTHENTICATOR, METRICS, READINESS, SESSION, SETTINGS, STORAGE_READS, TAG_LOCKS, TLS, UPLOADS, USERS,
+    WRITE_PAUSE,
+)
 from .oci.admin import handle_metrics, handle_write_pause
 from .oci.dispatch import handle_not_found, handle_v2
+from .oci.reads import StorageReads
 from .oci.tagdelete import RepositoryLocks
 from .oci.upload_state import UploadMemory
 from .oci.writepause import WritePause
@@ -120,6 +124,8 @@ def create_app(settings: Settings) -> web.Application:
     app[TAG_LOCKS] = RepositoryLocks()
     app[UPLOADS] = UploadMemory()
     app[WRITE_PAUSE] = WritePause(settings.upstream, settings.pause_poll_interval)
+    root = settings.registry_root
+    app[STORAGE_READS] = None if root is None else StorageReads(root, settings.upstream)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_tls_watcher)
     app.cleanup_ctx.append(trimmer)

@@ -82,6 +82,10 @@ class Settings:
     audit_log: str | None = None
     # the log is rotated (one old file kept) before it grows past this: never fills the volume
     audit_max_bytes: int = 10 << 20
+    # the registry's storage.filesystem.rootdirectory as this process sees it (read-only is
+    # enough): manifest and blob reads are answered from its files (oci/reads.py). None: every
+    # read is forwarded to the registry (S3 storage, or a registry volume not mounted here)
+    registry_root: Path | None = None
     # who runs a CLI, for the audit log (MREG_ACTOR, else the login name); None when unknown
     actor: str | None = None
 
@@ -135,6 +139,9 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "comma-separated addresses/CIDRs of front proxies whose X-Forwarded-For is believed (default none)"),
     ("--audit-log", "MREG_AUDIT_LOG", "audit_log",
      "security events as JSON lines, - for stdout (default audit.log beside the users file)"),
+    ("--registry-root", "MREG_REGISTRY_ROOT", "registry_root",
+     "the registry's filesystem rootdirectory, mounted here (read-only): manifest and blob reads "
+     "are answered from it (default: unset, every read is forwarded)"),
     ("--audit-max-bytes", "MREG_AUDIT_MAX_BYTES", "audit_max_bytes",
      "size at which the audit log is rotated, one old file kept (default 10485760)"),
 )
@@ -237,6 +244,15 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         if not raw:
             raise ConfigError(f"{env_name}: empty path (use - for standard output)")
         return {field: raw}
+    if field == "registry_root":
+        if not raw:
+            return {}  # set but empty: unset, as in a manifest that blanks it
+        root = Path(raw)
+        if not root.is_absolute():
+            raise ConfigError(f"{env_name} {raw!r}: give an absolute path")
+        if not root.is_dir():
+            raise ConfigError(f"{env_name} {raw!r}: no such directory (mount the registry's volume there)")
+        return {field: root}
     if field == "audit_max_bytes":
         return {field: _number(env_name, raw, int, 4096, 1 << 40)}
     if field == "realm":

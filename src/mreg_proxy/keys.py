@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .auth.passwords import Authenticator
     from .auth.users import UserStore
     from .config import Settings
+    from .oci.reads import StorageReads
     from .oci.tagdelete import RepositoryLocks
     from .oci.upload_state import UploadMemory
     from .oci.writepause import WritePause
@@ -36,6 +37,10 @@ READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 TAG_LOCKS: web.AppKey[RepositoryLocks] = web.AppKey("tag_locks")
 UPLOADS: web.AppKey[UploadMemory] = web.AppKey("uploads")
 WRITE_PAUSE: web.AppKey[WritePause] = web.AppKey("write_pause")
+# manifest and blob reads answered from the registry's files; None: MREG_REGISTRY_ROOT unset
+STORAGE_READS: web.AppKey[StorageReads | None] = web.AppKey("storage_reads")
 
 USER: web.RequestKey[str] = web.RequestKey("user")  # who made the request, for the access log
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")  # who made it, for the handlers
+# who answered a manifest or blob read: "storage" (the registry's files) or "registry" (forwarded)
+SOURCE: web.RequestKey[str] = web.RequestKey("source")

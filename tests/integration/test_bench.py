@@ -107,3 +107,17 @@ def test_quick_benchmark_with_the_s3_section_runs_correctly(tmp_path: Path) -> N
     assert [row["two"] is not None for row in rows] == [False, True, False, True]
     for label in S3_ROWS:
         assert f"| {label} |" in result.stdout
+
+
+def test_quick_reads_benchmark_runs_correctly(tmp_path: Path) -> None:
+    """``--reads``: every column answers every read (digests checked by the bench itself); nginx
+    columns only where nginx is installed."""
+    require_tool("curl")
+    result, data = run_bench(tmp_path, "--reads", "--quick", timeout=300)
+    columns = {"registry direct", "mreg (storage)", "mreg (forwarded)", "mreg TLS (storage)"}
+    assert columns <= set(data["reads"])
+    for column in columns:
+        figures = data["reads"][column]
+        assert all(figures[key] > 0 for key in ("head1", "head32", "cpu1", "cpu32", "pull1", "pull8")), (column, figures)
+    assert data["reads"]["mreg (storage)"]["rss_pull1"] > 0
+    assert "| HEAD manifest by tag, 1 conn (req/s) |" in result.stdout

@@ -96,3 +96,13 @@ def test_login_limits_have_defaults() -> None:
 def test_trusted_proxies_are_networks() -> None:
     s = load_settings([], {"MREG_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16,fd00::/8"})
     assert [str(n) for n in s.trusted_proxies] == ["10.0.0.1/32", "192.168.0.0/16", "fd00::/8"]
+
+
+def test_registry_root_is_off_by_default_and_must_be_a_folder(tmp_path: Path) -> None:
+    assert load_settings([], {}).registry_root is None
+    assert load_settings([], {"MREG_REGISTRY_ROOT": ""}).registry_root is None
+    assert load_settings([], {"MREG_REGISTRY_ROOT": str(tmp_path)}).registry_root == tmp_path
+    with pytest.raises(ConfigError, match="MREG_REGISTRY_ROOT.*absolute"):
+        load_settings([], {"MREG_REGISTRY_ROOT": "relative/path"})
+    with pytest.raises(ConfigError, match="MREG_REGISTRY_ROOT.*no such directory"):
+        load_settings([], {"MREG_REGISTRY_ROOT": str(tmp_path / "missing")})

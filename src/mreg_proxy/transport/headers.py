@@ -50,8 +50,9 @@ def _connection_tokens(headers: MultiMapping[str]) -> frozenset[str]:
 
 
 def _copy(headers: MultiMapping[str], drop: frozenset[str]) -> CIMultiDict[str]:
-    dropped = drop | _connection_tokens(headers)
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in dropped)
+    if tokens := _connection_tokens(headers):
+        drop = drop | tokens
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
 
 
 def socket_authority(sockname: object) -> str | None:
