@@ -192,15 +192,20 @@ class SwitchingSite(web.BaseSite):
         closed = functools.partial(self._connections.remove, entry)
         kwargs = aiohttp_private.handler_kwargs(server)
 
+        made: list[GuardedHandler] = []
+
         # the runner's Server would build aiohttp's plain RequestHandler; same arguments, our class
         def protocol() -> GuardedHandler:
-            return GuardedHandler(server, loop=loop, on_close=closed, **kwargs)
+            made.append(GuardedHandler(server, loop=loop, on_close=closed, **kwargs))
+            return made[-1]
 
-        _transport, handler = await loop.connect_accepted_socket(
+        # the handler is the one the factory made: for a TLS connection uvloop returns its own
+        # SSL protocol here, not ours (asyncio returns ours)
+        await loop.connect_accepted_socket(
             protocol, connection, ssl=context,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT if context is not None else None,
         )
-        return handler
+        return made[0]
 
 
 async def _first_byte(connection: socket.socket, timeout: float) -> bytes | None:
