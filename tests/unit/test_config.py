@@ -96,3 +96,11 @@ def test_login_limits_have_defaults() -> None:
 def test_trusted_proxies_are_networks() -> None:
     s = load_settings([], {"MREG_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16,fd00::/8"})
     assert [str(n) for n in s.trusted_proxies] == ["10.0.0.1/32", "192.168.0.0/16", "fd00::/8"]
+
+
+def test_the_web_page_is_on_unless_switched_off() -> None:
+    assert load_settings([], {}).ui is True
+    assert load_settings([], {"MREG_UI": "OFF"}).ui is False
+    assert load_settings(["--ui", "on"], {"MREG_UI": "off"}).ui is True
+    with pytest.raises(ConfigError, match="MREG_UI 'yes': expected one of on, off"):
+        load_settings([], {"MREG_UI": "yes"})

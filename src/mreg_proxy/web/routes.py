@@ -1,0 +1,92 @@
+"""The web page's routes, outside /v2: ``/`` (login, then the repositories) and ``/ui/...``.
+
+``install`` is all the composition root calls. Every page but the login form and the two static
+files needs a session; without one the browser is sent to ``/``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from ..config import Settings
+from ..keys import SESSION, WEB
+from ..transport.admission import no_early_continue
+from . import admin, cleanup, pages
+from .login import Viewer, current_viewer, handle_login, handle_logout, login_page
+from .registry import RegistryReader
+from .render import WebState, page, see_other, templates
+from .sessions import Signer, load_or_create_key
+
+STATIC = {"mreg.css": "text/css", "copy.js": "text/javascript"}
+SUMMARIES = web.AppKey("web_summaries", pages.Summaries)
+
+secured = page(lambda request: request.app[WEB])
+ViewerHandler = Callable[[web.Request, WebState, Viewer], Awaitable[web.Response]]
+
+
+def _logged_in(handler: ViewerHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    @secured
+    async def with_viewer(request: web.Request) -> web.StreamResponse:
+        state = request.app[WEB]
+        viewer = await current_viewer(request, state)
+        if viewer is None:
+            return see_other("/")
+        return await handler(request, state, viewer)
+
+    return with_viewer
+
+
+@secured
+async def home(request: web.Request) -> web.StreamResponse:
+    state = request.app[WEB]
+    viewer = await current_viewer(request, state)
+    if viewer is None:
+        return login_page(request, state)
+    return await pages.repositories(request, state, viewer)
+
+
+@secured
+async def login(request: web.Request) -> web.StreamResponse:
+    return await handle_login(request, request.app[WEB])
+
+
+@secured
+async def logout(request: web.Request) -> web.StreamResponse:
+    return await handle_logout(request, request.app[WEB])
+
+
+async def _browse(request: web.Request, state: WebState, viewer: Viewer) -> web.Response:
+    name, at, reference = request.match_info["tail"].partition("@")
+    if at:
+        return await pages.image(request, state, viewer, name, reference)
+    return await pages.repository(request, state, request.app[SUMMARIES], viewer, name)
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["file"]
+    if name not in STATIC:
+        return web.Response(status=404, text="no such file")
+    body = resources.files("mreg_proxy.web").joinpath("static", name).read_bytes()
+    response = web.Response(body=body, content_type=STATIC[name])
+    response.headers["Cache-Control"] = "max-age=3600"  # the same for everyone, and not private
+    return response
+
+
+def install(app: web.Application, settings: Settings) -> None:
+    """The web page's state and routes (before the catch-all 404 route)."""
+    reader = RegistryReader(lambda: app[SESSION], settings.upstream)
+    app[WEB] = WebState(Signer(load_or_create_key(settings.ui_key_file)), reader, templates())
+    app[SUMMARIES] = pages.Summaries(reader)
+    add = app.router
+    add.add_get("/", home, expect_handler=no_early_continue)
+    add.add_post("/ui/login", login, expect_handler=no_early_continue)
+    add.add_post("/ui/logout", logout, expect_handler=no_early_continue)
+    add.add_get("/ui/r/{tail:.+}", _logged_in(_browse), expect_handler=no_early_continue)
+    add.add_get("/ui/delete", _logged_in(cleanup.confirm), expect_handler=no_early_continue)
+    add.add_post("/ui/delete", _logged_in(cleanup.delete), expect_handler=no_early_continue)
+    add.add_get("/ui/admin", _logged_in(admin.users), expect_handler=no_early_continue)
+    add.add_get("/ui/audit", _logged_in(admin.audit), expect_handler=no_early_continue)
+    add.add_get("/ui/static/{file}", secured(static), expect_handler=no_early_continue)
