@@ -85,17 +85,22 @@ class Summaries:
         self._rows: OrderedDict[str, tuple[str, list[Platform], str]] = OrderedDict()
 
     async def row(self, name: str, tag: str) -> TagRow | None:
-        manifest = await self.reader.manifest(name, tag)
-        if manifest is None:  # deleted since the tag list was read
+        digest = await self.reader.resolve(name, tag)
+        if digest is None:  # deleted since the tag list was read
             return None
-        known = self._rows.get(manifest.digest)
+        known = self._rows.get(digest)
         if known is None:
+            manifest = await self.reader.manifest(name, digest) if is_digest(digest) else None
+            if manifest is None:
+                return None
             known = await self._summarise(name, manifest)
-            self._rows[manifest.digest] = known
+            self._rows[digest] = known
             if len(self._rows) > self.limit:
                 self._rows.popitem(last=False)
+        else:
+            self._rows.move_to_end(digest)
         kind, platforms, created = known
-        return TagRow(tag, manifest.digest, kind, list(platforms), created)
+        return TagRow(tag, digest, kind, list(platforms), created)
 
     async def _summarise(self, name: str, manifest: Manifest) -> tuple[str, list[Platform], str]:
         if is_index(manifest.doc, manifest.media_type):

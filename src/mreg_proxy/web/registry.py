@@ -137,6 +137,22 @@ class RegistryReader:
             raise RegistryDown(f"the registry answered {status} to the tags of {name}")
         return [t for t in _object(body).get("tags") or [] if isinstance(t, str)]
 
+    async def resolve(self, name: str, tag: str) -> str | None:
+        """The digest ``tag`` points at now (None: no such tag), from a HEAD: a page whose
+        manifests are cached reads no manifest body at all."""
+        try:
+            async with self._session().head(
+                upstream_url(self.upstream, f"/v2/{name}/manifests/{tag}"), headers={"Accept": ACCEPT_ALL}
+            ) as response:
+                status, digest = response.status, response.headers.get("Docker-Content-Digest")
+        except UPSTREAM_ERRORS as exc:
+            raise RegistryDown(f"the registry is not reachable: {exc.__class__.__name__}") from None
+        if status == 404:
+            return None
+        if status != 200 or not digest:
+            raise RegistryDown(f"the registry answered {status} to the manifest {name}:{tag}")
+        return digest
+
     async def manifest(self, name: str, reference: str) -> Manifest | None:
         """The manifest ``reference`` (tag or digest) names; None when there is none."""
         cached = self.cache.get(reference)

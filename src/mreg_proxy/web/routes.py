@@ -6,12 +6,13 @@ files needs a session; without one the browser is sent to ``/``.
 
 from __future__ import annotations
 
+import logging
 from importlib import resources
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..keys import SESSION, WEB
 from ..transport.admission import no_early_continue
 from . import admin, cleanup, pages
@@ -19,6 +20,8 @@ from .login import Viewer, current_viewer, handle_login, handle_logout, login_pa
 from .registry import RegistryReader
 from .render import WebState, page, see_other, templates
 from .sessions import Signer, load_or_create_key
+
+log = logging.getLogger("mreg.web")
 
 STATIC = {"mreg.css": "text/css", "copy.js": "text/javascript"}
 SUMMARIES = web.AppKey("web_summaries", pages.Summaries)
@@ -76,9 +79,17 @@ async def static(request: web.Request) -> web.Response:
 
 
 def install(app: web.Application, settings: Settings) -> None:
-    """The web page's state and routes (before the catch-all 404 route)."""
+    """The web page's state and routes (before the catch-all 404 route). Without a usable session
+    key (a read-only auth volume holding none, a damaged file) the registry is served without its
+    web page: the page must never be the reason pulls stop, e.g. in an upgrade of replicas whose
+    auth volume is a read-only Secret."""
+    try:
+        key = load_or_create_key(settings.ui_key_file)
+    except ConfigError as exc:
+        log.error("the web page is off: %s", exc)
+        return
     reader = RegistryReader(lambda: app[SESSION], settings.upstream)
-    app[WEB] = WebState(Signer(load_or_create_key(settings.ui_key_file)), reader, templates())
+    app[WEB] = WebState(Signer(key), reader, templates())
     app[SUMMARIES] = pages.Summaries(reader)
     add = app.router
     add.add_get("/", home, expect_handler=no_early_continue)

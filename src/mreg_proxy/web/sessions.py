@@ -43,7 +43,7 @@ def load_or_create_key(path: Path) -> bytes:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:
         raise ConfigError(f"cannot create the web page's session key {path}: {exc.strerror or exc} "
-                          "(make the folder writable, or set MREG_UI=off)") from None
+                          "(make the folder writable or put one there: head -c 32 /dev/urandom)") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o600)

@@ -436,3 +436,10 @@ async def test_the_audit_log_filters_by_user_and_time(web: Callable[[], Browser]
     assert "login_failed" in html and "ui_login" not in html
     assert "ui_login" in (await browser.get("/ui/audit?user=amy"))[2]
     assert "Since: a duration" in (await browser.get("/ui/audit?since=yesterday"))[2]
+
+
+async def test_without_a_usable_key_the_registry_is_served_without_its_page(registry: TestServer, tmp_path: Path) -> None:
+    (tmp_path / "ui-session.key").write_bytes(b"damaged")
+    async with site(registry, tmp_path) as web:
+        status, _, _ = await web().get("/")
+    assert status == 404
