@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from mreg_proxy.auth.users import User
 

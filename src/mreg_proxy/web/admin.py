@@ -12,7 +12,6 @@ import datetime
 import json
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -74,5 +73,4 @@ async def audit(request: web.Request, state: WebState, viewer: Viewer) -> web.Re
         for e in events
     ]
     return render(request, state, "audit.html", viewer=viewer, csrf=viewer.csrf, rows=rows, user=user or "",
-                  since=since_text, error=error, limit=MAX_EVENTS,
-                  everything=f"/ui/audit?{urlencode({'user': user or '', 'since': since_text})}")
+                  since=since_text, error=error, limit=MAX_EVENTS)

@@ -31,6 +31,9 @@ MAX_CONFIG = 1 << 20  # bytes of an image config read for a page
 MAX_TAG_LIST = 8 << 20  # bytes of a tag list (about 200 000 tags)
 CACHE_BYTES = 32 << 20
 FETCHES_AT_ONCE = 16  # registry requests one page keeps in flight
+# one registry request of a page: the upstream session has no total timeout (a 10 GB layer is
+# legitimate), a page's small reads do
+READ_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
 class RegistryDown(Exception):
@@ -107,7 +110,9 @@ class RegistryReader:
     async def _get(self, path: str, limit: int, accept: str | None = None) -> tuple[int, aiohttp.ClientResponse, bytes]:
         headers = {"Accept": accept} if accept else {}
         try:
-            async with self._session().get(upstream_url(self.upstream, path), headers=headers) as response:
+            async with self._session().get(
+                upstream_url(self.upstream, path), headers=headers, timeout=READ_TIMEOUT
+            ) as response:
                 body = await _read(response, limit) if response.status == 200 else b""
                 return response.status, response, body
         except UPSTREAM_ERRORS as exc:
@@ -142,7 +147,8 @@ class RegistryReader:
         manifests are cached reads no manifest body at all."""
         try:
             async with self._session().head(
-                upstream_url(self.upstream, f"/v2/{name}/manifests/{tag}"), headers={"Accept": ACCEPT_ALL}
+                upstream_url(self.upstream, f"/v2/{name}/manifests/{tag}"), headers={"Accept": ACCEPT_ALL},
+                timeout=READ_TIMEOUT,
             ) as response:
                 status, digest = response.status, response.headers.get("Docker-Content-Digest")
         except UPSTREAM_ERRORS as exc:
@@ -189,7 +195,7 @@ class RegistryReader:
 
     async def referrers(self, name: str, digest: str) -> list[dict[str, Any]]:
         try:
-            return await read_referrers(self._session(), self.upstream, name, digest)
+            return await asyncio.wait_for(read_referrers(self._session(), self.upstream, name, digest), READ_TIMEOUT.total)
         except RegistryAnswer as answer:
             answer.response.close()
             raise RegistryDown(f"the registry answered {answer.response.status} to a referrers index") from None

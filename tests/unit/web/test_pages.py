@@ -443,3 +443,26 @@ async def test_without_a_usable_key_the_registry_is_served_without_its_page(regi
     async with site(registry, tmp_path) as web:
         status, _, _ = await web().get("/")
     assert status == 404
+
+
+async def test_a_registry_that_does_not_answer_gives_a_502_page(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from aiohttp import web as aioweb
+
+    from mreg_proxy.web import registry as reader_module
+
+    async def silent(request: aioweb.Request) -> aioweb.Response:
+        await asyncio.sleep(30)
+        return aioweb.Response()
+
+    app = aioweb.Application()
+    app.router.add_get("/v2/_catalog", silent)
+    hanging = await aiohttp_server(app)
+    monkeypatch.setattr(reader_module, "READ_TIMEOUT", aiohttp.ClientTimeout(total=0.5))  # the page budget, shortened
+    async with site(hanging, tmp_path) as web:
+        browser = await logged_in(web, READER)
+        status, headers, html = await asyncio.wait_for(browser.get("/"), 10)  # not after the 30 s
+    assert status == 502 and "did not answer" in html and headers["X-Frame-Options"] == "DENY"
