@@ -137,13 +137,19 @@ async def repository(request: web.Request, state: WebState, summaries: Summaries
     pages = max(1, -(-len(tags) // TAGS_PER_PAGE))
     number = min(number, pages)
     window = slice((number - 1) * TAGS_PER_PAGE, number * TAGS_PER_PAGE)
+    await state.refresh_pushes()
     if order == "name":  # only the page's tags need resolving
         wanted = sort_rows([TagRow(t, "", "") for t in tags], "name")[window]
         found = await bounded([lambda tag=row.tag: summaries.row(name, tag) for row in wanted])
         rows = [row for row in found if row is not None]
+        for row in rows:
+            row.pushed = state.pushes.of(name, row.tag)
     else:
         found = await bounded([lambda tag=tag: summaries.row(name, tag) for tag in tags])
-        rows = sort_rows([row for row in found if row is not None], "newest")[window]
+        rows = [row for row in found if row is not None]
+        for row in rows:
+            row.pushed = state.pushes.of(name, row.tag)
+        rows = sort_rows(rows, "newest")[window]
     shown = [
         {
             "row": row, "short": short(row.digest), "size": human_size(row.size),

@@ -8,6 +8,7 @@ redirects too), so no handler can forget them.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any, Awaitable, Callable
 import jinja2
 from aiohttp import web
 
+from .pushtimes import PushTimes
 from .registry import RegistryDown, RegistryReader
 from .sessions import Signer
 
@@ -41,6 +43,12 @@ class WebState:
     signer: Signer
     reader: RegistryReader
     templates: jinja2.Environment
+    pushes: PushTimes
+    pushes_read: asyncio.Lock  # one reader of the audit log at a time
+
+    async def refresh_pushes(self) -> None:
+        async with self.pushes_read:
+            await asyncio.to_thread(self.pushes.refresh)
 
 
 def templates() -> jinja2.Environment:

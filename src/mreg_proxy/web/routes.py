@@ -6,17 +6,21 @@ files needs a session; without one the browser is sent to ``/``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from importlib import resources
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from aiohttp import web
 
+from ..auth.audit import STDOUT
 from ..config import ConfigError, Settings
 from ..keys import SESSION, WEB
 from ..transport.admission import no_early_continue
 from . import admin, cleanup, pages
 from .login import Viewer, current_viewer, handle_login, handle_logout, login_page
+from .pushtimes import PushTimes
 from .registry import RegistryReader
 from .render import WebState, page, see_other, templates
 from .sessions import Signer, load_or_create_key
@@ -89,7 +93,8 @@ def install(app: web.Application, settings: Settings) -> None:
         log.error("the web page is off: %s", exc)
         return
     reader = RegistryReader(lambda: app[SESSION], settings.upstream)
-    app[WEB] = WebState(Signer(key), reader, templates())
+    audit = None if settings.audit_target == STDOUT else Path(settings.audit_target)
+    app[WEB] = WebState(Signer(key), reader, templates(), PushTimes(audit), asyncio.Lock())
     app[SUMMARIES] = pages.Summaries(reader)
     add = app.router
     add.add_get("/", home, expect_handler=no_early_continue)

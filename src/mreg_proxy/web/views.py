@@ -131,6 +131,12 @@ class TagRow:
     kind: str  # image, index, artifact
     platforms: list[Platform] = field(default_factory=list)
     created: str = ""  # from the config, as pushed (ISO 8601)
+    pushed: str = ""  # from the audit log, when mreg recorded the push (YYYY-MM-DDTHH:MM:SS, UTC)
+
+    @property
+    def newest_key(self) -> str:
+        """Push time where known, else creation time; both UTC, compared to the second."""
+        return self.pushed or self.created[:19]
 
     @property
     def size(self) -> int:
@@ -143,11 +149,12 @@ def created_of(config: dict[str, Any] | None) -> str:
 
 
 def sort_rows(rows: list[TagRow], order: str) -> list[TagRow]:
-    """``newest``: newest creation first (rows without a time last), else by natural name."""
+    """``newest``: newest push first (creation time where the push time is unknown; rows without
+    either last), else by natural name."""
     by_name = sorted(rows, key=lambda row: natural_key(row.tag))
     if order != "newest":
         return by_name
-    return sorted(by_name, key=lambda row: row.created, reverse=True)
+    return sorted(by_name, key=lambda row: row.newest_key, reverse=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -466,3 +466,17 @@ async def test_a_registry_that_does_not_answer_gives_a_502_page(
         browser = await logged_in(web, READER)
         status, headers, html = await asyncio.wait_for(browser.get("/"), 10)  # not after the 30 s
     assert status == 502 and "did not answer" in html and headers["X-Frame-Options"] == "DENY"
+
+
+async def test_newest_first_follows_the_push_times_mreg_recorded(registry: TestServer, images: Images, tmp_path: Path) -> None:
+    images.image("time/app", "built-late-pushed-early", config={"created": "2026-06-01T00:00:00Z"})
+    images.image("time/app", "built-early-pushed-late", config={"created": "2020-01-01T00:00:00Z"})
+    images.image("time/app", "unrecorded", config={"created": "2025-01-01T00:00:00Z"})
+    (tmp_path / "audit.log").write_text("".join(
+        json.dumps({"time": t, "event": "manifest_pushed", "repository": "time/app", "tag": tag}) + "\n"
+        for tag, t in (("built-late-pushed-early", "2026-07-01T00:00:00Z"), ("built-early-pushed-late", "2026-08-01T00:00:00Z"))
+    ))
+    async with site(registry, tmp_path) as web:
+        html = (await (await logged_in(web, READER)).get("/ui/r/time/app"))[2]
+    assert re.findall(r'<h2><a href="[^"]+">([^<]+)</a>', html) == ["built-early-pushed-late", "built-late-pushed-early", "unrecorded"]
+    assert "2026-08-01T00:00:00Z" in html
