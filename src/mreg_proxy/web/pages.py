@@ -77,28 +77,30 @@ async def repositories(request: web.Request, state: WebState, viewer: Viewer) ->
 
 
 class Summaries:
-    """What a tag row shows of a manifest, by digest: computed once, as the digest never changes."""
+    """What a tag row shows of a manifest, by repository and digest (as DigestCache): computed
+    once, as the digest never changes."""
 
     def __init__(self, reader: RegistryReader, limit: int = MAX_SUMMARIES) -> None:
         self.reader = reader
         self.limit = limit
-        self._rows: OrderedDict[str, tuple[str, list[Platform], str]] = OrderedDict()
+        self._rows: OrderedDict[tuple[str, str], tuple[str, list[Platform], str]] = OrderedDict()
 
     async def row(self, name: str, tag: str) -> TagRow | None:
         digest = await self.reader.resolve(name, tag)
         if digest is None:  # deleted since the tag list was read
             return None
-        known = self._rows.get(digest)
+        key = (name, digest)
+        known = self._rows.get(key)
         if known is None:
             manifest = await self.reader.manifest(name, digest) if is_digest(digest) else None
             if manifest is None:
                 return None
             known = await self._summarise(name, manifest)
-            self._rows[digest] = known
+            self._rows[key] = known
             if len(self._rows) > self.limit:
                 self._rows.popitem(last=False)
         else:
-            self._rows.move_to_end(digest)
+            self._rows.move_to_end(key)
         kind, platforms, created = known
         return TagRow(tag, digest, kind, list(platforms), created)
 

@@ -53,23 +53,28 @@ class Manifest:
 
 
 class DigestCache:
-    """Content-addressed bytes, least recently used dropped first, at most ``limit`` bytes."""
+    """Content-addressed bytes, least recently used dropped first, at most ``limit`` bytes.
+
+    Kept per repository (keys ``NAME@DIGEST``): the registry answers a digest only in the
+    repositories that hold it, and so must the cache, or a digest seen in a repository hidden from
+    someone would show under one they may pull."""
 
     def __init__(self, limit: int = CACHE_BYTES) -> None:
         self.limit = limit
         self.size = 0
         self._entries: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
 
-    def get(self, digest: str) -> tuple[str, bytes] | None:
-        entry = self._entries.get(digest)
+    def get(self, name: str, digest: str) -> tuple[str, bytes] | None:
+        entry = self._entries.get(f"{name}@{digest}")
         if entry is not None:
-            self._entries.move_to_end(digest)
+            self._entries.move_to_end(f"{name}@{digest}")
         return entry
 
-    def put(self, digest: str, media_type: str, body: bytes) -> None:
-        if digest in self._entries or len(body) > self.limit // 8 or not matches(digest, body):
+    def put(self, name: str, digest: str, media_type: str, body: bytes) -> None:
+        key = f"{name}@{digest}"
+        if key in self._entries or len(body) > self.limit // 8 or not matches(digest, body):
             return
-        self._entries[digest] = (media_type, body)
+        self._entries[key] = (media_type, body)
         self.size += len(body)
         while self.size > self.limit:
             _old, (_type, dropped) = self._entries.popitem(last=False)
@@ -161,7 +166,7 @@ class RegistryReader:
 
     async def manifest(self, name: str, reference: str) -> Manifest | None:
         """The manifest ``reference`` (tag or digest) names; None when there is none."""
-        cached = self.cache.get(reference)
+        cached = self.cache.get(name, reference)
         if cached is not None:
             return Manifest(reference, cached[0], cached[1], _object(cached[1]))
         status, response, body = await self._get(f"/v2/{name}/manifests/{reference}", MAX_MANIFEST, ACCEPT_ALL)
@@ -172,12 +177,12 @@ class RegistryReader:
         digest = response.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(body).hexdigest()
         media_type = response.headers.get("Content-Type", "")
         doc = _object(body)
-        self.cache.put(digest, media_type, body)
+        self.cache.put(name, digest, media_type, body)
         return Manifest(digest, media_type, body, doc)
 
     async def config(self, name: str, digest: str) -> dict[str, Any] | None:
         """An image's config blob; None when it is missing or not JSON (the page says so)."""
-        cached = self.cache.get(digest)
+        cached = self.cache.get(name, digest)
         if cached is None:
             try:
                 status, _response, body = await self._get(f"/v2/{name}/blobs/{digest}", MAX_CONFIG)
@@ -185,7 +190,7 @@ class RegistryReader:
                 return None
             if status != 200:
                 return None
-            self.cache.put(digest, "config", body)
+            self.cache.put(name, digest, "config", body)
         else:
             body = cached[1]
         try:

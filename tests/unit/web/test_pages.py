@@ -480,3 +480,11 @@ async def test_newest_first_follows_the_push_times_mreg_recorded(registry: TestS
         html = (await (await logged_in(web, READER)).get("/ui/r/time/app"))[2]
     assert re.findall(r'<h2><a href="[^"]+">([^<]+)</a>', html) == ["built-early-pushed-late", "built-late-pushed-early", "unrecorded"]
     assert "2026-08-01T00:00:00Z" in html
+
+
+async def test_a_digest_seen_in_a_hidden_repository_does_not_show_under_another(web: Callable[[], Browser], images: Images) -> None:
+    secret = images.repos["secret/db"]["tags"]["1.0"]
+    admin = await logged_in(web, ADMIN)
+    assert (await admin.get(f"/ui/r/secret/db@{secret}"))[0] == 200  # now in the page's cache
+    limited = await logged_in(web, LIMITED)
+    assert (await limited.get(f"/ui/r/team/app@{secret}"))[0] == 404
