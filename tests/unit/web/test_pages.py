@@ -488,3 +488,20 @@ async def test_a_digest_seen_in_a_hidden_repository_does_not_show_under_another(
     assert (await admin.get(f"/ui/r/secret/db@{secret}"))[0] == 200  # now in the page's cache
     limited = await logged_in(web, LIMITED)
     assert (await limited.get(f"/ui/r/team/app@{secret}"))[0] == 404
+
+
+async def test_under_tls_the_cookies_are_secure(registry: TestServer, tmp_path: Path) -> None:
+    from proxy_harness import install_tls
+
+    install_tls(tmp_path)
+    write_people(tmp_path / "users.yml")
+    async with running_proxy(settings_for(registry.make_url(""), tmp_path)) as proxy:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            base = f"https://127.0.0.1:{proxy.port}"
+            async with session.get(base + "/", ssl=False) as response:
+                login_cookie = response.headers["Set-Cookie"]
+                html = await response.text()
+            form = {"csrf": csrf_of(html), "username": READER[0], "password": READER[1]}
+            async with session.post(base + "/ui/login", data=form, ssl=False, allow_redirects=False) as response:
+                session_cookie = next(v for v in response.headers.getall("Set-Cookie") if v.startswith("mreg_session="))
+    assert "Secure" in login_cookie and "Secure" in session_cookie and "HttpOnly" in session_cookie
