@@ -35,6 +35,7 @@ from mreg_proxy.auth.users import Store, Token, User, write_store
 
 from . import abuse_login, abuse_memory
 from .reads import READS_FULL, READS_QUICK, reads_figures, reads_markdown, run_reads
+from .webui import UI_FULL, UI_QUICK, UiRow, run_ui, ui_markdown
 from .s3bench import S3_FULL, S3_QUICK, run_s3, s3_markdown
 from .services import BenchError, RssSampler, Service, registry_root, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
@@ -86,7 +87,7 @@ def alternate(reps: int, measure: Callable[[Endpoint], float], direct: Endpoint,
     return statistics.median(results[direct.name]), statistics.median(results[proxy.name])
 
 
-def run(plan: Plan, registry_binary: str, workdir: Path) -> tuple[list[Row], dict[str, float], list[Row]]:
+def run(plan: Plan, registry_binary: str, workdir: Path) -> tuple[list[Row], dict[str, float], list[Row], list[UiRow]]:
     registry = start_registry(registry_binary, workdir)
     proxy_service: Service | None = None
     try:
@@ -101,7 +102,9 @@ def run(plan: Plan, registry_binary: str, workdir: Path) -> tuple[list[Row], dic
         direct = Endpoint("direct", registry.url)
         proxy = Endpoint("mreg", proxy_service.url, (USER, PASSWORD))
         rows, memory = measure_all(plan, direct, proxy, proxy_service.process.pid)
-        return rows, memory, measure_token(plan, proxy, Endpoint("mreg-token", proxy_service.url, (TOKEN, secret)))
+        token_rows = measure_token(plan, proxy, Endpoint("mreg-token", proxy_service.url, (TOKEN, secret)))
+        ui_rows = run_ui(UI_QUICK if plan is QUICK else UI_FULL, direct, workdir, users, (USER, PASSWORD))
+        return rows, memory, token_rows, ui_rows
     finally:
         if proxy_service is not None:
             stop(proxy_service.process)
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     s3_rows = []
     with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
         try:
-            rows, memory, token_rows = run(QUICK if args.quick else FULL, registry_binary, Path(work))
+            rows, memory, token_rows, ui_rows = run(QUICK if args.quick else FULL, registry_binary, Path(work))
             if args.s3:
                 hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
                 users = {USER: User(USER, "admin", hashed)}
@@ -314,13 +317,15 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             sys.exit(f"bench: FAILED: {exc}")
     print(markdown(rows, memory, token_rows))
+    print()
+    print(ui_markdown(ui_rows))
     if s3_rows:
         print()
         print(s3_markdown(s3_rows))
     if args.json:
         payload = {
             "rows": [{**vars(r), "ratio": r.ratio} for r in rows], "memory_mib": memory, "quick": args.quick,
-            "s3_rows": [vars(r) for r in s3_rows],
+            "s3_rows": [vars(r) for r in s3_rows], "ui_rows": [vars(r) for r in ui_rows],
             # direct = cached password, proxy = CI token, both through mreg
             "token_rows": [{**vars(r), "ratio": r.ratio} for r in token_rows],
         }

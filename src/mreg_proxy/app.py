@@ -42,6 +42,7 @@ from .transport.memory import cap_arenas, trimmer
 from .transport.readiness import Readiness, handle_healthz, handle_readyz, registry_problem
 from .transport.site import SwitchingSite
 from .transport.tls import TlsState
+from .web.routes import install as install_web_page
 
 log = logging.getLogger("mreg")
 
@@ -136,6 +137,8 @@ def create_app(settings: Settings) -> web.Application:
     routes.add_get("/metrics", handle_metrics, expect_handler=no_early_continue)
     routes.add_route("*", "/mreg/write-pause", handle_write_pause, expect_handler=no_early_continue)
     routes.add_route("*", r"/v2{tail:(/.*)?}", handle_v2, expect_handler=no_early_continue)
+    if settings.ui:
+        install_web_page(app, settings)  # "/" and /ui/..., before the catch-all
     routes.add_route("*", r"/{tail:.*}", handle_not_found, expect_handler=no_early_continue)
     return app
 

@@ -88,6 +88,8 @@ class Settings:
     registry_root: Path | None = None
     # who runs a CLI, for the audit log (MREG_ACTOR, else the login name); None when unknown
     actor: str | None = None
+    # the web page (web/): login at /, pages under /ui/; off leaves only the API and health
+    ui: bool = True
 
     @property
     def audit_target(self) -> str:
@@ -97,6 +99,12 @@ class Settings:
     def token_usage_file(self) -> Path:
         """When each CI token was last used: written by the proxy (throttled), beside the users."""
         return self.users_file.with_name("token-usage.json")
+
+    @property
+    def ui_key_file(self) -> Path:
+        """The key that signs the web page's session cookies: on the auth volume, beside the
+        users, so that every replica accepts the sessions of the others."""
+        return self.users_file.with_name("ui-session.key")
 
 
 # (flag, environment variable, Settings field, help)
@@ -144,6 +152,7 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "are answered from it (default: unset, every read is forwarded)"),
     ("--audit-max-bytes", "MREG_AUDIT_MAX_BYTES", "audit_max_bytes",
      "size at which the audit log is rotated, one old file kept (default 10485760)"),
+    ("--ui", "MREG_UI", "ui", "the web page at /: on or off (default on)"),
 )
 # where a CLI learns who runs it, first found wins (sudo keeps the operator's name in SUDO_USER)
 _ACTOR_VARIABLES = ("MREG_ACTOR", "SUDO_USER", "USER", "LOGNAME")
@@ -152,6 +161,7 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 METRICS_MODES = ("admin", "open", "off")
 EVENT_LOOPS = ("auto", "asyncio")
 BOOLEANS = ("true", "false")
+SWITCHES = ("on", "off")
 
 
 def parse_listen(value: str, name: str) -> tuple[str, int]:
@@ -222,6 +232,8 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _number(env_name, raw, float, 0, 86400)}
     if field == "shared_storage":
         return {field: _choice(env_name, raw.lower(), raw, BOOLEANS) == "true"}
+    if field == "ui":
+        return {field: _choice(env_name, raw.lower(), raw, SWITCHES) == "on"}
     if field == "pause_poll_interval":
         return {field: _number(env_name, raw, float, 0.1, 60)}
     if field == "max_connections":

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .transport.metrics import Metrics
     from .transport.readiness import Readiness
     from .transport.tls import TlsState
+    from .web.render import WebState
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 SESSION = web.AppKey("session", aiohttp.ClientSession)  # the one client session to the registry
@@ -39,6 +40,7 @@ UPLOADS: web.AppKey[UploadMemory] = web.AppKey("uploads")
 WRITE_PAUSE: web.AppKey[WritePause] = web.AppKey("write_pause")
 # manifest and blob reads answered from the registry's files; None: MREG_REGISTRY_ROOT unset
 STORAGE_READS: web.AppKey[StorageReads | None] = web.AppKey("storage_reads")
+WEB: web.AppKey[WebState] = web.AppKey("web")  # the web page's key, templates and registry reader
 
 USER: web.RequestKey[str] = web.RequestKey("user")  # who made the request, for the access log
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")  # who made it, for the handlers

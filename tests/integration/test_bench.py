@@ -58,6 +58,9 @@ def test_quick_benchmark_runs_correctly(tmp_path: Path) -> None:
     assert set(data["memory_mib"]) == {"rss_idle_mib", "rss_peak_pulls_mib", "rss_peak_pushes_mib", "rss_hwm_mib"}
     for label in ROWS:
         assert f"| {label} (" in result.stdout  # the Markdown table has every row
+    ui = [row["label"] for row in data["ui_rows"]]
+    assert ui[:3] == [f"repository page, 100 tags, {order}" for order in ("newest first, cold", "newest first, warm", "by name, warm")]
+    assert all(row["value"] > 0 for row in data["ui_rows"]) and "| web page |" in result.stdout
     # a CI token against a cached password, through mreg, on the same HEADs
     assert [row["label"] for row in data["token_rows"]] == [label for label in ROWS if label.startswith("HEAD")]
     assert all(row["direct"] > 0 and row["proxy"] > 0 for row in data["token_rows"])

@@ -106,3 +106,11 @@ def test_registry_root_is_off_by_default_and_must_be_a_folder(tmp_path: Path) ->
         load_settings([], {"MREG_REGISTRY_ROOT": "relative/path"})
     with pytest.raises(ConfigError, match="MREG_REGISTRY_ROOT.*no such directory"):
         load_settings([], {"MREG_REGISTRY_ROOT": str(tmp_path / "missing")})
+
+
+def test_the_web_page_is_on_unless_switched_off() -> None:
+    assert load_settings([], {}).ui is True
+    assert load_settings([], {"MREG_UI": "OFF"}).ui is False
+    assert load_settings(["--ui", "on"], {"MREG_UI": "off"}).ui is True
+    with pytest.raises(ConfigError, match="MREG_UI 'yes': expected one of on, off"):
+        load_settings([], {"MREG_UI": "yes"})

@@ -85,7 +85,7 @@ async def test_other_methods_refused(proxy: ProxyClient, upstream: TestServer, w
     assert upstream.app[REQUESTS] == []
 
 
-@pytest.mark.parametrize("path", ["/", "/v1/_ping", "/v2x", "/healthzz"])
+@pytest.mark.parametrize("path", ["/ui", "/ui/nothing", "/v1/_ping", "/v2x", "/healthzz"])  # "/": the web page
 async def test_paths_outside_v2_are_404(proxy: ProxyClient, path: str) -> None:
     response = await proxy.get(path, headers=basic(*ADMIN))
     assert response.status == 404
