@@ -5,6 +5,8 @@ run, direct, through one mreg replica and through two.
 
 ``--retention`` runs the retention section instead (bench/retention.py): retention runs over
 10,000 tags, and the write pause of a garbage collection on a store of a few GB.
+``--reads`` runs the reads section instead: HEAD and pulls side by side for the registry direct,
+mreg answering from the registry's files, mreg forwarding, and nginx, plain and TLS (bench/reads.py).
 
 ``--abuse`` runs the abuse section instead: what strangers on the network can do to mreg, and
 what the team still gets meanwhile (bench/abuse_*.py).
@@ -34,8 +36,10 @@ from mreg_proxy.auth.tokens import hash_secret, new_secret
 from mreg_proxy.auth.users import Store, Token, User, write_store
 
 from . import abuse_login, abuse_memory, retention
+from .reads import READS_FULL, READS_QUICK, reads_figures, reads_markdown, run_reads
+from .webui import UI_FULL, UI_QUICK, UiRow, run_ui, ui_markdown
 from .s3bench import S3_FULL, S3_QUICK, run_s3, s3_markdown
-from .services import BenchError, RssSampler, Service, start_proxy, start_registry, stop, memory_kib
+from .services import BenchError, RssSampler, Service, registry_root, start_proxy, start_registry, stop, memory_kib
 from .workloads import (
     MiB, Endpoint, HeadResult, check_head, head_load, make_blob, pull, push_and_sign, push_chunked,
     push_monolithic, seed_blob, seed_manifest, sha256_digest, timed_push, verify_pull,
@@ -85,21 +89,24 @@ def alternate(reps: int, measure: Callable[[Endpoint], float], direct: Endpoint,
     return statistics.median(results[direct.name]), statistics.median(results[proxy.name])
 
 
-def run(plan: Plan, registry_binary: str, workdir: Path) -> tuple[list[Row], dict[str, float], list[Row]]:
+def run(plan: Plan, registry_binary: str, workdir: Path) -> tuple[list[Row], dict[str, float], list[Row], list[UiRow]]:
     registry = start_registry(registry_binary, workdir)
     proxy_service: Service | None = None
     try:
         # bcrypt cost 10, as in the nginx recipe this is compared with; the cache hides it anyway
         hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
         users = {USER: User(USER, "admin", hashed)}
-        proxy_service = start_proxy(registry.url, workdir, users)
+        # reads from the registry's files, as the pod runs it (mreg.yml)
+        proxy_service = start_proxy(registry.url, workdir, users, {"MREG_REGISTRY_ROOT": str(registry_root(workdir))})
         secret = new_secret()
         token = Token(TOKEN, hash_secret(secret), (Grant(REPO, Level.PULL),), datetime.datetime.now(datetime.timezone.utc))
         write_store(workdir / "users.yml", Store(users, {TOKEN: token}))  # the proxy reloads it by itself
         direct = Endpoint("direct", registry.url)
         proxy = Endpoint("mreg", proxy_service.url, (USER, PASSWORD))
         rows, memory = measure_all(plan, direct, proxy, proxy_service.process.pid)
-        return rows, memory, measure_token(plan, proxy, Endpoint("mreg-token", proxy_service.url, (TOKEN, secret)))
+        token_rows = measure_token(plan, proxy, Endpoint("mreg-token", proxy_service.url, (TOKEN, secret)))
+        ui_rows = run_ui(UI_QUICK if plan is QUICK else UI_FULL, direct, workdir, users, (USER, PASSWORD))
+        return rows, memory, token_rows, ui_rows
     finally:
         if proxy_service is not None:
             stop(proxy_service.process)
@@ -244,6 +251,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--abuse", action="store_true", help="the abuse section instead (password floods, ...)")
     parser.add_argument("--retention", action="store_true",
                         help="the retention section instead (retention runs over 10,000 tags, a collection's write pause)")
+    parser.add_argument("--reads", action="store_true",
+                        help="the reads section instead: registry direct, mreg from storage, mreg forwarding, "
+                        "nginx (if installed), plain and TLS, side by side (bench/reads.py)")
     parser.add_argument("--s3", action="store_true",
                         help="also measure on S3: a single-node Ceph cluster (Debian packages ceph-mon, ceph-osd, radosgw)")
     return parser.parse_args(argv)
@@ -252,16 +262,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_abuse(registry_binary: str, quick: bool) -> dict[str, object]:
     """Each abuse workload against its own registry and proxy; prints its table, returns its figures."""
     with tempfile.TemporaryDirectory(prefix="mreg-bench-abuse-") as work:
-        phases, rates = abuse_login.run(registry_binary, work, quick)
+        phases, rates, costs = abuse_login.run(registry_binary, work, quick)
     schedule = abuse_login.schedule_figures()
     print("## Password guessing\n")
     print(abuse_login.markdown(phases, rates, schedule))
+    print("\n## Login time by hash cost\n")
+    print(abuse_login.cost_markdown(costs))
     with tempfile.TemporaryDirectory(prefix="mreg-bench-abuse-") as work:
         idle, memory_rows, settle = abuse_memory.run(registry_binary, Path(work), quick)
     print("\n## Memory\n")
     print(abuse_memory.abuse_markdown(idle, memory_rows, settle))
     return {"login": {"phases": [vars(p) | {"flood": vars(p.flood) if p.flood else None} for p in phases],
-                      "rates": rates, "schedule": schedule},
+                      "rates": rates, "schedule": schedule, "by_cost": [vars(row) for row in costs]},
             "memory": {"idle_mib": idle, "rows": [vars(r) for r in memory_rows]}}
 
 
@@ -292,6 +304,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             args.json.write_text(json.dumps({"abuse": figures, "quick": args.quick}, indent=2) + "\n")
         return 0
+    if args.reads:
+        plan = READS_QUICK if args.quick else READS_FULL
+        with tempfile.TemporaryDirectory(prefix="mreg-bench-reads-") as work:
+            registry = start_registry(registry_binary, Path(work))
+            try:
+                sides = run_reads(plan, registry, Path(work))
+            except BenchError as exc:
+                sys.exit(f"bench: FAILED: {exc}")
+            finally:
+                stop(registry.process)
+        print(reads_markdown(plan, sides))
+        if args.json:
+            args.json.write_text(json.dumps({"reads": reads_figures(sides), "quick": args.quick}, indent=2) + "\n")
+        return 0
     if args.s3:
         for tool in ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool"):
             if shutil.which(tool) is None:
@@ -299,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     s3_rows = []
     with tempfile.TemporaryDirectory(prefix="mreg-bench-") as work:
         try:
-            rows, memory, token_rows = run(QUICK if args.quick else FULL, registry_binary, Path(work))
+            rows, memory, token_rows, ui_rows = run(QUICK if args.quick else FULL, registry_binary, Path(work))
             if args.s3:
                 hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
                 users = {USER: User(USER, "admin", hashed)}
@@ -307,13 +333,15 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             sys.exit(f"bench: FAILED: {exc}")
     print(markdown(rows, memory, token_rows))
+    print()
+    print(ui_markdown(ui_rows))
     if s3_rows:
         print()
         print(s3_markdown(s3_rows))
     if args.json:
         payload = {
             "rows": [{**vars(r), "ratio": r.ratio} for r in rows], "memory_mib": memory, "quick": args.quick,
-            "s3_rows": [vars(r) for r in s3_rows],
+            "s3_rows": [vars(r) for r in s3_rows], "ui_rows": [vars(r) for r in ui_rows],
             # direct = cached password, proxy = CI token, both through mreg
             "token_rows": [{**vars(r), "ratio": r.ratio} for r in token_rows],
         }

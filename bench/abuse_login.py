@@ -140,7 +140,7 @@ class Flood:
                 self._process.join()
 
 
-def login_seconds(host: str, port: int, user: str, password: str) -> float:
+def login_seconds(host: str, port: int, user: str, password: str, expect: int = 200) -> float:
     """One new login (``GET /v2/`` with a password the proxy has not verified yet), from the team's address."""
     conn = http.client.HTTPConnection(host, port, timeout=120, source_address=(LEGIT_SOURCE, 0))
     started = time.perf_counter()
@@ -151,9 +151,64 @@ def login_seconds(host: str, port: int, user: str, password: str) -> float:
     finally:
         conn.close()
     elapsed = time.perf_counter() - started
-    if response.status != 200:
-        raise BenchError(f"login of {user} answered {response.status} after {elapsed:.2f}s")
+    if response.status != expect:
+        raise BenchError(f"login of {user} answered {response.status} (not {expect}) after {elapsed:.2f}s")
     return elapsed
+
+
+# Who answers how fast: a users file with hashes of two costs (manage-user import keeps a seed's
+# costs), wrong passwords for each and for a name that does not exist, the throttle out of the way.
+COSTS = {"costly": 12, "cheap": 10}
+UNKNOWN = "nobody"
+
+
+@dataclass
+class CostRow:
+    label: str
+    median_ms: float
+    ratio: float  # against a wrong password for the unknown name
+
+
+def login_times_by_cost(registry_url: str, workdir: os.PathLike[str], quick: bool) -> list[CostRow]:
+    """Medians of wrong (and right) passwords per hash cost, interleaved so that drift in the
+    machine's load hits every name alike. MREG_BCRYPT_COST=10 and no credential cache, so that
+    right passwords pay their own hash each time and are never re-hashed."""
+    from pathlib import Path
+
+    work = Path(workdir) / "costs"
+    work.mkdir()
+    users = {name: User(name, "reader", bcrypt.hashpw(f"{name}-pw".encode(), bcrypt.gensalt(cost)).decode())
+             for name, cost in COSTS.items()}
+    proxy = start_proxy(registry_url, work, users, {
+        "MREG_BCRYPT_COST": "10", "MREG_AUTH_CACHE_TTL": "0", "MREG_LOGIN_FREE_FAILURES": "10000",
+        "MREG_LOGIN_ADDRESS_FREE_FAILURES": "10000"})
+    try:
+        host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+        rounds = 7 if quick else 15
+        wrong: dict[str, list[float]] = {name: [] for name in [*COSTS, UNKNOWN]}
+        right: dict[str, list[float]] = {name: [] for name in COSTS}
+        print("wrong and right passwords by hash cost ...", file=sys.stderr)
+        for attempt in range(rounds):
+            for name in wrong:
+                wrong[name].append(login_seconds(host, int(port), name, f"wrong-{attempt}", expect=401))
+            for name in right:
+                right[name].append(login_seconds(host, int(port), name, f"{name}-pw"))
+    finally:
+        stop(proxy.process)
+    unknown = statistics.median(wrong[UNKNOWN])
+    rows = [CostRow(f"wrong password, cost-{COSTS[n]} user" if n in COSTS else "wrong password, unknown name",
+                    statistics.median(times) * 1000, statistics.median(times) / unknown)
+            for n, times in wrong.items()]
+    rows += [CostRow(f"right password, cost-{COSTS[n]} user", statistics.median(times) * 1000,
+                     statistics.median(times) / unknown) for n, times in right.items()]
+    return rows
+
+
+def cost_markdown(rows: list[CostRow]) -> str:
+    lines = ["| login (throttle out of the way, no credential cache) | median (ms) | / unknown name |",
+             "|---|---:|---:|"]
+    lines += [f"| {row.label} | {row.median_ms:.0f} | {row.ratio:.2f} |" for row in rows]
+    return "\n".join(lines)
 
 
 @dataclass
@@ -178,7 +233,8 @@ def _measure(label: str, host: str, port: int, team: list[tuple[str, str]], head
     return Phase(label, logins, head.p50_ms, head.p99_ms, running.result)
 
 
-def run(registry_binary: str, workdir: os.PathLike[str], quick: bool) -> tuple[list[Phase], dict[str, float]]:
+def run(registry_binary: str, workdir: os.PathLike[str], quick: bool
+        ) -> tuple[list[Phase], dict[str, float], list[CostRow]]:
     from pathlib import Path
 
     work = Path(workdir)
@@ -218,7 +274,9 @@ def run(registry_binary: str, workdir: os.PathLike[str], quick: bool) -> tuple[l
             pass
         assert rotating.result is not None
         rates = {"per_address_guesses_per_s": rotating.result.rate(401), "per_address_seconds": rotating.result.seconds}
-        return phases, rates
+        stop(proxy_service.process)  # the next proxy has the machine to itself
+        proxy_service = None
+        return phases, rates, login_times_by_cost(registry.url, work, quick)
     finally:
         if proxy_service is not None:
             stop(proxy_service.process)

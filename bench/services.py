@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from mreg_proxy.auth.users import User, write_users_file
+from mreg_proxy.auth.passwords import hash_cost
+from mreg_proxy.auth.users import User, read_users_file, write_users_file
 
 HOST = "127.0.0.1"
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -27,6 +28,8 @@ log:
   accesslog:
     disabled: true
 """
+# filesystem storage, with the header the stock image's config adds to every answer (mreg's
+# storage reads must learn and add it too)
 REGISTRY_CONFIG = _REGISTRY_LOG + """\
 storage:
   filesystem:
@@ -35,6 +38,8 @@ storage:
     enabled: true
 http:
   addr: {host}:{port}
+  headers:
+    X-Content-Type-Options: [nosniff]
 """
 
 # Replicas on one bucket: the redirect is off so that every byte passes the proxy (a client would
@@ -128,10 +133,16 @@ def registry_config(workdir: Path, port: int, s3: S3 | None = None, secret: str 
     """The registry's config file: filesystem storage under ``workdir``, or the bucket ``s3``."""
     config = workdir / "registry.yml"
     if s3 is None:
-        config.write_text(REGISTRY_CONFIG.format(root=workdir / "registry-data", host=HOST, port=port))
+        registry_root(workdir).mkdir(exist_ok=True)  # mreg's MREG_REGISTRY_ROOT must exist at start
+        config.write_text(REGISTRY_CONFIG.format(root=registry_root(workdir), host=HOST, port=port))
     else:
         config.write_text(REGISTRY_S3_CONFIG.format(s3=s3, host=HOST, port=port, secret=secret))
     return config
+
+
+def registry_root(workdir: Path) -> Path:
+    """The filesystem storage of the registry started in ``workdir``."""
+    return workdir / "registry-data"
 
 
 def registry_env() -> dict[str, str]:
@@ -161,12 +172,17 @@ def start_proxy(
 ) -> Service:
     """mreg-proxy from this checkout, as operators run it (settings from the environment, its
     default log level), with ``users`` in its users file (or the users file ``users``, which
-    replicas share); its log is ``workdir/proxy.log``."""
+    replicas share); its log is ``workdir/proxy.log``. ``MREG_BCRYPT_COST`` is the costliest of
+    the users' hashes unless ``extra_env`` says otherwise: a cheaper hash would be re-hashed at the
+    first login (a bcrypt run in the background, the users file rewritten under the caller)."""
     if isinstance(users, Path):
         users_file = users
+        present = read_users_file(users)
     else:
         users_file = workdir / "users.yml"
         write_users_file(users_file, users)
+        present = dict(users)
+    costs = [hash_cost(user.password_hash) for user in present.values()]
     port = free_port()
     env = {
         **os.environ,
@@ -177,6 +193,7 @@ def start_proxy(
         "MREG_TLS_CERT": str(users_file.parent / "tls.crt"),
         "MREG_TLS_KEY": str(users_file.parent / "tls.key"),
         **IMAGE_ENV,
+        **({"MREG_BCRYPT_COST": str(max(costs))} if costs else {}),
         **(extra_env or {}),
     }
     with open(workdir / "proxy.log", "wb") as log:

@@ -33,8 +33,14 @@ def layer_tar(name: str, size: int, seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def make_oci_layout(layout: Path, layer_sizes: list[int], *, tag: str = "latest", seed: int = 0) -> str:
-    """Write an OCI image layout with one image; returns its manifest digest."""
+def make_oci_layout(
+    layout: Path, layer_sizes: list[int], *, tag: str = "latest", seed: int = 0,
+    config: dict[str, object] | None = None, history: list[dict[str, object]] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> str:
+    """Write an OCI image layout with one image; returns its manifest digest. ``config`` is the
+    image's run configuration (default: a Cmd), ``history`` its history and ``annotations`` the
+    manifest's, as a pusher may write them."""
     (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
     layers, diff_ids = [], []
@@ -48,8 +54,9 @@ def make_oci_layout(layout: Path, layer_sizes: list[int], *, tag: str = "latest"
         {
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Cmd": ["/file0.bin"]},
+            "config": config if config is not None else {"Cmd": ["/file0.bin"]},
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            **({"history": history} if history is not None else {}),
         },
         sort_keys=True,
     ).encode()
@@ -59,6 +66,7 @@ def make_oci_layout(layout: Path, layer_sizes: list[int], *, tag: str = "latest"
             "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, **_put_blob(layout, config)},
             "layers": layers,
+            **({"annotations": annotations} if annotations else {}),
         },
         sort_keys=True,
     ).encode()

@@ -146,13 +146,15 @@ def test_registry_has_no_privilege_escalation_and_no_capabilities() -> None:
 
 def test_writable_paths_are_only_the_volumes() -> None:
     volumes = {v["name"]: v for v in POD["volumes"]}
-    mounts = {c: {m["mountPath"]: m["name"] for m in CONTAINERS[c]["volumeMounts"]} for c in CONTAINERS}
-    assert set(mounts["auth"]) == {"/auth", "/tmp", "/var/lib/mreg-registry", "/run/mreg-gc"}
+    mounts = {
+        c: {m["mountPath"]: m["name"] for m in CONTAINERS[c]["volumeMounts"] if not m.get("readOnly")}
+        for c in CONTAINERS
+    }
+    assert set(mounts["auth"]) == {"/auth", "/tmp", "/run/mreg-gc"}
     assert set(mounts["registry"]) == {"/var/lib/mreg-registry", "/tmp", "/run/mreg-gc"}
-    # the proxy reads the registry's storage (push times, untagged manifests), never writes it
-    (data,) = [m for m in CONTAINERS["auth"]["volumeMounts"] if m["mountPath"] == "/var/lib/mreg-registry"]
-    assert data["readOnly"] is True
+    # the collector's folder is shared by the two containers, in memory
     assert "emptyDir" in volumes[mounts["auth"]["/run/mreg-gc"]]
+    assert mounts["auth"]["/run/mreg-gc"] == mounts["registry"]["/run/mreg-gc"]
     claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes.values() if "persistentVolumeClaim" in v}
     assert claims == {d["metadata"]["name"] for d in DOCS if d["kind"] == "PersistentVolumeClaim"}
     for container in CONTAINERS.values():
@@ -290,3 +292,20 @@ def test_both_containers_have_a_memory_limit_above_their_request(container: str)
         return int(quantity[:-2]) * mib[quantity[-2:]]
 
     assert parse(resources["limits"]["memory"]) > parse(resources["requests"]["memory"])
+
+
+def test_auth_reads_the_registry_storage_read_only_where_the_registry_has_it() -> None:
+    """Pulls are answered from the registry's files (MREG_REGISTRY_ROOT); only the registry writes."""
+    root = _env("registry")["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"]
+    assert _env("auth")["MREG_REGISTRY_ROOT"] == root
+    registry_volume = {m["mountPath"]: m["name"] for m in CONTAINERS["registry"]["volumeMounts"]}[root]
+    (mount,) = [m for m in CONTAINERS["auth"]["volumeMounts"] if m["name"] == registry_volume]
+    assert mount["mountPath"] == root and mount["readOnly"] is True
+
+
+def test_the_auth_image_gives_a_new_registry_volume_to_the_registry_user() -> None:
+    """podman hands a new volume to the owner of the image's folder at the mount path (or to the
+    container's user): whichever container mounts it first, the registry must own it."""
+    root = _env("registry")["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"]
+    registry = CONTAINERS["registry"]["securityContext"]
+    assert f"install -d -o {registry['runAsUser']} -g {registry['runAsGroup']} -m 0755 {root}" in CONTAINERFILE

@@ -133,3 +133,9 @@ def test_podman_variant_keeps_the_auth_volume_of_the_single_pod_setup() -> None:
     mounts = {m["mountPath"]: m for m in PODMAN_CONTAINERS["auth"]["volumeMounts"]}
     assert not mounts["/auth"].get("readOnly"), "manage-user edits it through podman exec"
     assert PODMAN_CONTAINERS["auth"]["ports"][0]["hostPort"] == 5000
+
+
+@pytest.mark.parametrize("auth", [CONTAINERS["auth"], PODMAN_CONTAINERS["auth"]], ids=["kubernetes", "podman"])
+def test_s3_variants_forward_every_read(auth: dict) -> None:
+    """No folder to read: the storage read path stays off (MREG_REGISTRY_ROOT unset)."""
+    assert "MREG_REGISTRY_ROOT" not in env_of(auth)

@@ -24,14 +24,15 @@ from .auth.tokencheck import TokenUsage
 from .auth.users import UserStore
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .keys import (
-    ACCESS, AUTHENTICATOR, MAINTENANCE, METRICS, POLICY, PULL_TIMES, READINESS, SESSION, SETTINGS, TAG_LOCKS, TLS, UPLOADS, USERS,
-    WRITE_PAUSE,
+    ACCESS, AUTHENTICATOR, MAINTENANCE, METRICS, POLICY, PULL_TIMES, READINESS, SESSION, SETTINGS, STORAGE_READS,
+    TAG_LOCKS, TLS, UPLOADS, USERS, WRITE_PAUSE,
 )
 from .oci.admin import handle_gc, handle_metrics, handle_retention, handle_write_pause
 from .oci.collect import Maintenance
 from .oci.retention_runs import Registry
 from .oci.schedule import scheduled_retention
 from .oci.dispatch import handle_not_found, handle_v2
+from .oci.reads import StorageReads
 from .oci.tagdelete import RepositoryLocks
 from .oci.upload_state import UploadMemory
 from .oci.writepause import WritePause
@@ -46,6 +47,7 @@ from .transport.memory import cap_arenas, trimmer
 from .transport.readiness import Readiness, handle_healthz, handle_readyz, registry_problem
 from .transport.site import SwitchingSite
 from .transport.tls import TlsState
+from .web.routes import install as install_web_page
 
 log = logging.getLogger("mreg")
 
@@ -130,7 +132,7 @@ def create_app(settings: Settings) -> web.Application:
         Policy(settings.login_address_free_failures, settings.login_max_delay),
     )
     app[AUTHENTICATOR] = Authenticator(
-        store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost,
+        store, ttl=settings.auth_cache_ttl, dummy_cost=settings.bcrypt_cost, upgrade_cost=settings.bcrypt_cost,
         pool=CheckPool(settings.bcrypt_workers, settings.bcrypt_queue), throttle=throttle,
     )
     app[ACCESS] = Access(
@@ -149,6 +151,8 @@ def create_app(settings: Settings) -> web.Application:
     app[WRITE_PAUSE] = WritePause(settings.upstream, settings.pause_poll_interval)
     app[POLICY] = PolicyStore(settings.policy_file)
     app[PULL_TIMES] = PullTimes(settings.pull_times_file)
+    root = settings.registry_root
+    app[STORAGE_READS] = None if root is None else StorageReads(root, settings.upstream)
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_maintenance)
     app.cleanup_ctx.append(_tls_watcher)
@@ -162,6 +166,8 @@ def create_app(settings: Settings) -> web.Application:
     routes.add_route("*", "/mreg/retention", handle_retention, expect_handler=no_early_continue)
     routes.add_route("*", "/mreg/gc", handle_gc, expect_handler=no_early_continue)
     routes.add_route("*", r"/v2{tail:(/.*)?}", handle_v2, expect_handler=no_early_continue)
+    if settings.ui:
+        install_web_page(app, settings)  # "/" and /ui/..., before the catch-all
     routes.add_route("*", r"/{tail:.*}", handle_not_found, expect_handler=no_early_continue)
     return app
 

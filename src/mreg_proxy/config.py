@@ -82,11 +82,14 @@ class Settings:
     audit_log: str | None = None
     # the log is rotated (one old file kept) before it grows past this: never fills the volume
     audit_max_bytes: int = 10 << 20
+    # the registry's storage.filesystem.rootdirectory as this process sees it (read-only is
+    # enough): manifest and blob reads are answered from its files (oci/reads.py), retention reads
+    # push times (tag links' modification times) there and a collection the untagged manifests it
+    # forgets. None: every read is forwarded to the registry (S3 storage, or a registry volume not
+    # mounted here), push times are unknown
+    registry_root: Path | None = None
     # retention rules and immutable tags (policy/rules.py), beside the users file by default
     policy_file: Path = Path("/auth/policy.yml")
-    # the registry's rootdirectory, mounted read-only in the proxy's container: push times (tag
-    # links' modification times) and the untagged manifests a collection forgets; None: unknown
-    registry_root: Path | None = None
     # a folder shared with the registry container, where the collector loop of its start command
     # waits for requests (oci/collect.py); None: no garbage collection on demand
     gc_dir: Path | None = None
@@ -94,6 +97,8 @@ class Settings:
     retention_schedule: float | None = None
     # who runs a CLI, for the audit log (MREG_ACTOR, else the login name); None when unknown
     actor: str | None = None
+    # the web page (web/): login at /, pages under /ui/; off leaves only the API and health
+    ui: bool = True
 
     @property
     def audit_target(self) -> str:
@@ -108,6 +113,12 @@ class Settings:
     def pull_times_file(self) -> Path:
         """When each image was last pulled, per repository and digest (policy/pulls.py)."""
         return self.users_file.with_name("pull-times.json")
+
+    @property
+    def ui_key_file(self) -> Path:
+        """The key that signs the web page's session cookies: on the auth volume, beside the
+        users, so that every replica accepts the sessions of the others."""
+        return self.users_file.with_name("ui-session.key")
 
 
 # (flag, environment variable, Settings field, help)
@@ -150,15 +161,17 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "comma-separated addresses/CIDRs of front proxies whose X-Forwarded-For is believed (default none)"),
     ("--audit-log", "MREG_AUDIT_LOG", "audit_log",
      "security events as JSON lines, - for stdout (default audit.log beside the users file)"),
-    ("--policy-file", "MREG_POLICY_FILE", "policy_file", "retention rules and immutable tags (default /auth/policy.yml)"),
     ("--registry-root", "MREG_REGISTRY_ROOT", "registry_root",
-     "the registry's storage folder, read-only, for push times and garbage collection (default: none)"),
+     "the registry's filesystem rootdirectory, mounted here (read-only): manifest and blob reads "
+     "are answered from it, retention reads push times there (default: unset, every read is forwarded)"),
+    ("--policy-file", "MREG_POLICY_FILE", "policy_file", "retention rules and immutable tags (default /auth/policy.yml)"),
     ("--gc-dir", "MREG_GC_DIR", "gc_dir",
      "folder shared with the registry container's collector loop (default: none, no GC on demand)"),
     ("--retention-schedule", "MREG_RETENTION_SCHEDULE", "retention_schedule",
      "run retention then garbage collection every DURATION, e.g. 24h (default: off)"),
     ("--audit-max-bytes", "MREG_AUDIT_MAX_BYTES", "audit_max_bytes",
      "size at which the audit log is rotated, one old file kept (default 10485760)"),
+    ("--ui", "MREG_UI", "ui", "the web page at /: on or off (default on)"),
 )
 # where a CLI learns who runs it, first found wins (sudo keeps the operator's name in SUDO_USER)
 _ACTOR_VARIABLES = ("MREG_ACTOR", "SUDO_USER", "USER", "LOGNAME")
@@ -167,6 +180,7 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 METRICS_MODES = ("admin", "open", "off")
 EVENT_LOOPS = ("auto", "asyncio")
 BOOLEANS = ("true", "false")
+SWITCHES = ("on", "off")
 
 
 def parse_listen(value: str, name: str) -> tuple[str, int]:
@@ -241,7 +255,7 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {"listen_host": host, "listen_port": port}
     if field == "upstream":
         return {"upstream": parse_upstream(raw, env_name)}
-    if field in ("registry_root", "gc_dir"):
+    if field == "gc_dir":
         return {field: Path(raw) if raw else None}
     if field == "retention_schedule":
         return {field: parse_schedule(raw, env_name)}
@@ -255,6 +269,8 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {field: _number(env_name, raw, float, 0, 86400)}
     if field == "shared_storage":
         return {field: _choice(env_name, raw.lower(), raw, BOOLEANS) == "true"}
+    if field == "ui":
+        return {field: _choice(env_name, raw.lower(), raw, SWITCHES) == "on"}
     if field == "pause_poll_interval":
         return {field: _number(env_name, raw, float, 0.1, 60)}
     if field == "max_connections":
@@ -277,6 +293,15 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         if not raw:
             raise ConfigError(f"{env_name}: empty path (use - for standard output)")
         return {field: raw}
+    if field == "registry_root":
+        if not raw:
+            return {}  # set but empty: unset, as in a manifest that blanks it
+        root = Path(raw)
+        if not root.is_absolute():
+            raise ConfigError(f"{env_name} {raw!r}: give an absolute path")
+        if not root.is_dir():
+            raise ConfigError(f"{env_name} {raw!r}: no such directory (mount the registry's volume there)")
+        return {field: root}
     if field == "audit_max_bytes":
         return {field: _number(env_name, raw, int, 4096, 1 << 40)}
     if field == "realm":

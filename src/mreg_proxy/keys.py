@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .auth.users import UserStore
     from .config import Settings
     from .oci.collect import Maintenance
+    from .oci.reads import StorageReads
     from .oci.tagdelete import RepositoryLocks
     from .oci.upload_state import UploadMemory
     from .oci.writepause import WritePause
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .transport.metrics import Metrics
     from .transport.readiness import Readiness
     from .transport.tls import TlsState
+    from .web.render import WebState
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 SESSION = web.AppKey("session", aiohttp.ClientSession)  # the one client session to the registry
@@ -42,6 +44,11 @@ WRITE_PAUSE: web.AppKey[WritePause] = web.AppKey("write_pause")
 POLICY: web.AppKey[PolicyStore] = web.AppKey("policy")  # retention rules and immutable tags
 PULL_TIMES: web.AppKey[PullTimes] = web.AppKey("pull_times")
 MAINTENANCE: web.AppKey[Maintenance] = web.AppKey("maintenance")  # retention runs and collections
+# manifest and blob reads answered from the registry's files; None: MREG_REGISTRY_ROOT unset
+STORAGE_READS: web.AppKey[StorageReads | None] = web.AppKey("storage_reads")
+WEB: web.AppKey[WebState] = web.AppKey("web")  # the web page's key, templates and registry reader
 
 USER: web.RequestKey[str] = web.RequestKey("user")  # who made the request, for the access log
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")  # who made it, for the handlers
+# who answered a manifest or blob read: "storage" (the registry's files) or "registry" (forwarded)
+SOURCE: web.RequestKey[str] = web.RequestKey("source")

@@ -32,7 +32,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import yaml
 
@@ -213,8 +213,8 @@ def build_registry_standin(cmd: Cmd, work: Path) -> None:
     rootfs.unlink()
 
 
-def load_manifest() -> list[dict]:
-    return [doc for doc in yaml.safe_load_all(MANIFEST.read_text()) if doc]
+def load_manifest(path: Path = MANIFEST) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def deployment_of(docs: list[dict]) -> dict:
@@ -234,7 +234,8 @@ def claim_names(docs: list[dict]) -> list[str]:
 
 @dataclass
 class Pod:
-    """The played mreg.yml; restart() is `kube down` + `kube play`, as a user does it."""
+    """The played mreg.yml (or ``source``, another variant, changed by ``edit`` for this machine);
+    restart() is `kube down` + `kube play`, as a user does it."""
 
     cmd: Cmd
     work: Path
@@ -246,11 +247,19 @@ class Pod:
     pod_name: str = ""
     auth: str = ""
     registry: str = ""
+    source: Path = MANIFEST
+    edit: Callable[[list[dict]], None] | None = None  # the harness's changes to a variant, in place
+
+    def docs(self) -> list[dict]:
+        docs = load_manifest(self.source)
+        if self.edit:
+            self.edit(docs)
+        return docs
 
     def manifest_copy(self, *, claims: bool = False, images: dict[str, str] | None = None) -> Path:
         """The copy to play; ``claims`` keeps the PVC documents whatever the podman version (for
         mreg-pod, which deals with them itself), ``images`` overrides the test images by container."""
-        docs = load_manifest()
+        docs = self.docs()
         if self.played and self.podman_version < (4, 4) and not claims:
             docs = [d for d in docs if d["kind"] != "PersistentVolumeClaim"]
         # The stand-ins replace the registry and auth images wherever mreg.yml uses them.
@@ -259,10 +268,10 @@ class Pod:
         spec = deployment_of(docs)["spec"]["template"]["spec"]
         for container in spec["containers"] + spec.get("initContainers", []):
             container["image"] = replace.get(container["image"], container["image"])
-        for port in container_of(docs, "auth")["ports"]:
+        for port in container_of(docs, "auth").get("ports", []):
             if "hostPort" in port:
                 port["hostIP"] = HOST
-        path = self.work / f"mreg-play-{self.played}{'-claims' if claims else ''}{'-images' if images else ''}.yml"
+        path = self.work / f"{self.source.stem}-play-{self.played}{'-claims' if claims else ''}{'-images' if images else ''}.yml"
         path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         return path
 
@@ -271,13 +280,13 @@ class Pod:
         self.cmd.podman("kube", "play", str(path), timeout=120)
         self.attach()
 
-    def mreg_pod(self, command: str, *, manifest: Path | None = None,
+    def mreg_pod(self, command: str, *options: str, manifest: Path | None = None,
                  check: bool = True) -> subprocess.CompletedProcess[str]:
-        """bin/mreg-pod COMMAND -f MANIFEST, as an operator runs it from a checkout; after a
-        successful up or restart, the harness follows the new pod."""
+        """bin/mreg-pod COMMAND -f MANIFEST [OPTIONS], as an operator runs it from a checkout; after
+        a successful up or restart, the harness follows the new pod."""
         self.save_logs()
         path = manifest or self.manifest_copy(claims=True)
-        result = self.cmd.run([sys.executable, str(REPO / "bin" / "mreg-pod"), command, "-f", str(path)],
+        result = self.cmd.run([sys.executable, str(REPO / "bin" / "mreg-pod"), command, "-f", str(path), *options],
                               check=check, timeout=900)
         if result.returncode == 0 and command in ("up", "restart"):
             self.attach()
@@ -288,13 +297,13 @@ class Pod:
         self.played += 1
         for volume in self.volumes:
             (self.volume_path(volume) / VOLUME_MARK).touch()
-        dep = deployment_of(load_manifest())["metadata"]["name"]
+        dep = deployment_of(self.docs())["metadata"]["name"]
         for pod_name in (f"{dep}-pod", f"{dep}-pod-0"):  # current podman, podman < 4.4
             if self.cmd.podman("container", "exists", f"{pod_name}-auth", check=False).returncode == 0:
                 self.pod_name = pod_name
                 break
         else:
-            raise AssertionError("kube play made no auth container named mreg-pod-auth or mreg-pod-0-auth")
+            raise AssertionError(f"kube play made no auth container named {dep}-pod-auth or {dep}-pod-0-auth")
         self.auth, self.registry = f"{self.pod_name}-auth", f"{self.pod_name}-registry"
         self.wait_ready()
 
@@ -345,10 +354,11 @@ class Pod:
         return Path(out.stdout.strip())
 
 
-def remove_leftovers(cmd: Cmd, volumes: Sequence[str]) -> list[str]:
-    """Remove what a crashed e2e run left: its test images, and pod and volumes it marked as its
-    own. Returns the volumes that exist and are NOT the e2e's (never touched)."""
-    listed = cmd.podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+def remove_leftovers(cmd: Cmd, volumes: Sequence[str], *, images: bool = True) -> list[str]:
+    """Remove what a crashed e2e run left: its test images (unless not ``images``: once this run
+    built its own), and pod and volumes it marked as its own. Returns the volumes that exist and are
+    NOT the e2e's (never touched)."""
+    listed = cmd.podman("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split() if images else []
     for ref in listed:
         if ref.startswith((TEST_IMAGES, f"{REGISTRY}/e2e/")):
             cmd.podman("manifest", "rm", ref, check=False)

@@ -231,6 +231,13 @@ def test_03_auth_runs_as_non_root_on_a_read_only_root(pod: Pod) -> None:
     assert pod.exec("python3", "-m", "mreg_proxy.cli.probe", "/readyz", check=False).returncode == 0
 
 
+def test_03d_the_web_page_serves_its_login_form_with_its_key_on_the_auth_volume(pod: Pod) -> None:
+    status, headers, body = http(f"http://{REGISTRY}/")
+    assert status == 200 and b'name="password"' in body and headers["X-Frame-Options"] == "DENY"
+    listed = pod.exec("stat", "-c", "%a %s", "/auth/ui-session.key").stdout.split()
+    assert listed == ["600", "32"]
+
+
 def test_03a_registry_runs_as_non_root_and_writes_its_volume(pod: Pod) -> None:
     """The stock registry image would run as root; the manifest runs it as 10002 (group 10001),
     and podman gives the new volume to that user (its mount path is not a folder of the image)."""

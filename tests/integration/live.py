@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from bench.services import SRC, start_proxy, start_registry, stop
+from bench.services import SRC, registry_root, start_proxy, start_registry, stop
 from helpers import make_user, require_tool
 
 ADMIN = ("admin", "admin-Secret1")
@@ -25,14 +25,17 @@ READER = ("reader", "read:er-Secret2")  # a colon on purpose
 @dataclass
 class Registry:
     url: str
+    root: Path  # its storage.filesystem.rootdirectory
+    config: Path  # its config file (garbage-collect reads it)
 
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """The registry as the benchmark runs it: its own config, storage and free loopback port."""
-    service = start_registry(require_tool("docker-registry", "registry"), tmp_path_factory.mktemp("registry"))
+    workdir = tmp_path_factory.mktemp("registry")
+    service = start_registry(require_tool("docker-registry", "registry"), workdir)
     try:
-        yield Registry(service.url)
+        yield Registry(service.url, registry_root(workdir), workdir / "registry.yml")
     finally:
         stop(service.process)
 
@@ -52,9 +55,10 @@ def mreg_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mreg(registry: Registry, mreg_home: Path) -> Iterator[Mreg]:
-    """mreg-proxy started as operators start it: its own process, settings from the environment."""
+    """mreg-proxy started as operators start it: its own process, settings from the environment,
+    reads answered from the registry's storage as in the pod (mreg.yml)."""
     users = {u.name: u for u in (make_user(*ADMIN, role="admin"), make_user(*READER))}
-    service = start_proxy(registry.url, mreg_home, users)
+    service = start_proxy(registry.url, mreg_home, users, {"MREG_REGISTRY_ROOT": str(registry.root)})
     try:
         host = service.url.removeprefix("http://")
         yield Mreg(host, service.url)

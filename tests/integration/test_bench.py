@@ -58,6 +58,9 @@ def test_quick_benchmark_runs_correctly(tmp_path: Path) -> None:
     assert set(data["memory_mib"]) == {"rss_idle_mib", "rss_peak_pulls_mib", "rss_peak_pushes_mib", "rss_hwm_mib"}
     for label in ROWS:
         assert f"| {label} (" in result.stdout  # the Markdown table has every row
+    ui = [row["label"] for row in data["ui_rows"]]
+    assert ui[:3] == [f"repository page, 100 tags, {order}" for order in ("newest first, cold", "newest first, warm", "by name, warm")]
+    assert all(row["value"] > 0 for row in data["ui_rows"]) and "| web page |" in result.stdout
     # a CI token against a cached password, through mreg, on the same HEADs
     assert [row["label"] for row in data["token_rows"]] == [label for label in ROWS if label.startswith("HEAD")]
     assert all(row["direct"] > 0 and row["proxy"] > 0 for row in data["token_rows"])
@@ -77,6 +80,12 @@ def test_quick_abuse_benchmark_runs_every_workload(tmp_path: Path) -> None:
     assert all(flood["statuses"].get("429", 0) > 0 for flood in floods)  # the throttle answered
     assert login["schedule"]["per_day"] < 1000
     assert "## Password guessing" in result.stdout
+    assert [row["label"] for row in login["by_cost"]] == [
+        "wrong password, cost-12 user", "wrong password, cost-10 user", "wrong password, unknown name",
+        "right password, cost-12 user", "right password, cost-10 user",
+    ]
+    assert all(row["median_ms"] > 0 for row in login["by_cost"])
+    assert "## Login time by hash cost" in result.stdout
     rows = data["abuse"]["memory"]["rows"]
     assert [row["workload"] for row in rows] == [
         "50 clients x 7.7 MB of headers", "100 wrong-password 16 MiB uploads",
@@ -101,3 +110,17 @@ def test_quick_benchmark_with_the_s3_section_runs_correctly(tmp_path: Path) -> N
     assert [row["two"] is not None for row in rows] == [False, True, False, True]
     for label in S3_ROWS:
         assert f"| {label} |" in result.stdout
+
+
+def test_quick_reads_benchmark_runs_correctly(tmp_path: Path) -> None:
+    """``--reads``: every column answers every read (digests checked by the bench itself); nginx
+    columns only where nginx is installed."""
+    require_tool("curl")
+    result, data = run_bench(tmp_path, "--reads", "--quick", timeout=300)
+    columns = {"registry direct", "mreg (storage)", "mreg (forwarded)", "mreg TLS (storage)"}
+    assert columns <= set(data["reads"])
+    for column in columns:
+        figures = data["reads"][column]
+        assert all(figures[key] > 0 for key in ("head1", "head32", "cpu1", "cpu32", "pull1", "pull8")), (column, figures)
+    assert data["reads"]["mreg (storage)"]["rss_pull1"] > 0
+    assert "| HEAD manifest by tag, 1 conn (req/s) |" in result.stdout

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import socket
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -67,3 +71,66 @@ def test_admin_deletes_by_digest(mreg: Mreg, tmp_path: Path) -> None:
     assert status == 202
     status, _, body = http("GET", f"{manifest_url}/1", auth=READER, headers={"Accept": MANIFEST_TYPES})
     assert (status, error_code(body)) == (404, "MANIFEST_UNKNOWN")
+
+
+
+def _raw_request(host_port: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``request`` byte for byte on a new connection (it must ask the server to close it):
+    status, headers (names in lower case) and body of the answer."""
+    host, _, port = host_port.rpartition(":")
+    answer = b""
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        while len(answer) < 1 << 20:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split()[1]), headers, body
+
+
+def _start_upload(mreg: Mreg, version: bytes, host_line: bytes) -> tuple[int, dict[str, str], bytes]:
+    token = base64.b64encode(":".join(ADMIN).encode())
+    return _raw_request(
+        mreg.host,
+        b"POST /v2/team/nohost/blobs/uploads/ " + version + b"\r\n" + host_line
+        + b"Authorization: Basic " + token + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+
+
+def _finish_upload(mreg: Mreg, location: str, blob: bytes) -> None:
+    """The client follows the Location it was given: it must lead back to the proxy and work."""
+    where = urllib.parse.urlsplit(location)
+    assert (where.scheme, where.netloc) == ("http", mreg.host)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    url = f"{location}{'&' if where.query else '?'}digest={digest}"
+    status, _, body = http("PUT", url, auth=ADMIN, data=blob, headers={"Content-Type": "application/octet-stream"})
+    assert status == 201, body
+    assert http("HEAD", f"{mreg.url}/v2/team/nohost/blobs/{digest}", auth=ADMIN)[0] == 200
+
+
+def test_http10_upload_without_host_gets_a_location_that_works(mreg: Mreg) -> None:
+    """HTTP/1.0 may omit Host: the registry must then build Location from the address the
+    client connected to, not from an empty host (port 80)."""
+    status, headers, body = _start_upload(mreg, b"HTTP/1.0", b"")
+    assert status == 202, body
+    _finish_upload(mreg, headers["location"], b"sent over HTTP/1.0 without Host")
+
+
+def test_http11_upload_with_an_empty_host_gets_a_location_that_works(mreg: Mreg) -> None:
+    status, headers, body = _start_upload(mreg, b"HTTP/1.1", b"Host:\r\n")
+    assert status == 202, body
+    _finish_upload(mreg, headers["location"], b"sent over HTTP/1.1 with an empty Host")
+
+
+def test_http11_without_host_is_a_bad_request(mreg: Mreg) -> None:
+    """RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host; aiohttp's
+    parser does, before any handler runs (so nothing reaches the registry)."""
+    status, _, body = _start_upload(mreg, b"HTTP/1.1", b"")
+    assert (status, error_code(body)) == (400, "BAD_REQUEST")

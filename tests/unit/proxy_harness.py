@@ -42,6 +42,7 @@ def settings_for(upstream: URL, tmp_path: Path, **overrides: Any) -> Settings:
         users_file=tmp_path / "users.yml",
         tls_cert=tmp_path / "tls.crt",
         tls_key=tmp_path / "tls.key",
+        policy_file=tmp_path / "policy.yml",  # never the machine's /auth/policy.yml
         bcrypt_cost=4,
     )
     values.update(overrides)
@@ -180,3 +181,14 @@ def upload_head(user: tuple[str, str] | None, length: int, *, expect: bool = Fal
         lines.append("Expect: 100-continue")
     head = "\r\n".join(lines) + "\r\n" + (auth_line(user) if user else "") + "\r\n"
     return head.encode()
+
+
+async def access_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
+    """The access-log lines, once ``count`` are there: the server logs a request just after the
+    client has the whole response (bounded wait)."""
+    for _ in range(100):
+        lines = [r.getMessage() for r in caplog.records if r.name == "mreg.access"]
+        if len(lines) >= count:
+            break
+        await asyncio.sleep(0.01)
+    return lines

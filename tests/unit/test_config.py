@@ -98,10 +98,28 @@ def test_trusted_proxies_are_networks() -> None:
     assert [str(n) for n in s.trusted_proxies] == ["10.0.0.1/32", "192.168.0.0/16", "fd00::/8"]
 
 
-def test_retention_settings() -> None:
-    settings = settings_from({}, {"MREG_POLICY_FILE": "/a/p.yml", "MREG_REGISTRY_ROOT": "/r", "MREG_GC_DIR": "/g",
-                                  "MREG_RETENTION_SCHEDULE": "12h"})
-    assert (settings.policy_file, settings.registry_root, settings.gc_dir) == (Path("/a/p.yml"), Path("/r"), Path("/g"))
+def test_registry_root_is_off_by_default_and_must_be_a_folder(tmp_path: Path) -> None:
+    assert load_settings([], {}).registry_root is None
+    assert load_settings([], {"MREG_REGISTRY_ROOT": ""}).registry_root is None
+    assert load_settings([], {"MREG_REGISTRY_ROOT": str(tmp_path)}).registry_root == tmp_path
+    with pytest.raises(ConfigError, match="MREG_REGISTRY_ROOT.*absolute"):
+        load_settings([], {"MREG_REGISTRY_ROOT": "relative/path"})
+    with pytest.raises(ConfigError, match="MREG_REGISTRY_ROOT.*no such directory"):
+        load_settings([], {"MREG_REGISTRY_ROOT": str(tmp_path / "missing")})
+
+
+def test_the_web_page_is_on_unless_switched_off() -> None:
+    assert load_settings([], {}).ui is True
+    assert load_settings([], {"MREG_UI": "OFF"}).ui is False
+    assert load_settings(["--ui", "on"], {"MREG_UI": "off"}).ui is True
+    with pytest.raises(ConfigError, match="MREG_UI 'yes': expected one of on, off"):
+        load_settings([], {"MREG_UI": "yes"})
+
+
+def test_retention_settings(tmp_path: Path) -> None:
+    settings = settings_from({}, {"MREG_POLICY_FILE": "/a/p.yml", "MREG_REGISTRY_ROOT": str(tmp_path),
+                                  "MREG_GC_DIR": "/g", "MREG_RETENTION_SCHEDULE": "12h"})
+    assert (settings.policy_file, settings.registry_root, settings.gc_dir) == (Path("/a/p.yml"), tmp_path, Path("/g"))
     assert settings.retention_schedule == 12 * 3600
     assert settings_from({}, {}).retention_schedule is None
     assert settings_from({}, {"MREG_RETENTION_SCHEDULE": "off"}).retention_schedule is None

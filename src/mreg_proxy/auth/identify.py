@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from typing import Callable
+from typing import Callable, Mapping
 
 from aiohttp import web
 
@@ -22,7 +22,7 @@ from .decide import Decision, Kind, Principal
 from .passwords import Authenticator, LoginRefused, parse_basic
 from .throttle import Throttle
 from .tokencheck import TokenUsage, check_token
-from .users import Token, UserStore
+from .users import Token, User, UserStore
 
 
 def sends_no_credentials(header: str | None) -> bool:
@@ -58,7 +58,7 @@ class Access:
         name, secret = credentials
         token = snapshot.tokens.get(name)
         if token is not None:
-            principal, problem = await self._token(token, secret, client)
+            principal, problem = await self._token(token, secret, client, connected, snapshot.users)
             if principal is not None:
                 return principal
         else:
@@ -69,20 +69,21 @@ class Access:
         self.audit.record("login_failed", user=name, address=client, reason=problem)
         return None
 
-    async def _token(self, token: Token, secret: str, client: str) -> tuple[Principal | None, str]:
-        """A token's secret costs one keyed hash, so it is checked first; only a failure is
-        charged to the throttle shared with passwords (held, or refused with 429 once it has
-        piled up): a good token is never slowed down, a guessing client is."""
+    async def _token(
+        self, token: Token, secret: str, client: str, connected: Callable[[], bool], users: Mapping[str, User]
+    ) -> tuple[Principal | None, str]:
+        """A token's secret costs one keyed hash, so it is checked first: a good token is never
+        slowed down. A failure then goes the way of a wrong password for a name nobody has (the
+        throttle shared with passwords, held or refused with 429 once it has piled up, and a
+        bcrypt check against the costliest hash, its result thrown away), so that the time of a
+        failure does not tell a token's name from a name that does not exist."""
         now = datetime.datetime.now(datetime.timezone.utc)
         problem = check_token(token, secret, now)
         if problem is None:
             self._note_use(token.name, now)
             return Principal.of_token(token), ""
-        verdict = self.throttle.attempt(client, token.name)
-        if verdict.wait > 0:
-            await asyncio.sleep(verdict.wait)
-        if verdict.refused:
-            raise LoginRefused(429, "TOOMANYREQUESTS", "too many failed logins: try again later", verdict.retry_after)
+        # no user has a token's name (the users file refuses it): this never logs anyone in
+        await self.authenticator.authenticate(token.name, secret, client, connected, users)
         return None, problem
 
     def _note_use(self, name: str, now: datetime.datetime) -> None:

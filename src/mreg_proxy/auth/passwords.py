@@ -9,6 +9,7 @@ import contextlib
 import functools
 import hashlib
 import hmac
+import logging
 import os
 import time
 from typing import Callable, Mapping
@@ -17,16 +18,49 @@ import bcrypt
 
 from .checkpool import CheckPool, PoolFull
 from .throttle import Throttle
-from .users import User, UserStore
+from .users import User, UserStore, UsersFileError, replace_password_hash
+
+log = logging.getLogger("mreg.auth")
 
 BCRYPT_MAX_BYTES = 72
 GONE_POLL = 0.2  # seconds between looks at a waiting client's connection
 DEFAULT_QUEUE = 32  # password checks waiting at most (Settings.bcrypt_queue)
+REHASH_PRIORITY = 1 << 30  # behind every login in the pool's queue, and the first one displaced
 
 
-def hash_cost(password_hash: str) -> int:
+def hash_cost(password_hash: str | bytes) -> int:
     """The cost of a bcrypt hash ``$2b$12$...`` (validated by the users file loader)."""
     return int(password_hash[4:6])
+
+
+def padding_costs(own: int, costliest: int) -> range:
+    """The bcrypt costs to pay after a failed check of a cost-``own`` hash so that it takes as
+    long as one of cost ``costliest``: a cost-k round is 2**k units of work, and
+    2**own + (2**own + ... + 2**(costliest-1)) == 2**costliest. One more full check at the top
+    cost instead would overshoot by 2**own (25 % for cost 10 against 12)."""
+    return range(own, costliest)
+
+
+class Bcrypt:
+    """The bcrypt work of password checks, run in the CheckPool's threads."""
+
+    def check(self, secret: bytes, stored: bytes, pad_to: int) -> bool:
+        """Whether ``secret`` matches ``stored``. A match returns at once; a mismatch first pays
+        the difference up to a cost-``pad_to`` check, so that a wrong password takes as long for
+        a user with a cheap hash as for the costliest one and for an unknown name."""
+        if bcrypt.checkpw(secret, stored):
+            return True
+        for cost in padding_costs(hash_cost(stored), pad_to):
+            self.pad(secret, cost)
+        return False
+
+    def pad(self, secret: bytes, cost: int) -> None:
+        """One round of cost ``cost``, its result thrown away (a check is a hash with the
+        stored salt: the same work)."""
+        bcrypt.hashpw(secret, bcrypt.gensalt(cost))
+
+    def make(self, secret: bytes, cost: int) -> str:
+        return bcrypt.hashpw(secret, bcrypt.gensalt(cost)).decode()
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -74,7 +108,12 @@ class Authenticator:
 
     bcrypt runs in a CheckPool (own threads, bounded queue), never on the event loop. Unknown
     users are checked against the costliest hash of the store (or a dummy of the configured cost
-    when it is empty), so they take as long as the slowest known ones. A verified
+    when it is empty), and a wrong password for a user whose hash is cheaper is padded up to that
+    cost (Bcrypt.check), so a failure takes as long whoever the name is; a right password is
+    answered as soon as its own hash matches. A right password whose hash is cheaper than
+    ``upgrade_cost`` is re-hashed at that cost in the background and written back to the users
+    file (replace_password_hash); where the file cannot be written, this is logged once and not
+    tried again. A verified
     (user, password) is remembered for ``ttl`` seconds under a keyed hash (the password itself is
     never stored); the memory is tied to the user's current password hash, so a changed or removed
     entry is re-checked at once. Remembered credentials are never throttled. Other checks go
@@ -93,6 +132,8 @@ class Authenticator:
         pool: CheckPool | None = None,
         throttle: Throttle | None = None,
         clock: Callable[[], float] = time.monotonic,
+        upgrade_cost: int | None = None,
+        hasher: Bcrypt | None = None,
     ) -> None:
         self._store = store
         self._ttl = ttl
@@ -106,10 +147,15 @@ class Authenticator:
         self._throttle = throttle
         self._costliest: tuple[Mapping[str, User], bytes] | None = None
         self._closing: asyncio.Event | None = None
+        self._hasher = hasher if hasher is not None else Bcrypt()
+        self._upgrade_cost = upgrade_cost
+        self._rehashing: dict[str, asyncio.Task[None]] = {}  # user name -> its re-hash
+        self._cannot_write: str | None = None  # why re-hashed passwords cannot be stored
         self.bcrypt_checks = 0
         self.cache_hits = 0
         self.throttled = 0  # refused with 429
         self.busy = 0  # refused with 503
+        self.rehashed = 0  # password hashes upgraded to upgrade_cost
 
     async def authenticate(
         self,
@@ -134,14 +180,16 @@ class Authenticator:
         secret = password.encode("utf-8")
         if len(secret) > BCRYPT_MAX_BYTES:
             return None  # bcrypt cannot represent it; no stored hash can match
-        stored = self._hash_to_check(user, users)
-        ok = await self._verify(digest, secret, stored, client, name, connected)
+        costliest = self._costliest_hash(users)
+        stored = user.password_hash.encode() if user is not None else costliest
+        ok = await self._verify(digest, secret, stored, hash_cost(costliest), client, name, connected)
         if not ok or user is None:
             return None
         if self._throttle is not None:
             self._throttle.succeeded(client, name)
         if self._ttl > 0:
             self._remember(digest, user.password_hash)
+        self._upgrade(user, secret, digest)
         return user
 
     def close(self) -> None:
@@ -149,25 +197,65 @@ class Authenticator:
         self._pool.close()
         if self._closing is not None:
             self._closing.set()
+        for task in self._rehashing.values():
+            task.cancel()  # a write already under way finishes in its thread: it is atomic
 
-    def _hash_to_check(self, user: User | None, users: Mapping[str, User]) -> bytes:
-        """The user's hash; for an unknown name, the costliest hash of the store (the result is
-        thrown away), so that a failure takes as long as for the slowest known name whatever
-        costs the store's hashes were made with; the dummy only when the store is empty."""
-        if user is not None:
-            return user.password_hash.encode()
+    async def rehashes_done(self) -> None:
+        """Wait for the re-hashes under way (for callers that read the users file next)."""
+        await asyncio.gather(*self._rehashing.values(), return_exceptions=True)
+
+    def _upgrade(self, user: User, secret: bytes, digest: bytes) -> None:
+        """Start re-hashing ``user``'s password when its hash is cheaper than ``upgrade_cost``.
+        The login does not wait for it."""
+        if self._upgrade_cost is None or hash_cost(user.password_hash) >= self._upgrade_cost:
+            return
+        if self._cannot_write is not None or user.name in self._rehashing:
+            return
+        task = asyncio.ensure_future(self._rehash(user, secret, digest, self._upgrade_cost))
+        self._rehashing[user.name] = task
+        task.add_done_callback(lambda _t: self._rehashing.pop(user.name, None))
+
+    async def _rehash(self, user: User, secret: bytes, digest: bytes, cost: int) -> None:
+        try:
+            # in the pool, behind every login: a full queue displaces it, the next login retries
+            future = self._pool.submit(REHASH_PRIORITY, functools.partial(self._hasher.make, secret, cost))
+            new_hash: str = await asyncio.wrap_future(future)
+        except PoolFull:
+            return
+        path = self._store.path
+        try:
+            written = await asyncio.to_thread(replace_password_hash, path, user.name, user.password_hash, new_hash)
+        except OSError as exc:
+            self._cannot_write = exc.strerror or str(exc)
+            log.warning("cannot store re-hashed passwords in %s (%s): hashes cheaper than cost %d stay as "
+                        "they are until a restart (logged once)", path, self._cannot_write, cost)
+            return
+        except UsersFileError:
+            return  # broken meanwhile: the store reports it, and the next login tries again
+        if not written:
+            return  # the entry changed since it was read: that edit wins
+        self.rehashed += 1
+        log.info("re-hashed the password of %s at cost %d (was %d)", user.name, cost, hash_cost(user.password_hash))
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] == user.password_hash:
+            self._cache[digest] = (new_hash, cached[1])  # the same password: stays verified
+
+    def _costliest_hash(self, users: Mapping[str, User]) -> bytes:
+        """The costliest hash of the store, the dummy when it is empty: what an unknown name is
+        checked against (the result is thrown away) and what a failure is padded up to."""
         if self._costliest is None or self._costliest[0] is not users:
             costliest = max(users.values(), key=lambda u: hash_cost(u.password_hash), default=None)
             self._costliest = (users, costliest.password_hash.encode() if costliest else self._dummy_hash)
         return self._costliest[1]
 
     async def _verify(
-        self, digest: bytes, secret: bytes, stored: bytes, client: str, name: str, connected: Callable[[], bool]
+        self, digest: bytes, secret: bytes, stored: bytes, pad_to: int, client: str, name: str,
+        connected: Callable[[], bool],
     ) -> bool:
         key = (digest, stored)
         check = self._inflight.get(key)
         if check is None:
-            check = _Check(asyncio.ensure_future(self._check(secret, stored, client, name)))
+            check = _Check(asyncio.ensure_future(self._check(secret, stored, pad_to, client, name)))
             self._inflight[key] = check
             check.task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         check.waiters += 1
@@ -183,7 +271,7 @@ class Authenticator:
             if check.waiters == 0 and not check.task.done():
                 check.task.cancel()  # ... but once nobody waits, a queued check is not run
 
-    async def _check(self, secret: bytes, stored: bytes, client: str, name: str) -> bool:
+    async def _check(self, secret: bytes, stored: bytes, pad_to: int, client: str, name: str) -> bool:
         priority = 0
         if self._throttle is not None:
             priority = self._throttle.priority(client)
@@ -195,7 +283,7 @@ class Authenticator:
                 raise LoginRefused(429, "TOOMANYREQUESTS", "too many failed logins: try again later",
                                    verdict.retry_after)
         try:
-            future = self._pool.submit(priority, functools.partial(bcrypt.checkpw, secret, stored))
+            future = self._pool.submit(priority, functools.partial(self._hasher.check, secret, stored, pad_to))
             ok: bool = await asyncio.wrap_future(future)
         except PoolFull:  # refused at once, displaced from the queue, or the proxy is stopping
             self.busy += 1

@@ -26,7 +26,9 @@ expand to gigabytes), and errors quote at most a short escaped prefix of any val
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
+import errno
 import logging
 import os
 import re
@@ -38,7 +40,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..escape import escaped
-from ..files import atomic_write, signature
+from ..files import atomic_write, exclusive_lock, signature
 from .grants import Grant, GrantError, Level, checked_pattern, parse_level
 from .tokens import is_secret_hash, parse_utc, utc_text
 
@@ -306,6 +308,27 @@ def write_users_file(path: Path, users: Mapping[str, User]) -> None:
 
 def write_store(path: Path, store: Store) -> None:
     atomic_write(path, dump_store(store).encode("utf-8"), mode=0o600)
+
+
+def replace_password_hash(path: Path, name: str, old: str, new: str) -> bool:
+    """Give ``name`` the password hash ``new`` if the file still holds ``old`` for it.
+
+    The file is re-read under the CLIs' lock and only that one hash changes, so an edit made since
+    the proxy last read it (a new user, a role, a new password) is never lost. False when the entry
+    changed or is gone. OSError when the file cannot be written; a symlink counts as such: a mounted
+    Secret (tests/secretmount.py) belongs to the kubelet, and replacing the link by a file would
+    also cut it off from later updates.
+    """
+    if path.is_symlink():
+        raise OSError(errno.EROFS, "a symlink (a mounted Secret?) is never replaced", str(path))
+    with exclusive_lock(path):
+        store = read_store(path)
+        user = store.users.get(name)
+        if user is None or user.password_hash != old:
+            return False
+        users = {**store.users, name: dataclasses.replace(user, password_hash=new)}
+        write_store(path, dataclasses.replace(store, users=users))
+    return True
 
 
 class UserStore:

@@ -4,6 +4,10 @@
     mreg-pod down      remove the pod; the volumes (images, users, TLS) stay
     mreg-pod restart   down, then up: what ``podman kube play --replace`` should have been
 
+Other variants: ``-f deploy/podman/mreg-s3.yml --configmap mreg-s3-settings.yml`` (``--configmap``
+repeatable, passed to ``podman kube play`` as is). A ConfigMap the manifest reads but no file
+defines is refused before anything is stopped: a restart must not end with the registry down.
+
 Why not ``podman kube play --replace mreg.yml``: on podman 4.3 (Debian 12) it removes the pod and
 then fails with "volume with name mreg-auth-data already exists" (podman issue 16348), leaving the
 registry down. A PersistentVolumeClaim document is only needed to create its volume, so ``up``
@@ -34,6 +38,12 @@ MAX_MANIFEST_BYTES = 1 << 20
 
 _DOCUMENT_SEPARATOR = re.compile(r"^---[ \t]*$", re.MULTILINE)
 _KIND = re.compile(r"^kind:[ \t]*(\S+)", re.MULTILINE)
+_FLOW_NAME = re.compile(r"^metadata:[ \t]*\{[^}]*?\bname:[ \t]*[\"']?([^\"',}\s]+)", re.MULTILINE)
+# envFrom.configMapRef, env.valueFrom.configMapKeyRef and volumes[].configMap, block or flow style,
+# with name as the first key (as kubectl and the manifests here write them)
+_CONFIGMAP_USE = re.compile(
+    r"\bconfigMap(?:Key)?(?:Ref)?:[ \t]*(?:\{[ \t]*|\n[ \t]*)name:[ \t]*[\"']?([A-Za-z0-9.-]+)"
+)
 _IMAGE = re.compile(r"^[ \t]*(?:-[ \t]+)?image:[ \t]*[\"']?([^\"'\s#]+)", re.MULTILINE)
 
 
@@ -60,6 +70,11 @@ class Manifest:
     def images(self) -> list[str]:
         return [image for doc in self.documents for image in _IMAGE.findall(doc)]
 
+    def configmaps_used(self) -> list[str]:
+        """The ConfigMaps the manifest's pods read (``podman kube play --configmap`` supplies them)."""
+        used = [name for doc in self.documents for name in _CONFIGMAP_USE.findall(doc)]
+        return list(dict.fromkeys(used))
+
     def without_claims(self, volumes: set[str]) -> str:
         """The manifest without the PersistentVolumeClaims of ``volumes`` (which exist already)."""
         kept = [doc for doc in self.documents
@@ -73,7 +88,11 @@ def _kind(doc: str) -> str | None:
 
 
 def _name(doc: str) -> str:
-    """``metadata.name``: the ``name:`` line at the first indentation under a top-level ``metadata:``."""
+    """``metadata.name``: the ``name:`` line at the first indentation under a top-level ``metadata:``,
+    or the ``name`` of a one-line ``metadata: {name: ...}`` (docs/s3.md writes the ConfigMap so)."""
+    flow = _FLOW_NAME.search(doc)
+    if flow:
+        return flow[1]
     lines = doc.splitlines()
     for number, line in enumerate(lines):
         if line.rstrip() != "metadata:":
@@ -101,6 +120,14 @@ def must_be_built(images: Sequence[str]) -> list[str]:
     return [image for image in images if image.startswith("localhost/")]
 
 
+def missing_configmaps(manifest: Manifest, supplied: Sequence[Manifest]) -> list[str]:
+    """ConfigMaps the manifest reads that neither it nor a ``--configmap`` file defines."""
+    defined = set(manifest.named("ConfigMap"))
+    for configmaps in supplied:
+        defined.update(configmaps.named("ConfigMap"))
+    return [name for name in manifest.configmaps_used() if name not in defined]
+
+
 # --- podman ---
 
 
@@ -124,6 +151,12 @@ class Podman:
         done = self.run("pod", "inspect", name, "--format", "{{.State}}")
         return done.stdout.strip() if done.returncode == 0 else None
 
+    def containers(self, pod: str) -> list[str]:
+        """The names of the pod's containers, its infra container left out."""
+        done = self.run("ps", "--all", "--filter", f"pod={pod}", "--format", "{{.Names}} {{.IsInfra}}")
+        rows = [line.split() for line in done.stdout.splitlines()] if done.returncode == 0 else []
+        return sorted(row[0] for row in rows if len(row) == 2 and row[1] == "false")
+
     def remove_pod(self, name: str) -> None:
         done = self.run("pod", "rm", "--force", "--ignore", name)
         if done.returncode:
@@ -143,6 +176,8 @@ class Deploy:
     podman: Podman
     path: Path
     manifest: Manifest
+    configmaps: tuple[Path, ...] = ()  # absolute paths, each holding a ConfigMap (read by load_configmaps)
+    configmap_docs: tuple[Manifest, ...] = ()
 
     @property
     def pods(self) -> tuple[str, str]:
@@ -159,8 +194,21 @@ class Deploy:
                     f"checkout first (nothing was started)"
                 )
 
-    def up(self) -> None:
+    def check_configmaps(self) -> None:
+        missing = missing_configmaps(self.manifest, self.configmap_docs)
+        if missing:
+            raise Refusal(
+                f"{self.path} reads the ConfigMap {', '.join(missing)}, which no --configmap FILE defines "
+                f"(docs/s3.md shows one); nothing was stopped or started"
+            )
+
+    def check(self) -> None:
+        """What must hold before anything is stopped or played."""
+        self.check_configmaps()
         self.check_images()
+
+    def up(self) -> None:
+        self.check()
         for pod in self.existing_pods():
             state = self.podman.pod_state(pod)
             if state == "Running":
@@ -174,7 +222,8 @@ class Deploy:
         with tempfile.TemporaryDirectory(prefix="mreg-pod-") as work:
             play = Path(work) / self.path.name
             play.write_text(self.manifest.without_claims(volumes))
-            done = self.podman.run("kube", "play", str(play), timeout=PLAY_TIMEOUT)
+            options = [arg for path in self.configmaps for arg in ("--configmap", str(path))]
+            done = self.podman.run("kube", "play", *options, str(play), timeout=PLAY_TIMEOUT)
         if done.returncode:
             for pod in self.existing_pods():
                 self.podman.remove_pod(pod)
@@ -185,6 +234,7 @@ class Deploy:
         pods = self.existing_pods()
         pod = pods[0] if pods else self.pods[0]
         print(f"mreg is up: pod {pod}, auth container {pod}-auth")
+        print(f"  containers: {', '.join(self.podman.containers(pod))}")
         print(f"  add a user:  podman exec -it {pod}-auth manage-user add NAME")
 
     def down(self) -> None:
@@ -198,23 +248,39 @@ class Deploy:
             print(f"no mreg pod to remove; the volumes stay: {volumes}")
 
     def restart(self) -> None:
-        self.check_images()  # before down: a restart must not end with the registry down
+        self.check()  # before down: a restart must not end with the registry down
         self.down()
         self.up()
 
 
-def load(path: Path) -> Manifest:
+def load(path: Path, missing: str | None = None) -> Manifest:
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
-        raise Refusal(f"{path} not found: run {PROG} in the mreg checkout, or pass -f PATH/mreg.yml") from None
+        raise Refusal(missing or f"{path} not found: run {PROG} in the mreg checkout, or pass -f PATH/mreg.yml") from None
     if len(data) > MAX_MANIFEST_BYTES:
-        raise Refusal(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes: not mreg's manifest")
+        raise Refusal(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes: not a manifest or ConfigMap of mreg")
     try:
         return Manifest.parse(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise Refusal(f"{path} is not UTF-8 text") from None
+
+
+def load_configmaps(paths: Sequence[Path]) -> tuple[tuple[Path, ...], tuple[Manifest, ...]]:
+    """The ``--configmap`` files, absolute, and what they define; each must define a ConfigMap."""
+    absolute, parsed = [], []
+    for path in paths:
+        if "," in str(path):  # podman splits the option's value at commas
+            raise Refusal(f"--configmap {path}: podman cannot take a path with a comma; rename the file")
+        if path.is_dir():
+            raise Refusal(f"--configmap {path} is a folder, not a file holding a ConfigMap")
+        configmaps = load(path, missing=f"--configmap {path} not found")
+        if not configmaps.named("ConfigMap"):
+            raise Refusal(f"--configmap {path} holds no ConfigMap (a document with kind: ConfigMap)")
+        absolute.append(path.resolve())
+        parsed.append(configmaps)
+    return tuple(absolute), tuple(parsed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,13 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="up: play the manifest; down: remove the pod; restart: down, then up")
     parser.add_argument("-f", "--file", type=Path, default=Path("mreg.yml"), metavar="MANIFEST",
                         help="the manifest (default: mreg.yml in the current folder)")
+    parser.add_argument("--configmap", type=Path, action="append", default=[], metavar="FILE",
+                        help="a ConfigMap the manifest reads (repeatable), passed to podman kube play; "
+                        "deploy/podman/mreg-s3.yml needs one: see docs/s3.md")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_intermixed_args(argv)
     with one_line_errors(PROG):
-        deploy = Deploy(Podman(dict(os.environ)), args.file, load(args.file))
+        deploy = Deploy(Podman(dict(os.environ)), args.file, load(args.file), *load_configmaps(args.configmap))
         deploy.manifest.deployment()  # refuse a manifest that is not mreg's before touching podman
         {"up": deploy.up, "down": deploy.down, "restart": deploy.restart}[args.command]()
 

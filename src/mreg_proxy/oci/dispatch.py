@@ -17,7 +17,7 @@ from ..keys import ACCESS, PRINCIPAL, PULL_TIMES, SESSION, SETTINGS, WRITE_PAUSE
 from ..spec.routes import Action, Endpoint, Route, classify
 from ..transport.admission import admit
 from ..transport.forwarder import pass_through
-from . import catalog, manifests, referrers, tags, uploads
+from . import catalog, manifests, reads, referrers, tags, uploads
 from .writepause import CONTROL_REPOSITORY, refused, reserved
 
 RouteHandler = Callable[[web.Request, Route], Awaitable[web.StreamResponse]]
@@ -55,10 +55,12 @@ def pulled(handler: RouteHandler) -> RouteHandler:
 
 
 HANDLERS: dict[tuple[Endpoint, str], RouteHandler] = {
-    (Endpoint.MANIFEST, "GET"): pulled(manifests.handle_read),
-    (Endpoint.MANIFEST, "HEAD"): manifests.handle_read,
+    (Endpoint.MANIFEST, "GET"): pulled(reads.handle_manifest),
+    (Endpoint.MANIFEST, "HEAD"): reads.handle_manifest,
     (Endpoint.MANIFEST, "PUT"): audited("manifest_pushed", manifests.handle_write),
     (Endpoint.MANIFEST, "DELETE"): audited("manifest_deleted", manifests.handle_delete),
+    (Endpoint.BLOB, "GET"): reads.handle_blob,
+    (Endpoint.BLOB, "HEAD"): reads.handle_blob,
     (Endpoint.BLOB, "DELETE"): audited("blob_deleted", pass_through),
     (Endpoint.CATALOG, "GET"): catalog.handle_list,
     (Endpoint.TAGS, "GET"): tags.handle_list,

@@ -27,10 +27,6 @@ def refused(route: Route) -> web.Response | None:
     return None if refusal is None else errors.error_response(refusal.status, refusal.code, refusal.message)
 
 
-async def handle_read(request: web.Request, route: Route) -> web.StreamResponse:
-    return refused(route) or await pass_through(request, route)
-
-
 async def handle_write(request: web.Request, route: Route) -> web.StreamResponse:
     """registry 2.8 fails a delete by digest (500, a tag left dangling) while another tag link of
     the repository is being written: manifest writes of one repository take turns with each other

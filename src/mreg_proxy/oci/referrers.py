@@ -32,6 +32,7 @@ from .. import errors
 from ..keys import SESSION, SETTINGS
 from ..spec.routes import Route
 from .manifestguard import tag_stands
+from .tagdelete import RegistryAnswer
 from ..transport.forwarder import UPSTREAM_ERRORS, relay, send, upstream_failure, upstream_url
 from ..spec.references import digest_refusal, is_known_digest
 from ..spec.referrers_index import (
@@ -164,23 +165,39 @@ async def list_referrers(
     if refusal is not None:
         return errors.error_response(refusal.status, refusal.code, refusal.message)
     try:
-        async with session.get(_index_url(upstream, name, digest), headers={"Accept": ACCEPT_ALL}) as found:
-            if found.status == 404:  # no referrers yet (or no such repository): the empty index
-                entries: list[Document] = []
-            elif found.status != 200:
-                return await relay(request, found, upstream)
-            else:
-                entries = entries_of(json_object(await read_capped(found.content.iter_any())) or {})
+        entries = await read_referrers(session, upstream, name, digest)
+    except RegistryAnswer as answer:
+        try:
+            return await relay(request, answer.response, upstream)
+        finally:
+            answer.response.close()
     except UPSTREAM_ERRORS as exc:
         return upstream_failure(request, exc)
-    except (TooLarge, NotAnIndex):
-        log.warning("referrers of %s@%s: the tag %s is not a referrers index", name, digest, fallback_tag(digest))
-        entries = []
     artifact_type = request.query.get("artifactType") or None
     headers = {"Content-Type": INDEX, errors.API_VERSION[0]: errors.API_VERSION[1]}
     if artifact_type is not None:
         headers["OCI-Filters-Applied"] = "artifactType"
     return web.Response(body=encode(listing(entries, artifact_type)), headers=headers)
+
+
+async def read_referrers(
+    session: aiohttp.ClientSession, upstream: URL, name: str, digest: str
+) -> list[Document]:
+    """The referrers index of ``digest`` (empty when it has none); raises RegistryAnswer for any
+    other answer than found or not found (the caller closes it), or one of UPSTREAM_ERRORS. The
+    API and the web page both read referrers through here."""
+    found = await session.get(_index_url(upstream, name, digest), headers={"Accept": ACCEPT_ALL})
+    if found.status not in (200, 404):
+        raise RegistryAnswer(found, "read referrers index")
+    try:
+        if found.status == 404:  # no referrers yet (or no such repository): the empty index
+            return []
+        return entries_of(json_object(await read_capped(found.content.iter_any())) or {})
+    except (TooLarge, NotAnIndex):
+        log.warning("referrers of %s@%s: the tag %s is not a referrers index", name, digest, fallback_tag(digest))
+        return []
+    finally:
+        found.close()
 
 
 async def _subject_of_stored(

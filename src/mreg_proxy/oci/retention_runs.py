@@ -29,7 +29,7 @@ from ..spec.names import ACCEPT_ALL
 from ..storage.tree import FolderStorage
 from ..transport.forwarder import upstream_url
 from .immutable import current_digest
-from .tagdelete import RegistryAnswer, RepositoryLocks, delete_one_tag
+from .tagdelete import RegistryAnswer, RepositoryLocks, remove_tag
 from .writepause import CONTROL_REPOSITORY
 
 log = logging.getLogger("mreg.retention")
@@ -220,7 +220,7 @@ async def _delete(
         if await current_digest(registry.session, registry.upstream, item.repository, item.tag) != item.digest:
             report.moved.append(item)
             return
-        await delete_one_tag(registry.session, registry.upstream, locks(item.repository), item.repository, item.tag, {})
+        await remove_tag(registry.session, registry.upstream, locks(item.repository), item.repository, item.tag, {})
     except RegistryAnswer as answer:
         answer.response.close()
         if answer.step == "delete by tag" and answer.response.status == 202:

@@ -70,7 +70,7 @@ async def delete_tag(
     tag: str,
 ) -> web.StreamResponse:
     try:
-        await delete_one_tag(session, upstream, locks(name), name, tag, forwarded_headers(request, with_body=False))
+        await remove_tag(session, upstream, locks(name), name, tag, forwarded_headers(request, with_body=False))
     except RegistryAnswer as answer:
         if answer.step not in _VERDICTS:
             log.warning("deleting %s:%s stopped at %s: the registry answered %d",
@@ -84,7 +84,7 @@ async def delete_tag(
     return web.Response(status=202, headers=[API_VERSION])
 
 
-async def delete_one_tag(
+async def remove_tag(
     session: aiohttp.ClientSession,
     upstream: URL,
     lock: asyncio.Lock,
@@ -92,8 +92,9 @@ async def delete_one_tag(
     tag: str,
     headers: Mapping[str, str],
 ) -> None:
-    """Returns when the tag is gone; raises RegistryAnswer when the registry's answer ends it.
-    ``headers`` go with the first attempt (a client's forwarded headers, or none: retention)."""
+    """Returns when the tag is gone; raises RegistryAnswer when the registry's answer ends it (the
+    caller closes that answer), or one of UPSTREAM_ERRORS. The API and the web page both delete
+    tags through here."""
     manifests = f"/v2/{name}/manifests"
     # Anything but 400 is the registry's own verdict: done (202), no such tag (404), deletes
     # disabled (405: the throw-away manifest could not be deleted either), or a failure.

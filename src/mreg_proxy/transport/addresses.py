@@ -33,7 +33,7 @@ def client_address(peer: str | None, forwarded: Sequence[str], trusted: Sequence
     one cannot be trusted: the last trusted peer is used then."""
     if peer is None:
         return "unknown"
-    if not _trusted(peer, trusted):
+    if not trusted or not _trusted(peer, trusted):  # no front proxy (the default): no parsing
         return peer
     current = peer
     for hop in reversed([part.strip() for value in forwarded for part in value.split(",")]):

@@ -36,6 +36,7 @@ from aiohttp.http import RawRequestMessage
 from aiohttp.web_protocol import RequestHandler
 
 from .. import errors
+from . import aiohttp_private
 
 log = logging.getLogger("mreg.connection")
 
@@ -69,6 +70,17 @@ class GuardedHandler(RequestHandler):
         self._dropping = False  # refused: what arrives is dropped until the connection closes
         self._write_waits = 0  # times writing to the client had to wait: each one means progress
         self._splicing_waits = False  # splice.relay waits for the client's socket to take more
+        # reading paused by flow control (admission, a full body buffer): kept here from the
+        # public pause/resume calls rather than read from aiohttp's private flag
+        self._reading_held = False
+
+    def pause_reading(self) -> None:
+        super().pause_reading()
+        self._reading_held = True
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        self._reading_held = False  # first: resuming the parser may pause reading again
+        super().resume_reading(resume_parser)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -83,12 +95,12 @@ class GuardedHandler(RequestHandler):
     def idle(self) -> bool:
         """No request in progress: waiting for a request, or for the rest of its headers (the
         state aiohttp's own keep-alive timeout closes)."""
-        return self._waiter is not None and not self._waiter.done()
+        return aiohttp_private.waits_for_request(self)
 
     def unauthorized(self) -> bool:
         """A request is in progress that has not been found authorized (yet): a password check
         queued or held by the login throttle, a refusal being answered."""
-        request = self._current_request
+        request = aiohttp_private.current_request(self)
         return request is not None and not request.get(ADMITTED)
 
     def client_progress(self) -> Hashable | None:
@@ -108,15 +120,15 @@ class GuardedHandler(RequestHandler):
             return (self._write_waits, transport.get_write_buffer_size(), _unsent(transport))
         payload = self._payload
         if (
-            payload is not None and not payload.is_eof() and not self._reading_paused
-            and not self._dropping and not payload._size  # buffered bytes: no public view
+            payload is not None and not payload.is_eof() and not self._reading_held
+            and not self._dropping and not aiohttp_private.buffered_bytes(payload)
         ):
             return payload.total_bytes
         return None
 
     def current(self) -> str:
         """The request in progress, as "METHOD path", for a log line."""
-        request = self._current_request
+        request = aiohttp_private.current_request(self)
         return f"{request.method} {request.path}" if request is not None else "no request"
 
     def cut(self) -> None:
@@ -146,25 +158,26 @@ class GuardedHandler(RequestHandler):
     def drop_input(self) -> None:
         """From now on, drop what the client sends (the body of a refused request)."""
         self._dropping = True
-        self._resume_reading_for_buffer()
+        aiohttp_private.release_buffer_hold(self)
         self.resume_reading(resume_parser=False)
 
     def data_received(self, data: bytes) -> None:
         if self._dropping:
             return
         reading_body = self._payload is not None and not self._payload.is_eof()
-        parsed = self._request_count
+        parsed = aiohttp_private.parsed_count(self)
         super().data_received(data)
-        if self._request_count != parsed:  # a request was completed: a new header block starts
-            self._payload = self._messages[-1][1] if self._messages else None
+        if aiohttp_private.parsed_count(self) != parsed:  # a request was completed: a new header block starts
+            last = aiohttp_private.last_parsed(self)
+            self._payload = last[1] if last is not None else None
             self._header_bytes = 0
-            if self._messages and not isinstance(self._messages[-1][0], RawRequestMessage):
-                self._after_parse_error(self._messages[-1][0].exc)  # type: ignore[union-attr]
+            if last is not None and not isinstance(last[0], RawRequestMessage):
+                self._after_parse_error(last[0].exc)
             elif self._payload is not None and not self._payload.is_eof():
                 # the body waits for the authorization decision (admission.py): only what came
                 # with the headers is held, not what arrives while a password is checked
                 self.pause_reading()
-        elif not reading_body and not self._force_close:
+        elif not reading_body and not aiohttp_private.closing_now(self):
             self._header_bytes += len(data)
             if self._header_bytes > self._header_budget:
                 self._refuse_headers()

@@ -16,7 +16,7 @@ from ..keys import SESSION, SETTINGS
 from ..spec.routes import Route
 from . import splice
 from .connection import GuardedHandler
-from .headers import downstream_response_headers, upstream_request_headers
+from .headers import client_host, downstream_response_headers, socket_authority, upstream_request_headers
 
 log = logging.getLogger("mreg.proxy")
 
@@ -91,12 +91,18 @@ def forwarded_headers(request: web.Request, *, with_body: bool) -> CIMultiDict[s
     makes without the client's body: a Content-Length announcing a body that never comes would
     hold the registry connection forever (there is no read timeout)."""
     headers = upstream_request_headers(
-        request.headers, client_ip=request.remote, scheme=request.scheme
+        request.headers, client_ip=request.remote, scheme=request.scheme, local=local_authority(request)
     )
     if not with_body:
         for name in BODY_HEADERS:
             headers.popall(name, None)
     return headers
+
+
+def local_authority(request: web.Request) -> str | None:
+    """``HOST:PORT`` of the proxy's socket the client connected to."""
+    transport = request.transport
+    return socket_authority(transport.get_extra_info("sockname")) if transport is not None else None
 
 
 def upstream_url(upstream: URL, raw_path: str) -> URL:
@@ -140,7 +146,7 @@ async def relay(
         downstream_response_headers(
             upstream_response.headers,
             upstream_origin=str(upstream.origin()),
-            public_origin=f"{request.scheme}://{request.host}",
+            public_origin=f"{request.scheme}://{client_host(request.headers, local_authority(request)) or request.host}",
         )
     )
     response.headers.update(extra_headers or {})

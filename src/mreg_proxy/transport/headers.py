@@ -6,6 +6,8 @@ on one request, and collapsing them makes the registry pick the wrong manifest t
 
 from __future__ import annotations
 
+import ipaddress
+
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 # RFC 9110 7.6.1 connection-specific fields, plus the widespread non-standard one.
@@ -48,16 +50,52 @@ def _connection_tokens(headers: MultiMapping[str]) -> frozenset[str]:
 
 
 def _copy(headers: MultiMapping[str], drop: frozenset[str]) -> CIMultiDict[str]:
-    dropped = drop | _connection_tokens(headers)
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in dropped)
+    if tokens := _connection_tokens(headers):
+        drop = drop | tokens
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+
+
+def socket_authority(sockname: object) -> str | None:
+    """``HOST:PORT`` as a URL writes the address a socket is bound to (``getsockname()``): IPv6
+    in brackets (a zone as ``%25zone``), an IPv4-mapped IPv6 address as the IPv4 one it maps;
+    None for anything else (a Unix socket's path)."""
+    if not isinstance(sockname, tuple) or len(sockname) < 2:
+        return None
+    host, port = sockname[0], sockname[1]
+    if not isinstance(host, str) or not isinstance(port, int) or isinstance(port, bool):
+        return None
+    address, _, zone = host.partition("%")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"{ip.ipv4_mapped}:{port}"
+        return f"[{ip}{'%25' + zone if zone else ''}]:{port}"
+    return f"{ip}:{port}"
+
+
+def client_host(incoming: MultiMapping[str], local: str | None) -> str | None:
+    """The host the client addressed: its ``Host``, or, when it sent none or an empty one (HTTP/1.0
+    may), ``local``, the proxy's address as the client reached it (socket_authority)."""
+    host = incoming.get("Host", "").strip()
+    return host or local
 
 
 def upstream_request_headers(
-    incoming: MultiMapping[str], *, client_ip: str | None, scheme: str
+    incoming: MultiMapping[str], *, client_ip: str | None, scheme: str, local: str | None = None
 ) -> CIMultiDict[str]:
     """Headers for the registry: the client's own (``Host`` included), minus hop-by-hop and
-    credentials, plus the forwarding headers the registry uses to build ``Location`` URLs."""
+    credentials, plus the forwarding headers the registry uses to build ``Location`` URLs.
+
+    Without a client ``Host`` the registry would build ``Location`` from an empty host (and the
+    client would follow it to port 80): it gets ``local`` instead (client_host)."""
     headers = _copy(incoming, HOP_BY_HOP | REQUEST_DROP)
+    host = client_host(incoming, local)
+    headers.popall("Host", None)
+    if host:
+        headers["Host"] = host
     headers["X-Forwarded-Proto"] = scheme
     if client_ip:
         headers["X-Forwarded-For"] = client_ip

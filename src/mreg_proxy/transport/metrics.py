@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..keys import METRICS
+from ..keys import METRICS, SOURCE
 from .forwarder import BODY_BYTES, UPSTREAM_ERROR
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -61,6 +61,7 @@ class Metrics:
             "mreg_requests", "Requests answered, by method and status class (2xx, 4xx, ...).",
             ("method", "status"), registry=self.registry,
         )
+        self._request_counters: dict[tuple[str, int], Counter] = {}
         self._bytes_in = Counter(
             "mreg_received_bytes", "Request body bytes received from clients.", registry=self.registry
         )
@@ -75,12 +76,23 @@ class Metrics:
             "mreg_upstream_errors", "Registry failures: unreachable, bad answer, or broke off mid-body.",
             ("kind",), registry=self.registry,
         )
+        self._reads = Counter(
+            "mreg_reads", "Manifest and blob reads (GET, HEAD), by who answered: storage (the "
+            "registry's files, read by the proxy) or registry (forwarded).",
+            ("source",), registry=self.registry,
+        )
+        self._read_counters: dict[str, Counter] = {}
         self.registry.register(_AuthCollector(authenticator))
 
     def observe(
-        self, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int, upstream_error: str | None
+        self, method: str, status: int, seconds: float, bytes_in: int, bytes_out: int, upstream_error: str | None,
+        source: str | None = None,
     ) -> None:
-        self._requests.labels(method, f"{status // 100}xx").inc()
+        key = (method, status // 100)
+        counter = self._request_counters.get(key)
+        if counter is None:  # prometheus_client's labels() takes a lock and builds keys: once per pair
+            counter = self._request_counters[key] = self._requests.labels(method, f"{status // 100}xx")
+        counter.inc()
         self._duration.observe(seconds)
         if bytes_in:
             self._bytes_in.inc(bytes_in)
@@ -88,6 +100,14 @@ class Metrics:
             self._bytes_out.inc(bytes_out)
         if upstream_error is not None:
             self._upstream_errors.labels(upstream_error).inc()
+        if source is not None:
+            self._reads_by_source(source).inc()
+
+    def _reads_by_source(self, source: str) -> Counter:
+        counter = self._read_counters.get(source)
+        if counter is None:
+            counter = self._read_counters[source] = self._reads.labels(source)
+        return counter
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -114,4 +134,5 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             request.content.total_bytes,
             request.get(BODY_BYTES, 0),
             request.get(UPSTREAM_ERROR),
+            request.get(SOURCE),
         )

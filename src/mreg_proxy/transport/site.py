@@ -30,6 +30,7 @@ import ssl
 from aiohttp import web
 
 from .. import errors
+from . import aiohttp_private
 from .connection import GuardedHandler
 from .openconns import Open, OpenConnections
 from .tls import TlsState
@@ -69,6 +70,9 @@ class SwitchingSite(web.BaseSite):
         idle_timeout: float = 60.0,
     ) -> None:
         super().__init__(runner, backlog=backlog)
+        # our own references: BaseSite keeps them too, under private names
+        self._app_runner = runner
+        self._listen_backlog = backlog
         self._host = host
         self._port = port
         self._tls = tls
@@ -89,7 +93,7 @@ class SwitchingSite(web.BaseSite):
         await super().start()
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         self._listener = socket.create_server(
-            (self._host, self._port), family=family, backlog=self._backlog
+            (self._host, self._port), family=family, backlog=self._listen_backlog
         )
         self._listener.setblocking(False)
         loop = asyncio.get_running_loop()
@@ -182,20 +186,26 @@ class SwitchingSite(web.BaseSite):
     async def _hand_over(
         self, connection: socket.socket, context: ssl.SSLContext | None, entry: Open
     ) -> GuardedHandler:
-        server = self._runner.server
+        server = self._app_runner.server
         assert server is not None
         loop = asyncio.get_running_loop()
         closed = functools.partial(self._connections.remove, entry)
+        kwargs = aiohttp_private.handler_kwargs(server)
+
+        made: list[GuardedHandler] = []
 
         # the runner's Server would build aiohttp's plain RequestHandler; same arguments, our class
         def protocol() -> GuardedHandler:
-            return GuardedHandler(server, loop=loop, on_close=closed, **server._kwargs)
+            made.append(GuardedHandler(server, loop=loop, on_close=closed, **kwargs))
+            return made[-1]
 
-        _transport, handler = await loop.connect_accepted_socket(
+        # the handler is the one the factory made: for a TLS connection uvloop returns its own
+        # SSL protocol here, not ours (asyncio returns ours)
+        await loop.connect_accepted_socket(
             protocol, connection, ssl=context,
             ssl_handshake_timeout=HANDSHAKE_TIMEOUT if context is not None else None,
         )
-        return handler
+        return made[0]
 
 
 async def _first_byte(connection: socket.socket, timeout: float) -> bytes | None:

@@ -11,16 +11,20 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+import bcrypt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from helpers import basic, make_user
-from mreg_proxy.auth.audit import read_events
+from mreg_proxy.auth.audit import AuditLog, read_events
+from mreg_proxy.auth.identify import Access
+from mreg_proxy.auth.passwords import Authenticator, Bcrypt, hash_cost
+from mreg_proxy.auth.throttle import Policy, Throttle
 from mreg_proxy.auth.grants import Grant, Level
 from mreg_proxy.auth.tokencheck import TokenUsage, read_usage
 from mreg_proxy.auth.tokens import hash_secret, new_secret
-from mreg_proxy.auth.users import Store, Token, write_store
+from mreg_proxy.auth.users import Store, Token, User, UserStore, write_store
 from proxy_harness import ProxyClient, running_proxy, settings_for
 
 SEEN = web.AppKey("seen", list)
@@ -316,3 +320,29 @@ async def test_wrong_token_secrets_are_throttled_and_a_right_one_is_not(fake: Te
         assert statuses == [401, 401, 401, 429]  # held 1 s, then 2 s, then refused at once
         assert (await call(client, "HEAD", path, headers=basic("ci", SECRET)))[0] == 200
     assert len(events(tmp_path, "login_failed")) == 3  # a 429 is not written: the throttle bounds the log too
+
+
+class CountingBcrypt(Bcrypt):
+    def __init__(self) -> None:
+        self.checked: list[int] = []  # the cost of each hash checked
+
+    def check(self, secret: bytes, stored: bytes, pad_to: int) -> bool:
+        self.checked.append(hash_cost(stored))
+        return super().check(secret, stored, pad_to)
+
+
+async def test_a_wrong_token_secret_costs_what_an_unknown_name_costs(tmp_path: Path) -> None:
+    """A token's name must not be told from a name nobody has by how fast a failure answers."""
+    costly = User("costly", "reader", bcrypt.hashpw(b"pw", bcrypt.gensalt(6)).decode())
+    write_store(tmp_path / "users.yml", dataclasses.replace(STORE, users={**STORE.users, "costly": costly}))
+    store = UserStore(tmp_path / "users.yml")
+    hasher = CountingBcrypt()
+    access = Access(
+        store, Authenticator(store, ttl=60, dummy_cost=4, hasher=hasher), Throttle(Policy(100, 1), Policy(100, 1)),
+        TokenUsage(tmp_path / "usage.json"), AuditLog(str(tmp_path / "audit.log"), 1 << 20),
+    )
+    assert await access.identify(basic("ci", "mreg_guess")["Authorization"], "192.0.2.1", lambda: True) is None
+    assert await access.identify(basic("nobody", "mreg_guess")["Authorization"], "192.0.2.1", lambda: True) is None
+    assert hasher.checked == [6, 6]  # both against the costliest hash of the store
+    principal = await access.identify(basic("ci", SECRET)["Authorization"], "192.0.2.1", lambda: True)
+    assert principal is not None and hasher.checked == [6, 6]  # a right secret pays no bcrypt

@@ -24,7 +24,7 @@ from mreg_proxy.app import create_app
 from mreg_proxy.keys import AUTHENTICATOR, TLS
 from mreg_proxy.transport.accesslog import RUNNER_OPTIONS
 from mreg_proxy.transport.site import SwitchingSite
-from proxy_harness import ADMIN, READER, ProxyClient, settings_for
+from proxy_harness import ADMIN, READER, ProxyClient, access_lines, settings_for
 
 WAIT = 10  # seconds: bounds every wait, never asserted
 
@@ -143,7 +143,6 @@ async def test_readyz_asks_the_registry_once_a_second_at_most(proxy: ProxyClient
 
 
 async def test_access_log_user_field_never_splits(proxy: ProxyClient, caplog: pytest.LogCaptureFixture) -> None:
-    from test_proxy import access_lines
 
     with caplog.at_level("INFO", "mreg.access"):
         await (await proxy.get("/v2/", headers=basic("eve with spaces\t!", "pw"))).read()
@@ -251,7 +250,7 @@ async def test_unknown_users_cost_what_the_costliest_user_costs(tmp_path: Path) 
     write_users(path, cheap, costly, make_user("other", "pw"))
     authenticator = Authenticator(UserStore(path), ttl=60, dummy_cost=4)
     store = await UserStore(path).fresh()
-    assert authenticator._hash_to_check(None, store) == costly.password_hash.encode()
+    assert authenticator._costliest_hash(store) == costly.password_hash.encode()
 
 
 async def test_a_throttled_upload_is_answered_and_its_body_never_read(strict: ProxyClient, upstream: TestServer) -> None:

@@ -1,7 +1,15 @@
+from unittest import mock
+
+import pytest
 from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
-from mreg_proxy.transport.headers import downstream_response_headers, upstream_request_headers
+from mreg_proxy.transport.headers import (
+    client_host,
+    downstream_response_headers,
+    socket_authority,
+    upstream_request_headers,
+)
 from mreg_proxy.transport.forwarder import forwarded_headers
 
 
@@ -98,3 +106,49 @@ def test_requests_sent_without_the_clients_body_do_not_announce_one() -> None:
     assert "Content-Length" not in headers and "Content-Type" not in headers
     assert headers["Accept"] == "application/json"
     assert forwarded_headers(request, with_body=True)["Content-Length"] == "40"
+
+
+@pytest.mark.parametrize(
+    "sockname,authority",
+    [
+        (("127.0.0.1", 5000), "127.0.0.1:5000"),
+        (("::1", 5000, 0, 0), "[::1]:5000"),
+        (("2001:db8::1", 443, 0, 0), "[2001:db8::1]:443"),
+        (("::ffff:127.0.0.1", 5000, 0, 0), "127.0.0.1:5000"),  # a dual-stack socket, reached over IPv4
+        (("fe80::1%eth0", 5000, 0, 2), "[fe80::1%25eth0]:5000"),  # RFC 6874: the zone's % is written %25
+        ("/run/mreg.sock", None),  # a Unix socket has no address a URL can name
+        (None, None),
+        (("not-an-address", 5000), None),
+        (("127.0.0.1", "5000"), None),
+        (("127.0.0.1",), None),
+    ],
+)
+def test_socket_authority(sockname: object, authority: str | None) -> None:
+    assert socket_authority(sockname) == authority
+
+
+@pytest.mark.parametrize(
+    "pairs,local,host",
+    [
+        ([("Host", "reg.example:5000")], "127.0.0.1:5000", "reg.example:5000"),  # the client's, always
+        ([], "127.0.0.1:5000", "127.0.0.1:5000"),  # HTTP/1.0 without Host
+        ([("Host", "")], "[::1]:5000", "[::1]:5000"),
+        ([("Host", "  ")], "[::1]:5000", "[::1]:5000"),
+        ([], None, None),
+    ],
+)
+def test_the_registry_always_gets_the_host_the_client_reached(
+    pairs: list[tuple[str, str]], local: str | None, host: str | None
+) -> None:
+    assert client_host(CIMultiDict(pairs), local) == host
+    headers = upstream_request_headers(CIMultiDict(pairs), client_ip="10.0.0.9", scheme="http", local=local)
+    assert headers.getall("Host", []) == ([host] if host else [])
+
+
+def test_a_request_without_host_is_forwarded_with_the_proxys_address() -> None:
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        ("::1", 5443, 0, 0) if name == "sockname" else default
+    )
+    request = make_mocked_request("POST", "/v2/a/blobs/uploads/", headers={}, transport=transport)
+    assert forwarded_headers(request, with_body=True)["Host"] == "[::1]:5443"

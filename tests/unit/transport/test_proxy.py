@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy_harness import ADMIN, READER, ProxyClient, install_tls, running_proxy, settings_for
+from proxy_harness import ADMIN, READER, ProxyClient, access_lines, install_tls, running_proxy, settings_for
 from fake_registry import CLIENT_GONE, REQUESTS, blob_bytes, make_app
 from helpers import basic, free_port, make_user, write_users
 
@@ -85,7 +85,7 @@ async def test_other_methods_refused(proxy: ProxyClient, upstream: TestServer, w
     assert upstream.app[REQUESTS] == []
 
 
-@pytest.mark.parametrize("path", ["/", "/v1/_ping", "/v2x", "/healthzz"])
+@pytest.mark.parametrize("path", ["/ui", "/ui/nothing", "/v1/_ping", "/v2x", "/healthzz"])  # "/": the web page
 async def test_paths_outside_v2_are_404(proxy: ProxyClient, path: str) -> None:
     response = await proxy.get(path, headers=basic(*ADMIN))
     assert response.status == 404
@@ -274,17 +274,6 @@ async def test_broken_users_file_keeps_last_good_copy(proxy: ProxyClient, users_
 async def test_missing_users_file_refuses_everyone(upstream: TestServer, tmp_path: Path) -> None:
     async with running_proxy(settings_for(upstream.make_url(""), tmp_path, users_file=tmp_path / "none.yml")) as client:
         assert (await client.get("/v2/", headers=basic(*ADMIN))).status == 401
-
-
-async def access_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
-    """The access-log lines, once ``count`` are there: the server logs a request just after the
-    client has the whole response (bounded wait)."""
-    for _ in range(100):
-        lines = [r.getMessage() for r in caplog.records if r.name == "mreg.access"]
-        if len(lines) >= count:
-            break
-        await asyncio.sleep(0.01)
-    return lines
 
 
 async def test_access_log_has_user_and_no_secret(proxy: ProxyClient, caplog: pytest.LogCaptureFixture) -> None:
