@@ -3,6 +3,8 @@
 ``--s3`` adds the S3 section (bench/s3bench.py): the registry on a Ceph radosgw started for the
 run, direct, through one mreg replica and through two.
 
+``--retention`` runs the retention section instead (bench/retention.py): retention runs over
+10,000 tags, and the write pause of a garbage collection on a store of a few GB.
 ``--reads`` runs the reads section instead: HEAD and pulls side by side for the registry direct,
 mreg answering from the registry's files, mreg forwarding, and nginx, plain and TLS (bench/reads.py).
 
@@ -33,7 +35,7 @@ from mreg_proxy.auth.grants import Grant, Level
 from mreg_proxy.auth.tokens import hash_secret, new_secret
 from mreg_proxy.auth.users import Store, Token, User, write_store
 
-from . import abuse_login, abuse_memory
+from . import abuse_login, abuse_memory, retention
 from .reads import READS_FULL, READS_QUICK, reads_figures, reads_markdown, run_reads
 from .webui import UI_FULL, UI_QUICK, UiRow, run_ui, ui_markdown
 from .s3bench import S3_FULL, S3_QUICK, run_s3, s3_markdown
@@ -247,6 +249,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--registry", default="docker-registry", help="registry binary (default docker-registry)")
     parser.add_argument("--abuse", action="store_true", help="the abuse section instead (password floods, ...)")
+    parser.add_argument("--retention", action="store_true",
+                        help="the retention section instead (retention runs over 10,000 tags, a collection's write pause)")
     parser.add_argument("--reads", action="store_true",
                         help="the reads section instead: registry direct, mreg from storage, mreg forwarding, "
                         "nginx (if installed), plain and TLS, side by side (bench/reads.py)")
@@ -280,6 +284,18 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"bench: {tool} not found (Debian packages: docker-registry, curl)")
     registry_binary = shutil.which(args.registry)
     assert registry_binary is not None
+    if args.retention:
+        hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+        with tempfile.TemporaryDirectory(prefix="mreg-bench-retention-") as work:
+            try:
+                rows = retention.run(retention.QUICK if args.quick else retention.FULL, registry_binary, Path(work),
+                                     {USER: User(USER, "admin", hashed)}, (USER, PASSWORD))
+            except BenchError as exc:
+                sys.exit(f"bench: FAILED: {exc}")
+        print(retention.markdown(rows))
+        if args.json:
+            args.json.write_text(json.dumps({"retention": rows, "quick": args.quick}, indent=2) + "\n")
+        return 0
     if args.abuse:
         try:
             figures = run_abuse(registry_binary, args.quick)

@@ -83,7 +83,7 @@ def test_registry_allows_deletes() -> None:
 
 def test_registry_garbage_collects_before_serving_even_when_gc_fails() -> None:
     script = _script("registry")
-    gc, serve = script.index("registry garbage-collect"), script.index("exec registry serve")
+    gc, serve = script.index("registry garbage-collect"), script.index("registry serve")
     assert gc < serve
     between = script[gc:serve]
     assert ";" in between and "&&" not in between, "GC exits 1 on empty storage: `;`, never `&&`"
@@ -150,8 +150,11 @@ def test_writable_paths_are_only_the_volumes() -> None:
         c: {m["mountPath"]: m["name"] for m in CONTAINERS[c]["volumeMounts"] if not m.get("readOnly")}
         for c in CONTAINERS
     }
-    assert set(mounts["auth"]) == {"/auth", "/tmp"}
-    assert set(mounts["registry"]) == {"/var/lib/mreg-registry", "/tmp"}
+    assert set(mounts["auth"]) == {"/auth", "/tmp", "/run/mreg-gc"}
+    assert set(mounts["registry"]) == {"/var/lib/mreg-registry", "/tmp", "/run/mreg-gc"}
+    # the collector's folder is shared by the two containers, in memory
+    assert "emptyDir" in volumes[mounts["auth"]["/run/mreg-gc"]]
+    assert mounts["auth"]["/run/mreg-gc"] == mounts["registry"]["/run/mreg-gc"]
     claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes.values() if "persistentVolumeClaim" in v}
     assert claims == {d["metadata"]["name"] for d in DOCS if d["kind"] == "PersistentVolumeClaim"}
     for container in CONTAINERS.values():

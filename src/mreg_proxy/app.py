@@ -24,15 +24,20 @@ from .auth.tokencheck import TokenUsage
 from .auth.users import UserStore
 from .config import ConfigError, Settings, configure_logging, load_settings
 from .keys import (
-    ACCESS, AUTHENTICATOR, METRICS, READINESS, SESSION, SETTINGS, STORAGE_READS, TAG_LOCKS, TLS, UPLOADS, USERS,
-    WRITE_PAUSE,
+    ACCESS, AUTHENTICATOR, MAINTENANCE, METRICS, POLICY, PULL_TIMES, READINESS, SESSION, SETTINGS, STORAGE_READS,
+    TAG_LOCKS, TLS, UPLOADS, USERS, WRITE_PAUSE,
 )
-from .oci.admin import handle_metrics, handle_write_pause
+from .oci.admin import handle_gc, handle_metrics, handle_retention, handle_write_pause
+from .oci.collect import Maintenance
+from .oci.retention_runs import Registry
+from .oci.schedule import scheduled_retention
 from .oci.dispatch import handle_not_found, handle_v2
 from .oci.reads import StorageReads
 from .oci.tagdelete import RepositoryLocks
 from .oci.upload_state import UploadMemory
 from .oci.writepause import WritePause
+from .policy.pulls import PullTimes
+from .policy.rules import PolicyStore
 from .transport import guard, metrics
 from .transport.accesslog import RUNNER_OPTIONS
 from .transport.admission import body_gate, no_early_continue
@@ -75,9 +80,28 @@ async def _tls_watcher(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+async def _maintenance(app: web.Application) -> AsyncIterator[None]:
+    """Retention runs and collections need the session to the registry; the schedule, if any,
+    runs as long as the app."""
+    settings = app[SETTINGS]
+    registry = Registry(app[SESSION], settings.upstream, settings.registry_root, app[PULL_TIMES])
+    app[MAINTENANCE] = Maintenance(
+        registry, app[WRITE_PAUSE], app[TAG_LOCKS], app[ACCESS].audit, settings.gc_dir,
+    )
+    task = None
+    if settings.retention_schedule is not None:
+        task = asyncio.create_task(scheduled_retention(app[MAINTENANCE], app[POLICY], settings.retention_schedule))
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def _token_usage(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[ACCESS].close()  # last uses not yet written
+    await app[PULL_TIMES].close()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -125,9 +149,12 @@ def create_app(settings: Settings) -> web.Application:
     app[TAG_LOCKS] = RepositoryLocks()
     app[UPLOADS] = UploadMemory()
     app[WRITE_PAUSE] = WritePause(settings.upstream, settings.pause_poll_interval)
+    app[POLICY] = PolicyStore(settings.policy_file)
+    app[PULL_TIMES] = PullTimes(settings.pull_times_file)
     root = settings.registry_root
     app[STORAGE_READS] = None if root is None else StorageReads(root, settings.upstream)
     app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_maintenance)
     app.cleanup_ctx.append(_tls_watcher)
     app.cleanup_ctx.append(trimmer)
     app.cleanup_ctx.append(_token_usage)
@@ -136,6 +163,8 @@ def create_app(settings: Settings) -> web.Application:
     routes.add_get("/readyz", handle_readyz, expect_handler=no_early_continue)
     routes.add_get("/metrics", handle_metrics, expect_handler=no_early_continue)
     routes.add_route("*", "/mreg/write-pause", handle_write_pause, expect_handler=no_early_continue)
+    routes.add_route("*", "/mreg/retention", handle_retention, expect_handler=no_early_continue)
+    routes.add_route("*", "/mreg/gc", handle_gc, expect_handler=no_early_continue)
     routes.add_route("*", r"/v2{tail:(/.*)?}", handle_v2, expect_handler=no_early_continue)
     if settings.ui:
         install_web_page(app, settings)  # "/" and /ui/..., before the catch-all

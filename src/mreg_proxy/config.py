@@ -83,9 +83,18 @@ class Settings:
     # the log is rotated (one old file kept) before it grows past this: never fills the volume
     audit_max_bytes: int = 10 << 20
     # the registry's storage.filesystem.rootdirectory as this process sees it (read-only is
-    # enough): manifest and blob reads are answered from its files (oci/reads.py). None: every
-    # read is forwarded to the registry (S3 storage, or a registry volume not mounted here)
+    # enough): manifest and blob reads are answered from its files (oci/reads.py), retention reads
+    # push times (tag links' modification times) there and a collection the untagged manifests it
+    # forgets. None: every read is forwarded to the registry (S3 storage, or a registry volume not
+    # mounted here), push times are unknown
     registry_root: Path | None = None
+    # retention rules and immutable tags (policy/rules.py), beside the users file by default
+    policy_file: Path = Path("/auth/policy.yml")
+    # a folder shared with the registry container, where the collector loop of its start command
+    # waits for requests (oci/collect.py); None: no garbage collection on demand
+    gc_dir: Path | None = None
+    # run retention (then a collection) every this many seconds; None: never (the default)
+    retention_schedule: float | None = None
     # who runs a CLI, for the audit log (MREG_ACTOR, else the login name); None when unknown
     actor: str | None = None
     # the web page (web/): login at /, pages under /ui/; off leaves only the API and health
@@ -99,6 +108,11 @@ class Settings:
     def token_usage_file(self) -> Path:
         """When each CI token was last used: written by the proxy (throttled), beside the users."""
         return self.users_file.with_name("token-usage.json")
+
+    @property
+    def pull_times_file(self) -> Path:
+        """When each image was last pulled, per repository and digest (policy/pulls.py)."""
+        return self.users_file.with_name("pull-times.json")
 
     @property
     def ui_key_file(self) -> Path:
@@ -149,7 +163,12 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
      "security events as JSON lines, - for stdout (default audit.log beside the users file)"),
     ("--registry-root", "MREG_REGISTRY_ROOT", "registry_root",
      "the registry's filesystem rootdirectory, mounted here (read-only): manifest and blob reads "
-     "are answered from it (default: unset, every read is forwarded)"),
+     "are answered from it, retention reads push times there (default: unset, every read is forwarded)"),
+    ("--policy-file", "MREG_POLICY_FILE", "policy_file", "retention rules and immutable tags (default /auth/policy.yml)"),
+    ("--gc-dir", "MREG_GC_DIR", "gc_dir",
+     "folder shared with the registry container's collector loop (default: none, no GC on demand)"),
+    ("--retention-schedule", "MREG_RETENTION_SCHEDULE", "retention_schedule",
+     "run retention then garbage collection every DURATION, e.g. 24h (default: off)"),
     ("--audit-max-bytes", "MREG_AUDIT_MAX_BYTES", "audit_max_bytes",
      "size at which the audit log is rotated, one old file kept (default 10485760)"),
     ("--ui", "MREG_UI", "ui", "the web page at /: on or off (default on)"),
@@ -200,6 +219,20 @@ def parse_networks(value: str, name: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def parse_schedule(value: str, name: str) -> float | None:
+    """``off`` (or empty) -> None; ``12h``, ``1d``, ``30m`` -> seconds (at least 10 minutes)."""
+    text = value.strip().lower()
+    if text in ("", "off"):
+        return None
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise ConfigError(f"{name} {value!r}: expected off or a duration like 12h, 1d")
+    seconds = int(text[:-1]) * units[text[-1]]
+    if not 600 <= seconds <= 366 * 86400:
+        raise ConfigError(f"{name} {value!r}: between 10m and 366d")
+    return float(seconds)
+
+
 def _number(name: str, value: str, kind: type, low: float, high: float) -> float:
     try:
         number = kind(value)
@@ -222,7 +255,11 @@ def _field_value(field: str, env_name: str, raw: str) -> dict[str, object]:
         return {"listen_host": host, "listen_port": port}
     if field == "upstream":
         return {"upstream": parse_upstream(raw, env_name)}
-    if field in ("users_file", "tls_cert", "tls_key"):
+    if field == "gc_dir":
+        return {field: Path(raw) if raw else None}
+    if field == "retention_schedule":
+        return {field: parse_schedule(raw, env_name)}
+    if field in ("users_file", "tls_cert", "tls_key", "policy_file"):
         if not raw:
             raise ConfigError(f"{env_name}: empty path")
         return {field: Path(raw)}

@@ -18,10 +18,13 @@ if TYPE_CHECKING:
     from .auth.passwords import Authenticator
     from .auth.users import UserStore
     from .config import Settings
+    from .oci.collect import Maintenance
     from .oci.reads import StorageReads
     from .oci.tagdelete import RepositoryLocks
     from .oci.upload_state import UploadMemory
     from .oci.writepause import WritePause
+    from .policy.pulls import PullTimes
+    from .policy.rules import PolicyStore
     from .transport.metrics import Metrics
     from .transport.readiness import Readiness
     from .transport.tls import TlsState
@@ -38,6 +41,9 @@ READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 TAG_LOCKS: web.AppKey[RepositoryLocks] = web.AppKey("tag_locks")
 UPLOADS: web.AppKey[UploadMemory] = web.AppKey("uploads")
 WRITE_PAUSE: web.AppKey[WritePause] = web.AppKey("write_pause")
+POLICY: web.AppKey[PolicyStore] = web.AppKey("policy")  # retention rules and immutable tags
+PULL_TIMES: web.AppKey[PullTimes] = web.AppKey("pull_times")
+MAINTENANCE: web.AppKey[Maintenance] = web.AppKey("maintenance")  # retention runs and collections
 # manifest and blob reads answered from the registry's files; None: MREG_REGISTRY_ROOT unset
 STORAGE_READS: web.AppKey[StorageReads | None] = web.AppKey("storage_reads")
 WEB: web.AppKey[WebState] = web.AppKey("web")  # the web page's key, templates and registry reader

@@ -42,6 +42,7 @@ def settings_for(upstream: URL, tmp_path: Path, **overrides: Any) -> Settings:
         users_file=tmp_path / "users.yml",
         tls_cert=tmp_path / "tls.crt",
         tls_key=tmp_path / "tls.key",
+        policy_file=tmp_path / "policy.yml",  # never the machine's /auth/policy.yml
         bcrypt_cost=4,
     )
     values.update(overrides)

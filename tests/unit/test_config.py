@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from mreg_proxy.config import ConfigError, Settings, load_settings
+from mreg_proxy.config import ConfigError, Settings, load_settings, settings_from
 
 
 def test_defaults() -> None:
@@ -114,3 +114,15 @@ def test_the_web_page_is_on_unless_switched_off() -> None:
     assert load_settings(["--ui", "on"], {"MREG_UI": "off"}).ui is True
     with pytest.raises(ConfigError, match="MREG_UI 'yes': expected one of on, off"):
         load_settings([], {"MREG_UI": "yes"})
+
+
+def test_retention_settings(tmp_path: Path) -> None:
+    settings = settings_from({}, {"MREG_POLICY_FILE": "/a/p.yml", "MREG_REGISTRY_ROOT": str(tmp_path),
+                                  "MREG_GC_DIR": "/g", "MREG_RETENTION_SCHEDULE": "12h"})
+    assert (settings.policy_file, settings.registry_root, settings.gc_dir) == (Path("/a/p.yml"), tmp_path, Path("/g"))
+    assert settings.retention_schedule == 12 * 3600
+    assert settings_from({}, {}).retention_schedule is None
+    assert settings_from({}, {"MREG_RETENTION_SCHEDULE": "off"}).retention_schedule is None
+    for bad in ("12", "5m", "1y", "daily"):
+        with pytest.raises(ConfigError, match="MREG_RETENTION_SCHEDULE"):
+            settings_from({}, {"MREG_RETENTION_SCHEDULE": bad})

@@ -128,6 +128,12 @@ def _shown(value: object) -> str:
 
 
 def _load_yaml(text: str) -> object:
+    return load_yaml(text, UsersFileError)
+
+
+def load_yaml(text: str, error: type[ValueError]) -> object:
+    """The document in ``text``, without aliases; ``error`` names the first problem (the users and
+    the policy file share this: both are edited by hand and read by the proxy)."""
     try:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
@@ -135,9 +141,9 @@ def _load_yaml(text: str) -> object:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "cannot be parsed"
-        raise UsersFileError(f"not valid YAML{where}: {escaped(problem, 80)}") from None
+        raise error(f"not valid YAML{where}: {escaped(problem, 80)}") from None
     except RecursionError:
-        raise UsersFileError("not valid YAML: nested too deeply") from None
+        raise error("not valid YAML: nested too deeply") from None
 
 
 def parse_users(text: str) -> dict[str, User]:
@@ -261,31 +267,38 @@ def read_users_file(path: Path) -> dict[str, User]:
 
 def read_store(path: Path) -> Store:
     """Everything in ``path``; a missing file is an empty store."""
-    try:
-        # O_NONBLOCK: a FIFO put in the file's place must not hang the reader; fstat refuses it
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
+    text = read_limited(path, MAX_FILE_BYTES, UsersFileError)
+    if text is None:
         return Store()
-    except OSError as exc:
-        raise UsersFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsersFileError(f"cannot read {path}: not a regular file")
-    with open(fd, "rb") as handle:
-        try:
-            data = handle.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            raise UsersFileError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise UsersFileError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsersFileError(f"{path}: not UTF-8 (byte {exc.start})") from None
     try:
         return parse_store(text)
     except UsersFileError as exc:
         raise UsersFileError(f"{path}: {exc}") from None
+
+
+def read_limited(path: Path, limit: int, error: type[ValueError]) -> str | None:
+    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes; None when missing."""
+    try:
+        # O_NONBLOCK: a FIFO put in the file's place must not hang the reader; fstat refuses it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"cannot read {path}: not a regular file")
+    with open(fd, "rb") as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{path}: larger than {limit // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 (byte {exc.start})") from None
 
 
 def write_users_file(path: Path, users: Mapping[str, User]) -> None:

@@ -8,6 +8,9 @@
     mreg-manage rm HOST[:PORT]/REPO@sha256:...      the manifest, and every tag pointing at it
     mreg-manage pause HOST[:PORT] SECONDS           refuse writes on every replica (before GC)
     mreg-manage resume HOST[:PORT]                  lift that pause
+    mreg-manage retention HOST[:PORT][/REPO] [--dry-run] [--allow-empty]
+                                                    delete the tags the retention rules let go
+    mreg-manage gc HOST[:PORT] [--min-age SECONDS]  free their space, pulls keep working
 
 It speaks the registry API through the proxy, with the credentials ``podman login`` or
 ``docker login`` stored and the certificates podman trusts (logins.py says where it looks).
@@ -173,6 +176,7 @@ class Registry:
         self._scheme = "http" if plain_http else "https"
         self._certs = certs
         self._context = _tls_context(insecure, ca_cert, trusted_cas(certs))
+        self.timeout = TIMEOUT  # seconds per request; retention and gc wait longer
 
     def request(self, method: str, path: str, accept: str = "application/json", body: bytes | None = None) -> Answer:
         """One request; 401 and 403 end the command (nothing else can work without rights)."""
@@ -218,10 +222,10 @@ class Registry:
     def _exchange(self, method: str, path: str, accept: str, body: bytes | None) -> Answer:
         if self._scheme == "https":
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                self.host, timeout=TIMEOUT, context=self._context
+                self.host, timeout=self.timeout, context=self._context
             )
         else:
-            connection = http.client.HTTPConnection(self.host, timeout=TIMEOUT)
+            connection = http.client.HTTPConnection(self.host, timeout=self.timeout)
         try:
             headers = {"Authorization": self._authorization, "Accept": accept}
             if body is not None:
@@ -403,6 +407,62 @@ def write_pause(registry: Registry, seconds: int, out: TextIO, sleep: Callable[[
           f"lift with: {PROG} resume {registry.host}", file=out)
 
 
+RETENTION_PATH = "/mreg/retention"
+GC_PATH = "/mreg/gc"
+RETENTION_TIMEOUT = 1800.0
+GC_TIMEOUT = 3700.0  # the proxy gives the collector an hour
+
+
+def size_text(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    raise AssertionError
+
+
+def retention(registry: Registry, repo: str | None, dry_run: bool, allow_empty: bool, out: TextIO) -> None:
+    """One line per tag that goes (or would go, with --dry-run): REPO:TAG, why, the bytes."""
+    registry.timeout = RETENTION_TIMEOUT
+    body = json.dumps({"repository": repo, "dry_run": dry_run, "allow_empty": allow_empty}).encode()
+    answer = registry.request("POST", RETENTION_PATH, body=body)
+    if answer.status == 404:
+        raise ManageError(f"{registry.host}: this mreg has no retention (an older mreg-proxy?)")
+    if answer.status != 200:
+        raise _unexpected(registry, answer, "the retention run")
+    report = json.loads(answer.body)
+    for text in report["lines"]:
+        print(text, file=out)
+    for text in report["left_alone"]:
+        print(f"{PROG}: left alone: {text}", file=sys.stderr)
+    for text in report["moved"]:
+        print(f"{PROG}: kept {text}: it moved since it was planned", file=sys.stderr)
+    for text in report["failed"]:
+        print(f"{PROG}: failed: {text}", file=sys.stderr)
+    freed = size_text(report["freed_bytes"])
+    if dry_run:
+        print(f"{report['tags']} tags would go, {freed} freed once collected (dry run: nothing deleted)", file=sys.stderr)
+    else:
+        print(f"{report['deleted']} tags deleted, {freed} freed once collected: {PROG} gc {registry.host}", file=sys.stderr)
+    if report["failed"]:
+        raise ManageError(f"{len(report['failed'])} tags could not be deleted")
+
+
+def collect(registry: Registry, min_age: int, out: TextIO) -> None:
+    registry.timeout = GC_TIMEOUT
+    answer = registry.request("POST", GC_PATH, body=json.dumps({"min_age": min_age}).encode())
+    if answer.status == 404:
+        raise ManageError(f"{registry.host}: this mreg has no garbage collection on demand (an older mreg-proxy?)")
+    if answer.status != 200:
+        raise _unexpected(registry, answer, "garbage collection")
+    result = json.loads(answer.body)
+    print(
+        f"{registry.host}: garbage collected: {result['forgotten_manifests']} untagged manifests forgotten, "
+        f"collector {result['collector_seconds']} s, writes paused {result['paused_seconds']} s (pulls kept working)",
+        file=out,
+    )
+
+
 # --- the edge ---
 
 COMMANDS = """\
@@ -415,6 +475,12 @@ commands:
   pause HOST[:PORT] SECONDS      refuse pushes and deletes on every replica for SECONDS (at most
                                  86400), e.g. during garbage collection; returns once all refuse
   resume HOST[:PORT]             lift that pause
+  retention HOST[:PORT][/REPO]   delete the tags the retention rules (manage-policy) let go, with
+                                 --dry-run: only print them (REPO:TAG, why, bytes freed); a rule
+                                 that would empty a repository needs --allow-empty
+  gc HOST[:PORT]                 garbage-collect now: writes pause (503 + Retry-After) while the
+                                 collector runs, pulls keep working (--min-age SECONDS: untagged
+                                 manifests younger than that stay, default 600)
 HOST may carry http:// (plain HTTP) or https://; options may come anywhere."""
 
 
@@ -423,15 +489,15 @@ def build_parser() -> argparse.ArgumentParser:
     (``mreg-manage ls HOST --ca-cert tls.crt``), as podman and docker allow."""
     parser = OneLineParser(
         prog=PROG,
-        usage=f"{PROG} (ls|rm|pause|resume) TARGET [SECONDS] [options]",
+        usage=f"{PROG} (ls|rm|pause|resume|retention|gc) TARGET [SECONDS] [options]",
         description="List and remove images of an mreg registry, with the login of 'podman login' or "
         "'docker login' (the files of containers-auth.json(5), and docker credential helpers), else a "
         "prompt; certificates in certs.d/HOST:PORT folders are trusted as podman trusts them.",
         epilog=COMMANDS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("command", choices=["ls", "rm", "pause", "resume"], metavar="COMMAND",
-                        help="ls, rm, pause or resume")
+    parser.add_argument("command", choices=["ls", "rm", "pause", "resume", "retention", "gc"], metavar="COMMAND",
+                        help="ls, rm, pause, resume, retention or gc")
     parser.add_argument("target", metavar="TARGET", help="HOST[:PORT][/REPO][:TAG|@DIGEST]; http(s):// is allowed")
     # pause's SECONDS; for rm, the old 'rm HOST IMAGE:TAG'
     parser.add_argument("extra", nargs="?", help=argparse.SUPPRESS)
@@ -442,6 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plain-http", action="store_true", help="talk plain HTTP, no TLS at all")
     parser.add_argument("--all", action="store_true",
                         help="ls: also the referrers index tags (sha256-<hex>: signatures, SBOMs, ... of that image)")
+    parser.add_argument("--dry-run", action="store_true", help="retention: print what would go, delete nothing")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="retention: a rule may delete every tag of a repository")
+    parser.add_argument("--min-age", type=int, default=600, metavar="SECONDS",
+                        help="gc: untagged manifests pushed less than SECONDS ago stay (default 600)")
     return parser
 
 
@@ -463,11 +534,15 @@ def checked_args(args: argparse.Namespace) -> tuple[Target, bool]:
         raise ManageError("--password-stdin needs --user")
     if args.all and args.command != "ls":
         raise ManageError("--all goes with ls")
+    if (args.dry_run or args.allow_empty) and args.command != "retention":
+        raise ManageError("--dry-run and --allow-empty go with retention")
+    if not 0 <= args.min_age <= 30 * 86400:
+        raise ManageError("--min-age: 0 to 2592000 seconds")
     scheme, text = split_scheme(args.target)
     if scheme == "https" and args.plain_http:
         raise ManageError(f"{args.target!r} says https:// but --plain-http says plain HTTP")
     target = parse_target(text, reference=args.command == "rm")
-    if args.command in ("pause", "resume") and target.repo is not None:
+    if args.command in ("pause", "resume", "gc") and target.repo is not None:
         raise ManageError(f"{args.target!r}: {args.command} takes HOST[:PORT] only")
     return target, args.plain_http or scheme == "http"
 
@@ -489,6 +564,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str], home: Path, uid: int, 
         remove(registry, target, out)
     elif args.command in ("pause", "resume"):
         write_pause(registry, int(args.extra) if args.command == "pause" else 0, out)
+    elif args.command == "retention":
+        retention(registry, target.repo, args.dry_run, args.allow_empty, out)
+    elif args.command == "gc":
+        collect(registry, args.min_age, out)
     elif target.repo is None:
         list_all(registry, out, args.all)
     else:

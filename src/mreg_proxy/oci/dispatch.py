@@ -13,7 +13,7 @@ from aiohttp import web
 from .. import errors
 from ..auth.decide import Decision, decide
 from ..auth.identify import authenticate
-from ..keys import ACCESS, PRINCIPAL, SESSION, SETTINGS, WRITE_PAUSE
+from ..keys import ACCESS, PRINCIPAL, PULL_TIMES, SESSION, SETTINGS, WRITE_PAUSE
 from ..spec.routes import Action, Endpoint, Route, classify
 from ..transport.admission import admit
 from ..transport.forwarder import pass_through
@@ -41,8 +41,21 @@ def audited(event: str, handler: RouteHandler) -> RouteHandler:
     return audited_handler
 
 
+def pulled(handler: RouteHandler) -> RouteHandler:
+    """``handler``, plus a note of when the image was pulled (retention's pulled_within)."""
+
+    async def noting_handler(request: web.Request, route: Route) -> web.StreamResponse:
+        response = await handler(request, route)
+        digest = response.headers.get("Docker-Content-Digest")
+        if response.status == 200 and digest and route.name:
+            request.app[PULL_TIMES].noted(route.name, digest)
+        return response
+
+    return noting_handler
+
+
 HANDLERS: dict[tuple[Endpoint, str], RouteHandler] = {
-    (Endpoint.MANIFEST, "GET"): reads.handle_manifest,
+    (Endpoint.MANIFEST, "GET"): pulled(reads.handle_manifest),
     (Endpoint.MANIFEST, "HEAD"): reads.handle_manifest,
     (Endpoint.MANIFEST, "PUT"): audited("manifest_pushed", manifests.handle_write),
     (Endpoint.MANIFEST, "DELETE"): audited("manifest_deleted", manifests.handle_delete),

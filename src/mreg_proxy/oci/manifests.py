@@ -10,10 +10,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import errors
-from ..keys import SESSION, SETTINGS, TAG_LOCKS
+from ..keys import ACCESS, POLICY, PRINCIPAL, SESSION, SETTINGS, TAG_LOCKS
+from ..policy.rules import ImmutableRule
 from ..spec.references import manifest_refusal
 from ..spec.routes import Route
-from ..transport.forwarder import pass_through
+from ..transport.forwarder import UPSTREAM_ERRORS, pass_through, upstream_failure
+from . import immutable
 from .referrers import delete_manifest, put_manifest
 from .tagdelete import delete_tag
 
@@ -36,10 +38,55 @@ async def handle_write(request: web.Request, route: Route) -> web.StreamResponse
     assert route.name is not None
     # across replicas the lock orders nothing: each push by tag is also verified (manifestguard.py)
     tag = route.reference if route.is_tag else None
+    policy = await app[POLICY].fresh()
+    name = route.name
+
+    async def keep_immutable(body: bytes) -> web.StreamResponse | None:
+        """Under the repository lock: an immutable tag may be pushed again, never moved."""
+        assert tag is not None
+        try:
+            found = await immutable.push_refusal(app[SESSION], app[SETTINGS].upstream, policy, name, tag, body)
+        except UPSTREAM_ERRORS as exc:
+            return upstream_failure(request, exc)
+        if found is None:
+            return None
+        rule, current = found
+        _audit_refusal(request, rule, name, tag, current, "push")
+        return immutable.refusal(rule, name, tag, f"it points at {current}, the push would move it")
+
     return await put_manifest(
-        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, tag,
+        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](name), name, tag,
         shared=app[SETTINGS].shared_storage,
+        check=keep_immutable if tag is not None and policy.immutable_rule(name, tag) else None,
     )
+
+
+def _audit_refusal(request: web.Request, rule: ImmutableRule, name: str, tag: str, digest: str | None, what: str) -> None:
+    principal = request[PRINCIPAL]
+    request.app[ACCESS].audit.record(
+        "immutable_refused", user=principal.name, kind=principal.kind.value, address=request.remote,
+        repository=name, tag=tag, digest=digest, action=what, rule=str(rule),
+    )
+
+
+async def _delete_refusal(request: web.Request, name: str, reference: str, is_tag: bool) -> web.StreamResponse | None:
+    app = request.app
+    policy = await app[POLICY].fresh()
+    if is_tag:
+        rule = policy.immutable_rule(name, reference)
+        if rule is None:
+            return None
+        _audit_refusal(request, rule, name, reference, None, "delete")
+        return immutable.refusal(rule, name, reference, "it cannot be deleted")
+    try:
+        found = await immutable.digest_delete_refusal(app[SESSION], app[SETTINGS].upstream, policy, name, reference)
+    except UPSTREAM_ERRORS as exc:
+        return upstream_failure(request, exc)
+    if found is None:
+        return None
+    rule, tag = found
+    _audit_refusal(request, rule, name, tag, reference, "delete")
+    return immutable.refusal(rule, name, tag, f"it points at {reference}, which a delete by digest would take with it")
 
 
 async def handle_delete(request: web.Request, route: Route) -> web.StreamResponse:
@@ -47,6 +94,8 @@ async def handle_delete(request: web.Request, route: Route) -> web.StreamRespons
         return answer
     app = request.app
     assert route.name is not None and route.reference is not None
+    if answer := await _delete_refusal(request, route.name, route.reference, route.is_tag):
+        return answer
     if not route.is_tag:  # by digest: the registry's own delete, then the referrers index
         return await delete_manifest(
             request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, route.reference,

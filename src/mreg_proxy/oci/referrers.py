@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from typing import AsyncIterable
+from typing import AsyncIterable, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -92,10 +92,12 @@ async def put_manifest(
     tag: str | None,
     *,
     shared: bool,
+    check: Callable[[bytes], Awaitable[web.StreamResponse | None]] | None = None,
 ) -> web.StreamResponse:
-    """The manifest is read whole (capped), stored, then, after a 201: a push by ``tag`` is
-    verified against a delete on another replica (manifestguard.py), and a manifest with a
-    ``subject`` joins its subject's referrers index."""
+    """The manifest is read whole (capped), ``check``ed (its refusal is the answer: immutable
+    tags), stored, then, after a 201: a push by ``tag`` is verified against a delete on another
+    replica (manifestguard.py), and a manifest with a ``subject`` joins its subject's referrers
+    index."""
     if (request.content_length or 0) > MAX_MANIFEST:
         return too_large()
     try:
@@ -106,6 +108,8 @@ async def put_manifest(
     subject = subject_of(doc) if doc is not None else None
     async with lock:
         try:
+            if check is not None and (refusal := await check(body)):
+                return refusal
             answer = await send(request, session, upstream, body=body)
         except UPSTREAM_ERRORS as exc:
             return upstream_failure(request, exc)

@@ -2,8 +2,9 @@
 
 The delete itself is the API's (oci/tagdelete.py ``remove_tag``): the tag only, never the image by
 digest, under the same repository lock, refused during a write pause and on the reserved
-repository, allowed by the same ``decide`` as ``DELETE /v2/<name>/manifests/<tag>``, and audited
-as the same ``manifest_deleted`` event (with ``via: ui``).
+repository and for an immutable tag (policy/rules.py), allowed by the same ``decide`` as
+``DELETE /v2/<name>/manifests/<tag>``, and audited as the same ``manifest_deleted`` event (with
+``via: ui``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 
 from aiohttp import web
 
-from ..keys import ACCESS, SESSION, SETTINGS, TAG_LOCKS, WRITE_PAUSE
+from ..keys import ACCESS, POLICY, SESSION, SETTINGS, TAG_LOCKS, WRITE_PAUSE
 from ..oci.tagdelete import RegistryAnswer, remove_tag
 from ..oci.writepause import CONTROL_REPOSITORY
 from ..spec.names import MAX_NAME, is_tag
@@ -65,6 +66,14 @@ async def delete(request: web.Request, state: WebState, viewer: Viewer) -> web.R
     if remaining := await app[WRITE_PAUSE].remaining(app[SESSION]):
         return problem(request, state, 503, "Writes are paused",
                        f"The registry is paused for maintenance for about {remaining:.0f} s more; nothing was deleted.",
+                       viewer=viewer, csrf=viewer.csrf)
+    if rule := (await app[POLICY].fresh()).immutable_rule(name, tag):  # as the API refuses it
+        app[ACCESS].audit.record(
+            "immutable_refused", user=viewer.name, kind=viewer.principal.kind.value, address=request.remote,
+            repository=name, tag=tag, action="delete", rule=str(rule), via="ui",
+        )
+        return problem(request, state, 403, "Immutable tag",
+                       f"{name}:{tag} is immutable (policy rule '{rule}'); nothing was deleted.",
                        viewer=viewer, csrf=viewer.csrf)
     try:
         await remove_tag(app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](name), name, tag, {})

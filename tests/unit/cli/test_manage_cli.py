@@ -226,3 +226,21 @@ def test_pause_and_resume_take_a_host_and_a_bounded_duration(args: list[str], fr
     )
     assert done.returncode == 1
     assert fragment in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv,problem",
+    [
+        (["gc", "reg:5000/app"], r"HOST\[:PORT\] only"),
+        (["ls", "reg:5000", "--dry-run"], "go with retention"),
+        (["gc", "reg:5000", "--min-age", "-1"], "--min-age"),
+    ],
+)
+def test_retention_and_gc_arguments(argv: list[str], problem: str) -> None:
+    with pytest.raises(ManageError, match=problem):
+        checked_args(build_parser().parse_intermixed_args(argv))
+
+
+def test_retention_takes_a_host_or_a_repository() -> None:
+    args = build_parser().parse_intermixed_args(["retention", "reg:5000/ci/app", "--dry-run"])
+    assert checked_args(args) == (Target("reg:5000", "ci/app"), False)

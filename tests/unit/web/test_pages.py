@@ -414,6 +414,18 @@ async def test_an_admin_deletes_a_tag_after_confirming(web: Callable[[], Browser
     assert any(e["event"] == "manifest_deleted" and e.get("via") == "ui" and e["tag"] == "2" for e in audit_events(tmp_path))
 
 
+
+async def test_an_immutable_tag_is_not_deleted_from_the_page(web: Callable[[], Browser], images: Images, tmp_path: Path) -> None:
+    from mreg_proxy.policy.rules import Policy, make_immutable_rule, write_policy
+
+    write_policy(tmp_path / "policy.yml", Policy(immutable=(make_immutable_rule("team/*", ["2"]),)))
+    browser = await logged_in(web, ADMIN)
+    confirm = (await browser.get("/ui/delete?repository=team/app&tag=2"))[2]
+    status, _, html = await browser.post("/ui/delete", {"csrf": csrf_of(confirm), "repository": "team/app", "tag": "2"})
+    assert status == 403 and "immutable" in html
+    assert "2" in images.repos["team/app"]["tags"]
+    assert any(e["event"] == "immutable_refused" and e.get("via") == "ui" for e in audit_events(tmp_path))
+
 # -- admin views --------------------------------------------------------------------------------
 
 

@@ -1,0 +1,1 @@
+"""Retention rules and immutable tags: the policy file, the pure retention engine, pull times."""
