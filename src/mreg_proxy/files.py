@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Generic, Iterator, TypeVar
+
+T = TypeVar("T")
 
 
 def signature(path: Path) -> tuple[int, ...] | None:
@@ -88,3 +92,86 @@ def exclusive_lock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+class LiveFile(Generic[T]):
+    """A file the proxy follows while it runs (the users file, the policy file).
+
+    ``latest()`` (on the event loop) and ``snapshot()`` (anywhere else) stat the file (cheap) and
+    re-read it only when its identity, size or times changed, so edits take effect on the next
+    request. ``latest()`` reads and parses in a thread, one read at a time, so that no file stalls
+    the loop. A broken edit is logged once and the last good copy stays in force; a missing file
+    is ``empty``. Subclasses say how to read the file and how to describe what they hold.
+    """
+
+    kind = "file"  # for the log: "users file"
+    when_gone = "it is empty"  # what a missing file means, for the log
+    error: type[Exception] = ValueError  # what ``read`` raises for a broken file
+
+    def __init__(self, path: Path, empty: T, log: logging.Logger) -> None:
+        self.path = path
+        self._empty = empty
+        self._value = empty
+        self._log = log
+        self._signature: tuple[int, ...] | None = None
+        self._loading: asyncio.Future[None] | None = None
+
+    def read(self, path: Path) -> T:
+        raise NotImplementedError
+
+    def describe(self, value: T) -> str:
+        """What a loaded copy holds, for the log: "3 users and 1 token"."""
+        return self.kind
+
+    def snapshot(self) -> T:
+        if self._stale():
+            self._apply(self._outcome())
+        return self._value
+
+    async def latest(self) -> T:
+        if self._loading is None and self._stale():
+            outcome = asyncio.ensure_future(asyncio.to_thread(self._outcome))
+            self._loading = asyncio.ensure_future(self._finish(outcome))
+        if self._loading is not None:
+            await asyncio.shield(self._loading)  # a client hanging up does not cancel the read
+        return self._value
+
+    async def _finish(self, outcome: asyncio.Future[T | Exception]) -> None:
+        try:
+            self._apply(await outcome)
+        finally:
+            self._loading = None
+
+    def _outcome(self) -> T | Exception:
+        try:
+            return self.read(self.path)
+        except self.error as exc:
+            return exc
+
+    def _stale(self) -> bool:
+        """True when the file must be (re-)read; a file that is gone empties the copy here."""
+        try:
+            current = signature(self.path)
+        except OSError as exc:
+            self._log.error("cannot stat %s %s: %s; keeping the last good copy", self.kind, self.path, exc)
+            return False
+        if current is None:
+            if self._signature != ():
+                if self._signature is not None:
+                    self._log.warning("%s %s is gone: %s", self.kind, self.path, self.when_gone)
+                self._signature = ()
+                self._value = self._empty
+            return False
+        if current == self._signature:
+            return False
+        self._signature = current  # a broken file is reported once, not on every request
+        return True
+
+    def _apply(self, outcome: T | Exception) -> None:
+        if isinstance(outcome, Exception):
+            self._log.error(
+                "rejected %s: %s; keeping the last good copy (%s)", self.kind, outcome, self.describe(self._value)
+            )
+            return
+        self._value = outcome
+        self._log.info("loaded %s from %s", self.describe(outcome), self.path)

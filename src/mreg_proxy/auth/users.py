@@ -25,7 +25,6 @@ expand to gigabytes), and errors quote at most a short escaped prefix of any val
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import errno
@@ -40,7 +39,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..escape import escaped
-from ..files import atomic_write, exclusive_lock, signature
+from ..files import LiveFile, atomic_write, exclusive_lock
 from .grants import Grant, GrantError, Level, checked_pattern, parse_level
 from .tokens import is_secret_hash, parse_utc, utc_text
 
@@ -331,81 +330,34 @@ def replace_password_hash(path: Path, name: str, old: str, new: str) -> bool:
     return True
 
 
-class UserStore:
+class UserStore(LiveFile[Store]):
     """The proxy's live view of the users file: users, tokens and anonymous grants (a Store).
 
     ``fresh()`` / ``fresh_store()`` (on the event loop) and ``current()`` / ``snapshot()``
-    (anywhere else) stat the file (cheap) and re-read it only when its identity, size or times
-    changed, so edits take effect on the next request. The fresh ones read and parse in a thread,
-    one read at a time, so that no file stalls the loop. A broken edit is logged once and the last
-    good copy stays in force; a missing file means no users.
+    (anywhere else): see LiveFile. A missing file means no users.
     """
 
+    kind = "users file"
+    when_gone = "no user can log in"
+    error = UsersFileError
+
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._signature: tuple[int, ...] | None = None
-        self._store = Store()
-        self._loading: asyncio.Future[None] | None = None
+        super().__init__(path, Store(), log)
+
+    def read(self, path: Path) -> Store:
+        return read_store(path)
+
+    def describe(self, value: Store) -> str:
+        return f"{len(value.users)} users and {len(value.tokens)} tokens"
 
     def current(self) -> Mapping[str, User]:
         return self.snapshot().users
 
-    def snapshot(self) -> Store:
-        self.refresh()
-        return self._store
-
     def refresh(self) -> None:
-        if self._stale():
-            self._apply(_outcome(self.path))
+        self.snapshot()
 
     async def fresh(self) -> Mapping[str, User]:
-        return (await self.fresh_store()).users
+        return (await self.latest()).users
 
     async def fresh_store(self) -> Store:
-        if self._loading is None and self._stale():
-            outcome = asyncio.ensure_future(asyncio.to_thread(_outcome, self.path))
-            self._loading = asyncio.ensure_future(self._finish(outcome))
-        if self._loading is not None:
-            await asyncio.shield(self._loading)  # a client hanging up does not cancel the read
-        return self._store
-
-    async def _finish(self, outcome: asyncio.Future[Store | UsersFileError]) -> None:
-        try:
-            self._apply(await outcome)
-        finally:
-            self._loading = None
-
-    def _stale(self) -> bool:
-        """True when the file must be (re-)read; a file that is gone empties the store here."""
-        try:
-            current = signature(self.path)
-        except OSError as exc:
-            log.error("cannot stat users file %s: %s; keeping the last good copy", self.path, exc)
-            return False
-        if current is None:
-            if self._signature != ():
-                if self._signature is not None:
-                    log.warning("users file %s is gone: no user can log in", self.path)
-                self._signature = ()
-                self._store = Store()
-            return False
-        if current == self._signature:
-            return False
-        self._signature = current  # a broken file is reported once, not on every request
-        return True
-
-    def _apply(self, outcome: Store | UsersFileError) -> None:
-        if isinstance(outcome, UsersFileError):
-            log.error(
-                "rejected users file: %s; keeping the last good copy (%d users)", outcome, len(self._store.users)
-            )
-            return
-        self._store = outcome
-        log.info("loaded %d users and %d tokens from %s", len(outcome.users), len(outcome.tokens), self.path)
-
-
-def _outcome(path: Path) -> Store | UsersFileError:
-    try:
-        return read_store(path)
-    except UsersFileError as exc:
-        return exc
+        return await self.latest()

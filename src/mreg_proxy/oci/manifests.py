@@ -14,7 +14,7 @@ from ..keys import ACCESS, POLICY, PRINCIPAL, SESSION, SETTINGS, TAG_LOCKS
 from ..policy.rules import ImmutableRule
 from ..spec.references import manifest_refusal
 from ..spec.routes import Route
-from ..transport.forwarder import UPSTREAM_ERRORS, pass_through, upstream_failure
+from ..transport.forwarder import UPSTREAM_ERRORS, upstream_failure
 from . import immutable
 from .referrers import delete_manifest, put_manifest
 from .tagdelete import delete_tag

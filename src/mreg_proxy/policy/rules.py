@@ -23,11 +23,10 @@ rejected whole when anything is wrong; the proxy keeps its last good copy.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from ..auth.grants import GrantError, checked_pattern, matches, specificity
 from ..auth.tokens import parse_duration
 from ..auth.users import load_yaml, read_limited
 from ..escape import escaped
-from ..files import atomic_write, signature
+from ..files import LiveFile, atomic_write
 
 log = logging.getLogger("mreg.policy")
 
@@ -261,62 +260,22 @@ def write_policy(path: Path, policy: Policy) -> None:
     atomic_write(path, dump_policy(policy).encode("utf-8"), mode=0o600)
 
 
-@dataclass
-class PolicyStore:
-    """The proxy's live view of the policy file, as UserStore is of the users file: re-read (in
-    a thread) only when the file's signature changed; a broken edit is logged once and the last
-    good copy stays in force; a missing file is an empty policy."""
+class PolicyStore(LiveFile[Policy]):
+    """The proxy's live view of the policy file, as UserStore is of the users file (LiveFile); a
+    missing file is an empty policy."""
 
-    path: Path
-    _signature: tuple[int, ...] | None = None
-    _policy: Policy = field(default_factory=Policy)
-    _loading: asyncio.Future[None] | None = None
+    kind = "policy file"
+    when_gone = "no retention, no immutable tags"
+    error = PolicyFileError
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, Policy(), log)
+
+    def read(self, path: Path) -> Policy:
+        return read_policy(path)
+
+    def describe(self, value: Policy) -> str:
+        return f"{len(value.retention)} retention and {len(value.immutable)} immutable rules"
 
     async def fresh(self) -> Policy:
-        if self._loading is None and self._stale():
-            outcome = asyncio.ensure_future(asyncio.to_thread(_outcome, self.path))
-            self._loading = asyncio.ensure_future(self._finish(outcome))
-        if self._loading is not None:
-            await asyncio.shield(self._loading)
-        return self._policy
-
-    async def _finish(self, outcome: asyncio.Future[Policy | PolicyFileError]) -> None:
-        try:
-            self._apply(await outcome)
-        finally:
-            self._loading = None
-
-    def _stale(self) -> bool:
-        try:
-            current = signature(self.path)
-        except OSError as exc:
-            log.error("cannot stat policy file %s: %s; keeping the last good copy", self.path, exc)
-            return False
-        if current is None:
-            if self._signature != ():
-                if self._signature is not None:
-                    log.warning("policy file %s is gone: no retention, no immutable tags", self.path)
-                self._signature = ()
-                self._policy = Policy()
-            return False
-        if current == self._signature:
-            return False
-        self._signature = current
-        return True
-
-    def _apply(self, outcome: Policy | PolicyFileError) -> None:
-        if isinstance(outcome, PolicyFileError):
-            log.error("rejected policy file: %s; keeping the last good copy", outcome)
-            return
-        self._policy = outcome
-        log.info(
-            "loaded %d retention and %d immutable rules from %s",
-            len(outcome.retention), len(outcome.immutable), self.path,
-        )
-
-
-def _outcome(path: Path) -> Policy | PolicyFileError:
-    try:
-        return read_policy(path)
-    except PolicyFileError as exc:
-        return exc
+        return await self.latest()
