@@ -95,6 +95,15 @@ class Maintenance:
                 allow_empty=allow_empty, locks=self.locks, audit=self.audit, by=by,
             )
 
+    async def dry_run(self, policy: Policy, may_delete: Callable[[str], bool], repository: str, by: str) -> Report:
+        """The dry run of one repository, as ``retention(dry_run=True)`` computes it, without
+        waiting for the lock: it changes nothing, and a web page must not wait an hour behind a
+        collection (during one, writes are paused, so the tags it reads hold still)."""
+        return await run_retention(
+            self.registry, policy, may_delete, repository=repository, dry_run=True,
+            locks=self.locks, audit=self.audit, by=by,
+        )
+
     async def collect(self, by: str, min_age: float = DEFAULT_MIN_AGE) -> Collection:
         if self.gc_dir is None:
             raise CollectError("no collector: set MREG_GC_DIR to the folder shared with the registry container (mreg.yml)")
