@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
-import pytest
 from aiohttp.test_utils import TestServer
 
 from fake_images import Images, STORE, make_app
