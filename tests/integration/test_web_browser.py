@@ -136,13 +136,16 @@ def test_an_admin_deletes_one_tag_and_the_image_stays(page: Any, mreg: Mreg) -> 
     assert "gone" not in page.locator("section.tag h2 a").all_inner_texts()
     status, _headers, body = http("GET", f"{mreg.url}/v2/webui/app/tags/list", auth=READER)
     assert status == 200 and sorted(json.loads(body)["tags"]) == ["1.0", "1.10", "1.2"]
+    page.click("a:has-text('Retention (dry run)')")  # read-only; this proxy's policy file has no rule
+    page.wait_for_selector("h1:has-text('Retention (dry run)')")
+    assert page.locator("dd:has-text('no rule: never touched')").count() == 1
 
 
 def test_a_readers_pages_have_no_delete_buttons(page: Any, mreg: Mreg) -> None:
     log_in(page, mreg, READER)
     page.goto(mreg.url + "/ui/r/webui/app")
     page.wait_for_selector("section.tag")
-    assert page.locator("text=Delete").count() == 0
+    assert page.locator("text=Delete").count() == 0 and page.locator("text=Retention").count() == 0
     page.click("section.tag h2 a >> nth=0")
     page.wait_for_selector("text=Raw manifest")
     assert page.locator("text=Delete").count() == 0

@@ -71,6 +71,11 @@ class Principal:
     def may_pull(self, repository: str) -> bool:
         return self.access(repository)[0] >= Level.PULL
 
+    def may_delete_in(self, repository: str) -> bool:
+        """Who may run retention on ``repository`` (POST /mreg/retention, and its dry run on the
+        web page): admins, and users or tokens whose deciding grant there is delete."""
+        return self.access(repository)[0] >= Level.DELETE
+
     @property
     def is_admin(self) -> bool:
         """A user whose role is admin: the proxy's own endpoints (metrics, write pause) are theirs."""

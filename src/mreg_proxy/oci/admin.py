@@ -50,10 +50,7 @@ async def handle_retention(request: web.Request) -> web.Response:
         return errors.unauthorized(request.app[SETTINGS].realm)
     if request.method != "POST":
         return errors.unsupported(request.method)
-
-    def may_delete(name: str) -> bool:
-        return principal.access(name)[0] >= Level.DELETE
-
+    may_delete = principal.may_delete_in
     if not principal.is_admin and not any(grant.level >= Level.DELETE for grant in principal.grants):
         return errors.error_response(403, "DENIED", f"{principal.name!r} may delete in no repository")
     await admit(request)

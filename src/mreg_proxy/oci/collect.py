@@ -69,6 +69,9 @@ class Collection:
         }
 
 
+DRY_RUNS = 2  # web page dry runs in flight, beside the runs under the lock
+
+
 class Maintenance:
     """Retention runs and collections of one proxy, one at a time."""
 
@@ -84,6 +87,7 @@ class Maintenance:
         self.drain = drain
         self.timeout = timeout
         self._lock = asyncio.Lock()
+        self._dry_runs = asyncio.Semaphore(DRY_RUNS)
 
     async def retention(
         self, policy: Policy, may_delete: Callable[[str], bool], *, repository: str | None, dry_run: bool,
@@ -93,6 +97,17 @@ class Maintenance:
             return await run_retention(
                 self.registry, policy, may_delete, repository=repository, dry_run=dry_run,
                 allow_empty=allow_empty, locks=self.locks, audit=self.audit, by=by,
+            )
+
+    async def dry_run(self, policy: Policy, may_delete: Callable[[str], bool], repository: str, by: str) -> Report:
+        """The dry run of one repository, as ``retention(dry_run=True)`` computes it, without
+        waiting for the lock: it changes nothing, and a web page must not wait an hour behind a
+        collection (during one, writes are paused, so the tags it reads hold still). At most
+        DRY_RUNS at once: each reads every manifest of its repository, and a reload costs nothing."""
+        async with self._dry_runs:
+            return await run_retention(
+                self.registry, policy, may_delete, repository=repository, dry_run=True,
+                locks=self.locks, audit=self.audit, by=by,
             )
 
     async def collect(self, by: str, min_age: float = DEFAULT_MIN_AGE) -> Collection:

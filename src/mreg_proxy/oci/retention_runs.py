@@ -26,7 +26,7 @@ from ..policy.pulls import PullTimes, key, read_pull_times
 from ..policy.retention import Doomed, RepositoryPlan, TagFacts, attribute_bytes, line, plan_repository
 from ..policy.rules import Policy
 from ..spec.names import ACCEPT_ALL
-from ..storage.tree import FolderStorage
+from ..storage.tree import tag_push_times
 from ..transport.forwarder import upstream_url
 from .immutable import current_digest
 from .tagdelete import RegistryAnswer, RepositoryLocks, remove_tag
@@ -117,10 +117,7 @@ class Registry:
 
     def pushed(self, name: str, tags: Iterable[str]) -> dict[str, float | None]:
         """Each tag's push time: its link's modification time (blocking: call it in a thread)."""
-        if self.storage_root is None:
-            return {tag: None for tag in tags}
-        storage = FolderStorage(self.storage_root)
-        return {tag: storage.modified(f"repositories/{name}/_manifests/tags/{tag}/current/link") for tag in tags}
+        return tag_push_times(self.storage_root, name, tags)
 
     async def pulls(self) -> dict[str, float]:
         """Pull times from the file, and those this proxy has not written yet."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Protocol
+from typing import Iterable, Protocol
 
 from .s3 import S3Client
 
@@ -87,3 +87,14 @@ class BucketStorage:
         # like the S3 driver's own Delete: every object under the prefix (a "folder" is its objects)
         for key in self.client.list(f"{self.prefix}{path}/", delimiter="").keys:
             self.client.delete(key)
+
+
+def tag_push_times(root: Path | None, repository: str, tags: Iterable[str]) -> dict[str, float | None]:
+    """Each tag's last push time: the modification time of its link (registry 2.8's API tells no
+    push time, but it rewrites ``current/link`` on every push of the tag). None for every tag
+    when the storage is not mounted (``root`` None) and for a tag whose link is gone. Blocking:
+    call it in a thread. Used by retention (oci/retention_runs.py) and the web page's sort."""
+    if root is None:
+        return {tag: None for tag in tags}
+    storage = FolderStorage(root)
+    return {tag: storage.modified(f"repositories/{repository}/_manifests/tags/{tag}/current/link") for tag in tags}

@@ -9,14 +9,18 @@ exactly as for a repository that does not exist. Delete buttons appear where
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from datetime import datetime, timezone
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from ..auth.decide import Decision, Principal, decide
+from ..oci.writepause import CONTROL_REPOSITORY
 from ..spec.names import MAX_NAME, is_digest, is_name, is_tag
 from ..spec.routes import classify
+from ..storage.tree import tag_push_times
 from .login import Viewer
 from .registry import Manifest, RegistryReader, bounded
 from .render import WebState, problem, render
@@ -44,6 +48,12 @@ def may_pull(principal: Principal, name: str) -> bool:
 
 def may_delete(principal: Principal, name: str, tag: str) -> bool:
     return is_name(name) and is_tag(tag) and allowed(principal, "DELETE", f"/v2/{name}/manifests/{tag}")
+
+
+def may_see_retention(principal: Principal, name: str) -> bool:
+    """The repository's retention dry run is shown to whoever may run retention there: the same
+    rule as ``POST /mreg/retention`` (``Principal.may_delete_in``), never the reserved repository."""
+    return may_pull(principal, name) and name != CONTROL_REPOSITORY and principal.may_delete_in(name)
 
 
 def page_number(request: web.Request) -> int:
@@ -121,6 +131,27 @@ class Summaries:
         return "image", [Platform(platform_text(doc), image_size(manifest.doc), manifest.digest)], created_of(doc)
 
 
+async def note_push_times(state: WebState, name: str, rows: list[TagRow]) -> None:
+    """Each row's push time: with the registry's storage mounted (MREG_REGISTRY_ROOT), its tag
+    link's modification time, as retention reads it (storage/tree.py ``tag_push_times``: pushes
+    straight to the registry count too); otherwise mreg's audit log (pushtimes.py). Rows with
+    neither sort by creation time."""
+    if state.registry_root is not None:
+        times = await asyncio.to_thread(tag_push_times, state.registry_root, name, [row.tag for row in rows])
+        for row in rows:
+            moment = times.get(row.tag)
+            row.pushed = "" if moment is None else utc_text(moment)
+        return
+    await state.refresh_pushes()
+    for row in rows:
+        row.pushed = state.pushes.of(name, row.tag)
+
+
+def utc_text(moment: float) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` in UTC: how the audit log's times and the configs' compare."""
+    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def pull_line(request: web.Request, name: str, reference: str) -> str:
     separator = "@" if ":" in reference else ":"
     flag = "" if request.secure else " --tls-verify=false"
@@ -139,18 +170,15 @@ async def repository(request: web.Request, state: WebState, summaries: Summaries
     pages = max(1, -(-len(tags) // TAGS_PER_PAGE))
     number = min(number, pages)
     window = slice((number - 1) * TAGS_PER_PAGE, number * TAGS_PER_PAGE)
-    await state.refresh_pushes()
     if order == "name":  # only the page's tags need resolving
         wanted = sort_rows([TagRow(t, "", "") for t in tags], "name")[window]
         found = await bounded([lambda tag=row.tag: summaries.row(name, tag) for row in wanted])
         rows = [row for row in found if row is not None]
-        for row in rows:
-            row.pushed = state.pushes.of(name, row.tag)
+        await note_push_times(state, name, rows)
     else:
         found = await bounded([lambda tag=tag: summaries.row(name, tag) for tag in tags])
         rows = [row for row in found if row is not None]
-        for row in rows:
-            row.pushed = state.pushes.of(name, row.tag)
+        await note_push_times(state, name, rows)
         rows = sort_rows(rows, "newest")[window]
     shown = [
         {
@@ -168,6 +196,7 @@ async def repository(request: web.Request, state: WebState, summaries: Summaries
     return render(request, state, "repository.html", viewer=viewer, csrf=viewer.csrf, name=name, rows=shown,
                   order=order, total=len(tags), number=number, pages=pages,
                   deleted=message[:128] if is_tag(message[:128]) else "",
+                  retention=f"/ui/retention/{quote(name)}" if may_see_retention(viewer.principal, name) else "",
                   by_name=repository_path(name, sort="name"), by_newest=repository_path(name),
                   previous=repository_path(name, sort=order, page=str(number - 1)) if number > 1 else "",
                   next=repository_path(name, sort=order, page=str(number + 1)) if number < pages else "")

@@ -4,7 +4,9 @@ Every push by tag through mreg is audited (``manifest_pushed`` with repository, 
 every tag deletion (``manifest_deleted``), so the log is the record of pushes. It is read
 incrementally (from where the last read stopped; from the start again after a rotation), and only
 when a page sorts by push time. Tags pushed before the log existed, or straight to the registry,
-have no push time: pages fall back to the image's creation time for them.
+have no push time: pages fall back to the image's creation time for them. With the registry's
+storage mounted (``MREG_REGISTRY_ROOT``) the pages read the tag links' times instead, as
+retention does (pages.py ``note_push_times``), and this log is not read.
 """
 
 from __future__ import annotations

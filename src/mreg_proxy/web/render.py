@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import jinja2
@@ -45,6 +46,7 @@ class WebState:
     templates: jinja2.Environment
     pushes: PushTimes
     pushes_read: asyncio.Lock  # one reader of the audit log at a time
+    registry_root: Path | None = None  # the registry's storage, mounted read-only: push times from its tag links
 
     async def refresh_pushes(self) -> None:
         async with self.pushes_read:

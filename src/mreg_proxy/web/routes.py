@@ -18,7 +18,7 @@ from ..auth.audit import STDOUT
 from ..config import ConfigError, Settings
 from ..keys import SESSION, WEB
 from ..transport.admission import no_early_continue
-from . import admin, cleanup, pages
+from . import admin, cleanup, pages, retention
 from .login import Viewer, current_viewer, handle_login, handle_logout, login_page
 from .pushtimes import PushTimes
 from .registry import RegistryReader
@@ -94,7 +94,7 @@ def install(app: web.Application, settings: Settings) -> None:
         return
     reader = RegistryReader(lambda: app[SESSION], settings.upstream)
     audit = None if settings.audit_target == STDOUT else Path(settings.audit_target)
-    app[WEB] = WebState(Signer(key), reader, templates(), PushTimes(audit), asyncio.Lock())
+    app[WEB] = WebState(Signer(key), reader, templates(), PushTimes(audit), asyncio.Lock(), settings.registry_root)
     app[SUMMARIES] = pages.Summaries(reader)
     add = app.router
     add.add_get("/", home, expect_handler=no_early_continue)
@@ -103,6 +103,7 @@ def install(app: web.Application, settings: Settings) -> None:
     add.add_get("/ui/r/{tail:.+}", _logged_in(_browse), expect_handler=no_early_continue)
     add.add_get("/ui/delete", _logged_in(cleanup.confirm), expect_handler=no_early_continue)
     add.add_post("/ui/delete", _logged_in(cleanup.delete), expect_handler=no_early_continue)
+    add.add_get("/ui/retention/{tail:.+}", _logged_in(retention.dry_run), expect_handler=no_early_continue)
     add.add_get("/ui/admin", _logged_in(admin.users), expect_handler=no_early_continue)
     add.add_get("/ui/audit", _logged_in(admin.audit), expect_handler=no_early_continue)
     add.add_get("/ui/static/{file}", secured(static), expect_handler=no_early_continue)

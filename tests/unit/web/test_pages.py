@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Awaitable
@@ -19,6 +20,7 @@ from helpers import make_user, write_users
 from mreg_proxy.auth.grants import Grant, Level
 from mreg_proxy.auth.users import Store, Token, User, read_store, write_store
 from mreg_proxy.auth.tokens import hash_secret
+from mreg_proxy.storage.tree import V2
 from proxy_harness import running_proxy, settings_for
 
 ADMIN = ("amy", "admin-pw")
@@ -492,6 +494,30 @@ async def test_newest_first_follows_the_push_times_mreg_recorded(registry: TestS
         html = (await (await logged_in(web, READER)).get("/ui/r/time/app"))[2]
     assert re.findall(r'<h2><a href="[^"]+">([^<]+)</a>', html) == ["built-early-pushed-late", "built-late-pushed-early", "unrecorded"]
     assert "2026-08-01T00:00:00Z" in html
+
+
+async def test_newest_first_follows_the_tag_links_when_the_storage_is_mounted(
+    registry: TestServer, images: Images, tmp_path: Path
+) -> None:
+    """With MREG_REGISTRY_ROOT, push times are the links' modification times (as retention reads
+    them), whatever the audit log says; a tag without a link falls back to its creation time."""
+    root = tmp_path / "registry"
+    pushed = {"pushed-first": 1_780_000_000, "pushed-last": 1_790_000_000}  # 2026-05-28, 2026-09-21
+    for tag, moment in pushed.items():
+        digest = images.image("time/app", tag, config={"created": "2020-01-01T00:00:00Z"})
+        path = root / V2 / "repositories" / "time/app" / "_manifests" / "tags" / tag / "current" / "link"
+        path.parent.mkdir(parents=True)
+        path.write_text(digest)
+        os.utime(path, (moment, moment))
+    images.image("time/app", "no-link", config={"created": "2026-06-01T00:00:00Z"})
+    (tmp_path / "audit.log").write_text(  # says the opposite: not read when the storage is mounted
+        json.dumps({"time": "2026-12-01T00:00:00Z", "event": "manifest_pushed", "repository": "time/app",
+                    "tag": "pushed-first"}) + "\n"
+    )
+    async with site(registry, tmp_path, registry_root=root) as web:
+        html = (await (await logged_in(web, READER)).get("/ui/r/time/app"))[2]
+    assert re.findall(r'<h2><a href="[^"]+">([^<]+)</a>', html) == ["pushed-last", "no-link", "pushed-first"]
+    assert "<dd>2026-09-21T14:13:20Z</dd>" in html and "2026-12-01" not in html
 
 
 async def test_a_digest_seen_in_a_hidden_repository_does_not_show_under_another(web: Callable[[], Browser], images: Images) -> None:
