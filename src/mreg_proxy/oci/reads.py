@@ -68,6 +68,10 @@ class StorageReads:
         self._expiry = 0.0
         self._asking: asyncio.Task[None] | None = None
 
+    def known_headers(self) -> tuple[tuple[str, str], ...] | None:
+        """The registry's configured headers while they need not be asked again; else None."""
+        return self._headers if time.monotonic() < self._expiry else None
+
     async def registry_headers(self, session: aiohttp.ClientSession) -> tuple[tuple[str, str], ...] | None:
         """The registry's configured headers; None while they are not known (forward)."""
         if time.monotonic() >= self._expiry and self._asking is None:
@@ -133,7 +137,9 @@ async def _from_storage(
     reads = request.app[STORAGE_READS]
     if reads is None:
         return None
-    configured = await reads.registry_headers(request.app[SESSION])
+    configured = reads.known_headers()  # the common case, without a coroutine
+    if configured is None:
+        configured = await reads.registry_headers(request.app[SESSION])
     if configured is None:
         return None
     try:
@@ -209,9 +215,7 @@ def _blob(request: web.Request, route: Route, reader: files.Reader) -> Answer | 
 async def _send(request: web.Request, answer: Answer, configured: tuple[tuple[str, str], ...]) -> web.StreamResponse:
     """The answer, with the registry's headers in Go's order (sorted by name; Date aside)."""
     request[SOURCE] = "storage"
-    response = web.StreamResponse(status=answer.status)
-    for name, value in sorted([*answer.headers, API_VERSION, *configured]):
-        response.headers.add(name, value)
+    response = web.StreamResponse(status=answer.status, headers=sorted([*answer.headers, API_VERSION, *configured]))
     try:
         await response.prepare(request)
         if request.method == "GET":

@@ -9,6 +9,7 @@ the path again. Pure: no aiohttp, no I/O.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 from enum import Enum
 
@@ -77,6 +78,19 @@ def classify(method: str, path: str) -> Route:
     answer. A name longer than the spec allows classifies as UNKNOWN, like any other path that is
     not part of the API.
     """
+    # A pure function of its two strings: pulls ask for the same few paths again and again, so
+    # recent answers are remembered (Routes are frozen). Only short paths, so that strangers'
+    # paths cannot hold more than CLASSIFY_MEMORY * CLASSIFY_PATH_BUDGET characters.
+    if len(path) <= CLASSIFY_PATH_BUDGET and len(method) <= 16:
+        return _remembered(method, path)
+    return _classify(method, path)
+
+
+CLASSIFY_MEMORY = 1024  # routes remembered
+CLASSIFY_PATH_BUDGET = 512  # characters of a path that may be remembered
+
+
+def _classify(method: str, path: str) -> Route:
     for pattern, endpoint, actions in _TABLE:
         match = pattern.fullmatch(path)
         if match is None:
@@ -87,3 +101,6 @@ def classify(method: str, path: str) -> Route:
             break
         return Route(endpoint, method, name, groups.get("ref"), actions.get(method))
     return Route(Endpoint.UNKNOWN, method, action=_BY_METHOD.get(method))
+
+
+_remembered = lru_cache(maxsize=CLASSIFY_MEMORY)(_classify)

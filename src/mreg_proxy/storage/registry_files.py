@@ -247,7 +247,7 @@ class Reader:
         hex_digest = digest_hex(reference)
         if hex_digest is not None:
             return hex_digest
-        return self._link(tag_link(name, reference)) if is_tag(reference) else None
+        return self._link(tag_link(name, reference))  # None unless a valid name and tag
 
     def manifest(self, name: str, hex_digest: str, *, with_content: bool) -> Manifest | None:
         """The manifest ``hex_digest`` of repository ``name``: its revision link must name it."""

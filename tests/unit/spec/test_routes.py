@@ -61,3 +61,21 @@ def test_classify(method: str, path: str, expected: Route) -> None:
 )
 def test_is_tag(path: str, is_tag: bool) -> None:
     assert classify("DELETE", path).is_tag is is_tag
+
+
+def test_remembered_routes_are_bounded_and_equal_to_fresh_ones() -> None:
+    """classify remembers recent short paths (a pull asks for the same few again and again); what
+    it remembers is what it would compute, and a stranger's long path is never kept."""
+    from mreg_proxy.spec import routes
+
+    routes._remembered.cache_clear()
+    path = "/v2/team/app/manifests/latest"
+    assert classify("HEAD", path) is classify("HEAD", path)  # the second one remembered
+    assert classify("HEAD", path) == routes._classify("HEAD", path)
+    long_path = "/v2/" + "a/" * routes.CLASSIFY_PATH_BUDGET + "manifests/latest"
+    before = routes._remembered.cache_info().currsize
+    assert classify("GET", long_path) == routes._classify("GET", long_path)
+    assert routes._remembered.cache_info().currsize == before
+    for i in range(routes.CLASSIFY_MEMORY + 10):
+        classify("GET", f"/v2/app/manifests/t{i}")
+    assert routes._remembered.cache_info().currsize == routes.CLASSIFY_MEMORY
