@@ -167,10 +167,7 @@ async def list_referrers(
     try:
         entries = await read_referrers(session, upstream, name, digest)
     except RegistryAnswer as answer:
-        try:
-            return await relay(request, answer.response, upstream)
-        finally:
-            answer.response.close()
+        return await answer.relayed(request, upstream)
     except UPSTREAM_ERRORS as exc:
         return upstream_failure(request, exc)
     artifact_type = request.query.get("artifactType") or None

@@ -60,6 +60,13 @@ class RegistryAnswer(Exception):
         self.response = response
         self.step = step
 
+    async def relayed(self, request: web.Request, upstream: URL) -> web.StreamResponse:
+        """The client's answer: the registry's, as it gave it (body too), then released."""
+        try:
+            return await relay(request, self.response, upstream)
+        finally:
+            self.response.close()
+
 
 async def delete_tag(
     request: web.Request,
@@ -75,10 +82,7 @@ async def delete_tag(
         if answer.step not in _VERDICTS:
             log.warning("deleting %s:%s stopped at %s: the registry answered %d",
                         name, tag, answer.step, answer.response.status)
-        try:
-            return await relay(request, answer.response, upstream)
-        finally:
-            answer.response.close()
+        return await answer.relayed(request, upstream)
     except UPSTREAM_ERRORS as exc:
         return upstream_failure(request, exc)
     return web.Response(status=202, headers=[API_VERSION])
