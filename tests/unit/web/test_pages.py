@@ -78,21 +78,28 @@ def write_people(path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
+async def browsers(port: int) -> AsyncIterator[Callable[[], Browser]]:
+    """Makes browsers of the page on ``port``, each with its own cookies; all closed at the end."""
+    sessions: list[aiohttp.ClientSession] = []
+
+    def browser() -> Browser:
+        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        sessions.append(session)
+        return Browser(session, f"http://127.0.0.1:{port}")
+
+    try:
+        yield browser
+    finally:
+        for session in sessions:
+            await session.close()
+
+
+@contextlib.asynccontextmanager
 async def site(registry: TestServer, tmp_path: Path, **overrides: Any) -> AsyncIterator[Callable[[], Browser]]:
     write_people(tmp_path / "users.yml")
     async with running_proxy(settings_for(registry.make_url(""), tmp_path, **overrides)) as proxy:
-        sessions: list[aiohttp.ClientSession] = []
-
-        def browser() -> Browser:
-            session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-            sessions.append(session)
-            return Browser(session, f"http://127.0.0.1:{proxy.port}")
-
-        try:
+        async with browsers(proxy.port) as browser:
             yield browser
-        finally:
-            for session in sessions:
-                await session.close()
 
 
 @pytest.fixture

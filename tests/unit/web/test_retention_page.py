@@ -22,7 +22,7 @@ from mreg_proxy.auth.grants import Grant, Level
 from mreg_proxy.policy.rules import Policy, make_immutable_rule, make_retention_rule, write_policy
 from mreg_proxy.storage.tree import V2
 from proxy_harness import running_proxy, settings_for
-from test_pages import ADMIN, READER, Browser, logged_in
+from test_pages import ADMIN, READER, Browser, browsers, logged_in
 
 DELETER = ("dora", "dora-pw")  # role none: delete on ci/app only
 HOUR = 3600.0
@@ -66,19 +66,8 @@ async def site(aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: P
     ))
     registry = await aiohttp_server(make_app(images))
     settings = settings_for(registry.make_url(""), tmp_path, registry_root=root)
-    async with running_proxy(settings) as proxy:
-        sessions: list[aiohttp.ClientSession] = []
-
-        def browser() -> Browser:
-            session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-            sessions.append(session)
-            return Browser(session, f"http://127.0.0.1:{proxy.port}")
-
-        try:
-            yield Site(browser, images, registry, root, proxy.port)
-        finally:
-            for session in sessions:
-                await session.close()
+    async with running_proxy(settings) as proxy, browsers(proxy.port) as browser:
+        yield Site(browser, images, registry, root, proxy.port)
 
 
 def shown_lines(html: str) -> list[str]:
