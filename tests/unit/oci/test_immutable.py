@@ -184,3 +184,16 @@ async def test_a_delete_by_digest_where_no_immutable_rule_matches_reads_no_tag_l
     response = await proxy.request("DELETE", f"/v2/team/app/manifests/{digest}", headers=basic(*ADMIN))
     assert response.status == 202 and asked == []
     assert digest not in registry[STATE]["team/app"].manifests
+
+
+async def test_a_delete_by_digest_with_the_registry_unreachable_says_when_to_come_back(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], users_file: Path, tmp_path: Path
+) -> None:
+    server = await aiohttp_server(make_registry())
+    write_policy(tmp_path / "policy.yml", Policy(immutable=(make_immutable_rule("ci/**", ["v*"]),)))
+    settings = settings_for(server.make_url(""), tmp_path, policy_file=tmp_path / "policy.yml")
+    async with running_proxy(settings) as proxy:
+        await server.close()
+        response = await proxy.request("DELETE", f"/v2/ci/app/manifests/{digest_of(image('a'))}", headers=basic(*ADMIN))
+        assert (await error_of(response))[:2] == (503, "UNAVAILABLE")
+        assert response.headers["Retry-After"] == "5"
