@@ -7,17 +7,25 @@ the referrers index; deleting by tag removes that tag only (tagdelete.py).
 
 from __future__ import annotations
 
+import logging
+from typing import Awaitable, Callable
+
+import aiohttp
 from aiohttp import web
 
 from .. import errors
 from ..keys import ACCESS, POLICY, PRINCIPAL, SESSION, SETTINGS, TAG_LOCKS
-from ..policy.rules import ImmutableRule
+from ..policy.rules import ImmutableRule, Policy
 from ..spec.references import manifest_refusal
 from ..spec.routes import Route
 from ..transport.forwarder import UPSTREAM_ERRORS, upstream_failure
 from . import immutable
 from .referrers import delete_manifest, put_manifest
 from .tagdelete import delete_tag
+
+log = logging.getLogger("mreg.immutable")
+
+RETRY_AFTER = 5  # seconds: a registry that failed to list tags is usually back by then
 
 
 def refused(route: Route) -> web.Response | None:
@@ -69,24 +77,48 @@ def _audit_refusal(request: web.Request, rule: ImmutableRule, name: str, tag: st
     )
 
 
-async def _delete_refusal(request: web.Request, name: str, reference: str, is_tag: bool) -> web.StreamResponse | None:
-    app = request.app
-    policy = await app[POLICY].fresh()
-    if is_tag:
-        rule = policy.immutable_rule(name, reference)
-        if rule is None:
-            return None
-        _audit_refusal(request, rule, name, reference, None, "delete")
-        return immutable.refusal(rule, name, reference, "it cannot be deleted")
-    try:
-        found = await immutable.digest_delete_refusal(app[SESSION], app[SETTINGS].upstream, policy, name, reference)
-    except UPSTREAM_ERRORS as exc:
-        return upstream_failure(request, exc)
-    if found is None:
+def _tag_delete_refusal(request: web.Request, policy: Policy, name: str, tag: str) -> web.StreamResponse | None:
+    rule = policy.immutable_rule(name, tag)
+    if rule is None:
         return None
-    rule, tag = found
-    _audit_refusal(request, rule, name, tag, reference, "delete")
-    return immutable.refusal(rule, name, tag, f"it points at {reference}, which a delete by digest would take with it")
+    _audit_refusal(request, rule, name, tag, None, "delete")
+    return immutable.refusal(rule, name, tag, "it cannot be deleted")
+
+
+def _digest_delete_check(
+    request: web.Request, policy: Policy, name: str, digest: str
+) -> Callable[[], Awaitable[web.StreamResponse | None]] | None:
+    """The check delete_manifest runs under the repository lock (a push of an immutable tag at
+    ``digest`` may be taking its turn before the delete); None where no immutable rule could match
+    ``name``: those deletes read no tag list."""
+    if not immutable.guards(policy, name):
+        return None
+    app = request.app
+
+    async def keep_immutable() -> web.StreamResponse | None:
+        try:
+            found = await immutable.digest_delete_refusal(app[SESSION], app[SETTINGS].upstream, policy, name, digest)
+        except immutable.Unverifiable as exc:
+            # fail closed: a tag list not read whole could hide an immutable tag at this digest
+            log.warning("delete of %s@%s refused: %s", name, digest, exc)
+            return errors.error_response(
+                503, "UNAVAILABLE",
+                f"{name}: {exc}, so no check could show that the delete of {digest} spares every immutable tag;"
+                " nothing was deleted",
+                headers={"Retry-After": str(RETRY_AFTER)} if exc.transient else None,
+            )
+        except UPSTREAM_ERRORS as exc:
+            failure = upstream_failure(request, exc)  # nothing deleted
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                failure.headers["Retry-After"] = str(RETRY_AFTER)
+            return failure
+        if found is None:
+            return None
+        rule, tag = found
+        _audit_refusal(request, rule, name, tag, digest, "delete")
+        return immutable.refusal(rule, name, tag, f"it points at {digest}, which a delete by digest would take with it")
+
+    return keep_immutable
 
 
 async def handle_delete(request: web.Request, route: Route) -> web.StreamResponse:
@@ -94,13 +126,16 @@ async def handle_delete(request: web.Request, route: Route) -> web.StreamRespons
         return answer
     app = request.app
     assert route.name is not None and route.reference is not None
-    if answer := await _delete_refusal(request, route.name, route.reference, route.is_tag):
-        return answer
-    if not route.is_tag:  # by digest: the registry's own delete, then the referrers index
-        return await delete_manifest(
-            request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, route.reference,
-            shared=app[SETTINGS].shared_storage,
+    policy = await app[POLICY].fresh()
+    if route.is_tag:
+        if answer := _tag_delete_refusal(request, policy, route.name, route.reference):
+            return answer
+        return await delete_tag(
+            request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS], route.name, route.reference
         )
-    return await delete_tag(
-        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS], route.name, route.reference
+    # by digest: the registry's own delete, then the referrers index
+    return await delete_manifest(
+        request, app[SESSION], app[SETTINGS].upstream, app[TAG_LOCKS](route.name), route.name, route.reference,
+        shared=app[SETTINGS].shared_storage,
+        check=_digest_delete_check(request, policy, route.name, route.reference),
     )

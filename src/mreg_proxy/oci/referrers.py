@@ -143,8 +143,14 @@ async def delete_manifest(
     digest: str,
     *,
     shared: bool,
+    check: Callable[[], Awaitable[web.StreamResponse | None]] | None = None,
 ) -> web.StreamResponse:
+    """Under the repository lock: ``check`` (its refusal is the answer: immutable tags, which a
+    push of a tag taking its turn before this delete may just have written), the registry's
+    delete, then the deleted manifest leaves its subject's referrers index."""
     async with lock:
+        if check is not None and (refusal := await check()):
+            return refusal
         try:
             subject = await _subject_of_stored(session, upstream, name, digest)
             answer = await send(request, session, upstream)
