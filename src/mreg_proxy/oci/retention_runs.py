@@ -28,7 +28,6 @@ from ..spec.names import ACCEPT_ALL
 from ..spec.referrers_index import MAX_MANIFEST, json_object
 from ..storage.tree import tag_push_times
 from ..transport.forwarder import upstream_url
-from .immutable import current_digest
 from .referrers import TooLarge, read_capped
 from .tagdelete import RegistryAnswer, RepositoryLocks, remove_tag
 from .writepause import CONTROL_REPOSITORY
@@ -221,10 +220,12 @@ async def _delete(
     registry: Registry, item: Doomed, locks: RepositoryLocks, audit: AuditLog, by: str, report: Report
 ) -> None:
     try:
-        if await current_digest(registry.session, registry.upstream, item.repository, item.tag) != item.digest:
+        if not await remove_tag(
+            registry.session, registry.upstream, locks(item.repository), item.repository, item.tag, {},
+            expected_digest=item.digest,
+        ):
             report.moved.append(item)
             return
-        await remove_tag(registry.session, registry.upstream, locks(item.repository), item.repository, item.tag, {})
     except RegistryAnswer as answer:
         answer.response.close()
         if answer.step == "delete by tag" and answer.response.status == 202:
