@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Generic, Iterator, TypeVar
@@ -175,3 +176,28 @@ class LiveFile(Generic[T]):
             return
         self._value = outcome
         self._log.info("loaded %s from %s", self.describe(outcome), self.path)
+
+
+def read_limited(path: Path, limit: int, error: type[ValueError]) -> str | None:
+    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes; None when missing."""
+    try:
+        # O_NONBLOCK: a FIFO put in the file's place must not hang the reader; fstat refuses it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise error(f"cannot read {path}: not a regular file")
+    with open(fd, "rb") as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise error(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(f"{path}: larger than {limit // 1024} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 (byte {exc.start})") from None

@@ -29,9 +29,7 @@ import dataclasses
 import datetime
 import errno
 import logging
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -39,7 +37,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..escape import escaped
-from ..files import LiveFile, atomic_write, exclusive_lock
+from ..files import LiveFile, atomic_write, exclusive_lock, read_limited
 from .grants import Grant, GrantError, Level, checked_pattern, parse_level
 from .tokens import is_secret_hash, parse_utc, utc_text
 
@@ -273,31 +271,6 @@ def read_store(path: Path) -> Store:
         return parse_store(text)
     except UsersFileError as exc:
         raise UsersFileError(f"{path}: {exc}") from None
-
-
-def read_limited(path: Path, limit: int, error: type[ValueError]) -> str | None:
-    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes; None when missing."""
-    try:
-        # O_NONBLOCK: a FIFO put in the file's place must not hang the reader; fstat refuses it
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise error(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise error(f"cannot read {path}: not a regular file")
-    with open(fd, "rb") as handle:
-        try:
-            data = handle.read(limit + 1)
-        except OSError as exc:
-            raise error(f"cannot read {path}: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise error(f"{path}: larger than {limit // 1024} KiB")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise error(f"{path}: not UTF-8 (byte {exc.start})") from None
 
 
 def write_users_file(path: Path, users: Mapping[str, User]) -> None:

@@ -34,10 +34,10 @@ from ..auth.audit import AuditLog
 from ..files import atomic_write
 from ..policy.rules import Policy
 from ..storage.prune import prune
-from ..transport.forwarder import upstream_url
+from ..transport.forwarder import UPSTREAM_ERRORS, upstream_url
 from .retention_runs import Registry, Report, run_retention
-from .tagdelete import RepositoryLocks, expect
-from .writepause import WritePause, delete_marker, write_marker
+from .tagdelete import RegistryAnswer, RepositoryLocks, expect
+from .writepause import ACTIVE_TAG, CONTROL_REPOSITORY, WritePause, delete_marker, write_marker
 
 log = logging.getLogger("mreg.collect")
 
@@ -47,6 +47,8 @@ MAX_COLLECT_SECONDS = 3600.0  # the pause marker outlives a crashed proxy by at 
 DEFAULT_MIN_AGE = 600.0
 REQUEST, DONE, LOG = "request", "done", "gc.log"
 MAX_LOG_BYTES = 4096
+MARKER_ATTEMPTS = 4  # deletes of the pause marker before giving up: 0.25 + 0.5 + 1 s of waits
+MARKER_BACKOFF = 0.25
 
 
 class CollectError(Exception):
@@ -116,15 +118,18 @@ class Maintenance:
         async with self._lock:
             session, upstream = self.registry.session, self.registry.upstream
             started = time.monotonic()
-            self.pause.remember(await write_marker(session, upstream, self.timeout + 60, f"garbage collection by {by}"))
+            until = await write_marker(session, upstream, self.timeout + 60, f"garbage collection by {by}")
+            self.pause.remember(until)
             log.warning("writes paused for garbage collection (by %s)", by)
             try:
                 await asyncio.sleep(self.drain)
                 forgotten = await self._forget(min_age)
                 status, output, collector_seconds = await self._run_collector()
             finally:
-                await delete_marker(session, upstream)
-                self.pause.remember(None)
+                try:
+                    await self._lift_pause(until)
+                finally:
+                    self.pause.remember(None)
                 paused = time.monotonic() - started
                 log.warning("write pause lifted after %.1f s of garbage collection", paused)
         result = Collection(forgotten, status, paused, collector_seconds, output)
@@ -132,6 +137,29 @@ class Maintenance:
         if status != 0:
             raise CollectError(f"registry garbage-collect exited {status}: {output[-300:]}")
         return result
+
+    async def _lift_pause(self, until: float) -> None:
+        """Delete the pause marker, retrying a registry that fails for a moment; when it cannot,
+        say so loudly instead of raising: the collection's own outcome (or error) must not be
+        replaced by this one, and the marker still ends by itself at ``until``."""
+        session, upstream = self.registry.session, self.registry.upstream
+        failure = ""
+        for attempt in range(MARKER_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(MARKER_BACKOFF * 2 ** (attempt - 1))
+            try:
+                await delete_marker(session, upstream)
+                return
+            except RegistryAnswer as answer:
+                answer.response.close()
+                failure = f"{answer.step}: the registry answered {answer.response.status}"
+            except UPSTREAM_ERRORS as exc:
+                failure = repr(exc)
+            log.warning("lifting the write pause, attempt %d of %d: %s", attempt + 1, MARKER_ATTEMPTS, failure)
+        log.error(
+            "the write pause marker could not be removed (%s): writes stay paused for %.0f s more, until it "
+            "expires (%s:%s in the registry)", failure, max(0.0, until - time.time()), CONTROL_REPOSITORY, ACTIVE_TAG,
+        )
 
     async def _forget(self, min_age: float) -> int:
         """Forget, through the registry, the manifests no tag needs (storage/prune.py decides)."""

@@ -11,7 +11,6 @@ may share one. A tag that moved since it was planned is left alone. Every deleti
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -26,9 +25,10 @@ from ..policy.pulls import PullTimes, key, read_pull_times
 from ..policy.retention import Doomed, RepositoryPlan, TagFacts, attribute_bytes, line, plan_repository
 from ..policy.rules import Policy
 from ..spec.names import ACCEPT_ALL
+from ..spec.referrers_index import MAX_MANIFEST, json_object
 from ..storage.tree import tag_push_times
 from ..transport.forwarder import upstream_url
-from .immutable import current_digest
+from .referrers import TooLarge, read_capped
 from .tagdelete import RegistryAnswer, RepositoryLocks, remove_tag
 from .writepause import CONTROL_REPOSITORY
 
@@ -37,7 +37,6 @@ T = TypeVar("T")
 
 CATALOG_PAGE = 1000  # registry 2.8's largest catalog page
 MAX_REPOSITORIES = 100_000
-MAX_MANIFEST_BYTES = 4 << 20
 PARALLEL = 8  # manifest reads in flight to the registry
 
 
@@ -81,7 +80,10 @@ class Registry:
         async with self.session.get(upstream_url(self.upstream, path)) as response:
             if response.status != 200:
                 return response.status, None
-            return 200, json.loads(await response.content.read(MAX_MANIFEST_BYTES))
+            doc = json_object(await _body(response, path))
+            if doc is None:
+                raise RetentionError(f"reading {path}: the registry's answer is not a JSON object")
+            return 200, doc
 
     async def repositories(self) -> list[str]:
         found: list[str] = []
@@ -113,7 +115,7 @@ class Registry:
                 return None
             if response.status != 200:
                 raise RetentionError(f"reading {name}:{reference}: the registry answered {response.status}")
-            return response.headers["Docker-Content-Digest"], await response.content.read(MAX_MANIFEST_BYTES)
+            return response.headers["Docker-Content-Digest"], await _body(response, f"{name}:{reference}")
 
     def pushed(self, name: str, tags: Iterable[str]) -> dict[str, float | None]:
         """Each tag's push time: its link's modification time (blocking: call it in a thread)."""
@@ -126,6 +128,14 @@ class Registry:
         for name, moment in pending.items():
             times[name] = max(moment, times.get(name, 0.0))
         return times
+
+
+async def _body(response: aiohttp.ClientResponse, what: str) -> bytes:
+    # content.read(n) returns what is buffered so far, not the whole body: read to the end, capped
+    try:
+        return await read_capped(response.content.iter_any(), MAX_MANIFEST)
+    except TooLarge:
+        raise RetentionError(f"reading {what}: the registry's answer is over {MAX_MANIFEST} bytes") from None
 
 
 async def _bounded(limit: asyncio.Semaphore, work: Awaitable[T]) -> T:
@@ -172,11 +182,7 @@ async def plan_one(
 
 
 def _parsed(body: bytes) -> dict:
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
+    return json_object(body) or {}
 
 
 async def run_retention(
@@ -214,10 +220,12 @@ async def _delete(
     registry: Registry, item: Doomed, locks: RepositoryLocks, audit: AuditLog, by: str, report: Report
 ) -> None:
     try:
-        if await current_digest(registry.session, registry.upstream, item.repository, item.tag) != item.digest:
+        if not await remove_tag(
+            registry.session, registry.upstream, locks(item.repository), item.repository, item.tag, {},
+            expected_digest=item.digest,
+        ):
             report.moved.append(item)
             return
-        await remove_tag(registry.session, registry.upstream, locks(item.repository), item.repository, item.tag, {})
     except RegistryAnswer as answer:
         answer.response.close()
         if answer.step == "delete by tag" and answer.response.status == 202:

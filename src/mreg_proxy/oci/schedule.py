@@ -25,7 +25,10 @@ BY = "(schedule)"
 async def scheduled_retention(maintenance: Maintenance, policy: PolicyStore, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
-        await run_once(maintenance, policy)
+        try:
+            await run_once(maintenance, policy)
+        except Exception:  # a bug in one run must not end the schedule silently: log it, go on
+            log.exception("scheduled retention failed; the next run comes in %.0f s", interval)
 
 
 async def run_once(maintenance: Maintenance, policy: PolicyStore) -> None:

@@ -95,26 +95,37 @@ async def remove_tag(
     name: str,
     tag: str,
     headers: Mapping[str, str],
-) -> None:
-    """Returns when the tag is gone; raises RegistryAnswer when the registry's answer ends it (the
-    caller closes that answer), or one of UPSTREAM_ERRORS. The API and the web page both delete
-    tags through here."""
+    expected_digest: str | None = None,
+) -> bool:
+    """True when the tag is gone; False, with nothing changed, when ``expected_digest`` is given
+    and the tag points elsewhere. Raises RegistryAnswer when the registry's answer ends it (the
+    caller closes that answer), or one of UPSTREAM_ERRORS. The API, the web page and retention
+    delete tags through here."""
     manifests = f"/v2/{name}/manifests"
-    # Anything but 400 is the registry's own verdict: done (202), no such tag (404), deletes
-    # disabled (405: the throw-away manifest could not be deleted either), or a failure.
-    await expect(
-        "delete by tag", {400}, session.delete(upstream_url(upstream, f"{manifests}/{tag}"), headers=headers)
-    )
-    # GET, not HEAD: a 404 then carries the registry's error code (NAME_UNKNOWN, MANIFEST_UNKNOWN).
-    await expect(
-        "resolve", {200}, session.get(upstream_url(upstream, f"{manifests}/{tag}"), headers={"Accept": ACCEPT_ALL})
-    )
+    tag_url = upstream_url(upstream, f"{manifests}/{tag}")
+
+    async def resolve() -> aiohttp.ClientResponse:
+        # GET, not HEAD: a 404 then carries the registry's error code (NAME_UNKNOWN, MANIFEST_UNKNOWN).
+        return await expect("resolve", {200}, session.get(tag_url, headers={"Accept": ACCEPT_ALL}))
+
+    if expected_digest is None:
+        # Anything but 400 is the registry's own verdict: done (202), no such tag (404), deletes
+        # disabled (405: the throw-away manifest could not be deleted either), or a failure.
+        await expect("delete by tag", {400}, session.delete(tag_url, headers=headers))
+        await resolve()
     async with lock:
+        if expected_digest is not None:
+            # Checked and deleted under the lock every push of this repository through the proxy
+            # holds (put_manifest): a push of the tag cannot fall between the check and the delete.
+            if (await resolve()).headers.get("Docker-Content-Digest") != expected_digest:
+                return False
+            await expect("delete by tag", {400}, session.delete(tag_url, headers=headers))
         manifest = await _push_placeholder(session, upstream, name, tag)
         digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
         await expect(
             "delete placeholder", {202}, session.delete(upstream_url(upstream, f"{manifests}/{digest}"))
         )
+    return True
 
 
 async def _push_placeholder(

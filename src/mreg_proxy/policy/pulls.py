@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from ..files import atomic_write, exclusive_lock
+from ..files import atomic_write, exclusive_lock, read_limited
 
 log = logging.getLogger("mreg.pulls")
 
@@ -35,14 +35,11 @@ def key(repository: str, digest: str) -> Key:
 def read_pull_times(path: Path) -> dict[Key, float]:
     """``repository@digest`` -> last pull (seconds since the epoch); {} when missing or broken."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-        if len(data) > MAX_FILE_BYTES:
-            raise ValueError(f"larger than {MAX_FILE_BYTES} bytes")
-        doc = json.loads(data)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
+        text = read_limited(path, MAX_FILE_BYTES, ValueError)  # a FIFO in its place must not hang us
+        if text is None:
+            return {}
+        doc = json.loads(text)
+    except ValueError as exc:
         log.warning("ignoring the pull times file %s: %s", path, exc)
         return {}
     if not isinstance(doc, dict):
@@ -87,7 +84,7 @@ class PullTimes:
         """On the event loop: note a pull now, and write the pending ones in a thread when due."""
         self.note(repository, digest, time.time())
         if self.claim():
-            task = asyncio.create_task(asyncio.to_thread(self.flush))
+            task = asyncio.create_task(self.flush())
             self._flushes.add(task)  # keep a reference until it is done
             task.add_done_callback(self._flushes.discard)
 
@@ -98,7 +95,7 @@ class PullTimes:
                 await task
             except Exception:  # noqa: BLE001 - flush logs its own failures; a lost note is harmless
                 pass
-        await asyncio.to_thread(self.flush)
+        await self.flush()
 
     def claim(self) -> bool:
         """True when a write is due; the interval starts now."""
@@ -112,17 +109,19 @@ class PullTimes:
         """What the file may not hold yet (call it on the event loop, which is where notes change)."""
         return {**self._writing, **self._pending}
 
-    def flush(self) -> None:
-        """Write what is pending (blocking: run it in a thread from the event loop). Until the
-        file holds them, the notes being written still count in ``pending()``."""
-        pending, self._pending = self._pending, {}
-        if not pending:
+    async def flush(self) -> None:
+        """Write what is pending, in a thread. The batch is taken here, on the event loop where
+        notes change: the thread gets a dict nobody touches any more, and until the file holds
+        them, the notes being written still count in ``pending()``."""
+        batch, self._pending = self._pending, {}
+        if not batch:
             return
-        self._writing = pending
+        self._writing = {**self._writing, **batch}
         try:
-            write_pull_times(self.path, pending)
+            await asyncio.to_thread(write_pull_times, self.path, batch)
             self.writes += 1
         except OSError as exc:
             log.warning("cannot record pulls in %s: %s", self.path, exc)
         finally:
-            self._writing = {}
+            # only this batch's notes: another flush's may still be on their way to the file
+            self._writing = {k: v for k, v in self._writing.items() if batch.get(k) != v}

@@ -34,9 +34,9 @@ import yaml
 
 from ..auth.grants import GrantError, checked_pattern, matches, specificity
 from ..auth.tokens import parse_duration
-from ..auth.users import load_yaml, read_limited
+from ..auth.users import load_yaml
 from ..escape import escaped
-from ..files import LiveFile, atomic_write
+from ..files import LiveFile, atomic_write, read_limited
 
 log = logging.getLogger("mreg.policy")
 

@@ -163,3 +163,65 @@ async def test_a_scheduled_run_deletes_then_collects(
         await run_once(maintenance, PolicyStore(tmp_path / "policy.yml"))
     assert set(server.app[STATE]["ci/app"].tags) == {"new"}
     assert runs(tmp_path) == 2  # the collection at start, then the scheduled one
+
+
+def failing_marker_deletes(app: web.Application, failures: int) -> list[int]:
+    """The first ``failures`` deletes of the write pause marker answer 500; returns the answers given."""
+    answers: list[int] = []
+
+    @web.middleware
+    async def flaky(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.method == "DELETE" and request.path.startswith(f"/v2/{CONTROL_REPOSITORY}/manifests/"):
+            if len(answers) < failures:
+                answers.append(500)
+                return web.Response(status=500)
+            answers.append(202)
+        return await handler(request)
+
+    app.middlewares.append(flaky)
+    return answers
+
+
+async def collect_with(aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path, collector: Path,
+                       failures: int) -> tuple[web.Application, list[int], object]:
+    import aiohttp
+
+    from mreg_proxy.auth.audit import AuditLog
+    from mreg_proxy.oci.collect import Maintenance
+    from mreg_proxy.oci.retention_runs import Registry
+    from mreg_proxy.oci.tagdelete import RepositoryLocks
+    from mreg_proxy.oci.writepause import WritePause
+    from mreg_proxy.policy.pulls import PullTimes
+
+    app = make_registry()
+    answers = failing_marker_deletes(app, failures)
+    server = await aiohttp_server(app)
+    upstream = server.make_url("")
+    pause = WritePause(upstream, 3600.0)
+    async with aiohttp.ClientSession() as session:
+        maintenance = Maintenance(
+            Registry(session, upstream, None, PullTimes(tmp_path / "pulls.json")), pause,
+            RepositoryLocks(), AuditLog(str(tmp_path / "audit.log"), 1 << 20), collector, drain=0.1, timeout=30,
+        )
+        result = await maintenance.collect("test")
+        assert await pause.remaining(session) == 0.0  # this replica lifted the pause it remembered
+    return app, answers, result
+
+
+async def test_a_marker_delete_that_fails_for_a_moment_is_retried(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path, collector: Path
+) -> None:
+    app, answers, result = await collect_with(aiohttp_server, tmp_path, collector, failures=2)
+    assert answers == [500, 500, 202] and result.status == 0
+    assert not app[STATE][CONTROL_REPOSITORY].tags
+
+
+async def test_a_marker_that_cannot_be_deleted_is_logged_with_the_pause_left(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path, collector: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, answers, result = await collect_with(aiohttp_server, tmp_path, collector, failures=99)
+    assert answers == [500] * 4 and result.status == 0  # the collection's own outcome, not the marker's
+    assert app[STATE][CONTROL_REPOSITORY].tags
+    (error,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "could not be removed" in error and "writes stay paused for" in error

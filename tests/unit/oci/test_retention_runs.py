@@ -3,6 +3,7 @@ look-alike in memory, push times from link files in a storage folder, pull times
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -18,7 +20,12 @@ from helpers import basic, make_user, write_users
 from memory_registry import STATE, image, make_registry, store
 from proxy_harness import ADMIN, READER, ProxyClient, running_proxy, settings_for
 from mreg_proxy.auth.grants import Grant, Level
+from mreg_proxy.auth.audit import AuditLog
+from mreg_proxy.oci.retention_runs import Registry, RetentionError, run_retention
+from mreg_proxy.oci.tagdelete import RepositoryLocks
+from mreg_proxy.policy.pulls import PullTimes
 from mreg_proxy.policy.rules import Policy, make_immutable_rule, make_retention_rule, write_policy
+from mreg_proxy.spec.referrers_index import MAX_MANIFEST
 from mreg_proxy.storage.tree import V2
 
 DAY = 86400.0
@@ -122,3 +129,68 @@ async def test_bad_requests_are_refused(setup: tuple, body: bytes) -> None:
     proxy, _, _ = setup
     response = await proxy.post("/mreg/retention", data=body, headers=basic(*ADMIN))
     assert response.status == 400
+
+
+async def dribbling_registry(aiohttp_server: Callable[..., Awaitable[TestServer]], body: bytes) -> TestServer:
+    """A registry whose tag list arrives in small pieces, slowly: more than one read's buffer."""
+    async def tags_list(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for start in range(0, len(body), 64 << 10):
+            await response.write(body[start:start + (64 << 10)])
+            await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v2/ci/app/tags/list", tags_list)
+    return await aiohttp_server(app)
+
+
+async def test_a_long_tag_list_is_read_whole(aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path) -> None:
+    tags = [f"build-{i:06d}" for i in range(30_000)]  # ~420 KB
+    server = await dribbling_registry(aiohttp_server, json.dumps({"name": "ci/app", "tags": tags}).encode())
+    async with aiohttp.ClientSession() as session:
+        registry = Registry(session, server.make_url(""), None, PullTimes(tmp_path / "pulls.json"))
+        assert await registry.tags("ci/app") == tags
+
+
+@pytest.mark.parametrize("body, message", [
+    (b"[" + b" " * MAX_MANIFEST + b"]", "over"), (b'{"tags": [', "not a JSON object"),
+], ids=["too-large", "cut-short"])
+async def test_a_bad_tag_list_is_a_retention_error(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path, body: bytes, message: str
+) -> None:
+    server = await dribbling_registry(aiohttp_server, body)
+    async with aiohttp.ClientSession() as session:
+        registry = Registry(session, server.make_url(""), None, PullTimes(tmp_path / "pulls.json"))
+        with pytest.raises(RetentionError, match=message):
+            await registry.tags("ci/app")
+
+
+async def test_a_tag_pushed_again_while_its_delete_waits_for_the_lock_stays(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Path
+) -> None:
+    server = await aiohttp_server(make_registry())
+    root = tmp_path / "registry"
+    push(server.app, root, "ci/app", "old", "a", 7200)
+    push(server.app, root, "ci/app", "new", "b", 60)
+    locks = RepositoryLocks()
+    lock = locks("ci/app")
+    async with aiohttp.ClientSession() as session:
+        registry = Registry(session, server.make_url(""), root, PullTimes(tmp_path / "pulls.json"))
+        async with lock:  # a push of ci/app through the proxy holds it (put_manifest)
+            running = asyncio.create_task(run_retention(
+                registry, Policy(retention=(make_retention_rule("ci/*", keep_last=1),)), lambda name: True,
+                repository="ci/app", dry_run=False, locks=locks, audit=AuditLog(str(tmp_path / "audit.log"), 1 << 20),
+                by="test",
+            ))
+            for _ in range(1000):  # until the delete waits for the lock (asyncio.Lock has no public count)
+                if running.done() or lock._waiters:
+                    break
+                await asyncio.sleep(0.01)
+            assert lock._waiters and not running.done()
+            pushed = store(server.app, "ci/app", "old", image("pushed again"))
+        report = await asyncio.wait_for(running, 30)
+    assert [f"{d.repository}:{d.tag}" for d in report.moved] == ["ci/app:old"] and not report.deleted
+    assert server.app[STATE]["ci/app"].tags["old"] == pushed
