@@ -3,6 +3,7 @@ in-memory registry: login, sessions, what each viewer sees, CSRF, tag deletion, 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import json
@@ -186,6 +187,20 @@ async def test_a_new_password_ends_the_old_sessions(web: Callable[[], Browser], 
     assert (await browser.get("/ui/r/team/app"))[0] == 200
     write_users(tmp_path / "users.yml", make_user(*ADMIN, role="admin"), make_user(READER[0], "new-password"))
     assert (await browser.get("/ui/r/team/app"))[0] == 303
+
+
+async def test_a_login_that_rehashes_a_cheap_hash_stays_logged_in(registry: TestServer, tmp_path: Path) -> None:
+    # the users have cost-4 hashes: at bcrypt_cost 5 a right password re-hashes them, and the
+    # session must be bound to the new hash, not to the one the re-hash replaces
+    async with site(registry, tmp_path, bcrypt_cost=5) as web:
+        browser = await logged_in(web, READER)
+        for _ in range(100):  # the re-hash is done when the login answers: this only waits without the fix
+            if read_store(tmp_path / "users.yml").users[READER[0]].password_hash.startswith("$2b$05$"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the cheap hash was not re-hashed")
+        assert (await browser.get("/ui/r/team/app"))[0] == 200
 
 
 async def test_logout_needs_the_sessions_csrf_token_and_ends_it(web: Callable[[], Browser]) -> None:
