@@ -267,7 +267,8 @@ class Reader:
         content = self._read(path, MANIFEST_BUDGET)
         if content is None:
             return None
-        kind = manifest_kind(content)
+        if kind is None:  # a remembered kind is sound: the bytes are fixed by the digest
+            kind = manifest_kind(content)
         if kind is None:
             return None
         self._remember(hex_digest, kind)

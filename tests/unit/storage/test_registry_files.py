@@ -258,3 +258,20 @@ def test_a_folder_where_the_data_should_be_is_not_a_blob(tree: Tree) -> None:
     tree.write(reads.layer_link("a/b", HEX), f"sha256:{HEX}".encode())
     (tree.base / reads.blob_data(HEX)).mkdir(parents=True)
     assert Reader(tree.root).blob("a/b", HEX) is None
+
+
+def test_a_remembered_kind_is_not_parsed_again(tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the bytes are fixed by the digest: one parse per manifest, not one per GET (up to 4 MiB each)
+    hex_digest = tree.push("a/b", "v1", IMAGE)
+    parsed: list[bytes] = []
+
+    def counting(content: bytes) -> str | None:
+        parsed.append(content)
+        return manifest_kind(content)
+
+    monkeypatch.setattr(reads, "manifest_kind", counting)
+    reader = Reader(tree.root)
+    first = reader.manifest("a/b", hex_digest, with_content=True)
+    second = reader.manifest("a/b", hex_digest, with_content=True)
+    assert first == second == reads.Manifest(hex_digest, OCI_MANIFEST, len(IMAGE), IMAGE)
+    assert len(parsed) == 1
