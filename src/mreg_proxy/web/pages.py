@@ -102,7 +102,7 @@ class Summaries:
         key = (name, digest)
         known = self._rows.get(key)
         if known is None:
-            manifest = await self.reader.manifest(name, digest) if is_digest(digest) else None
+            manifest = await self.reader.manifest(name, digest, live=True) if is_digest(digest) else None
             if manifest is None:
                 return None
             known = await self._summarise(name, manifest)
@@ -118,7 +118,8 @@ class Summaries:
         if is_index(manifest.doc, manifest.media_type):
             platforms, created = [], ""
             for child in children(manifest.doc):
-                image = await self.reader.manifest(name, child["digest"]) if is_digest(child["digest"]) else None
+                image = (await self.reader.manifest(name, child["digest"], live=True)
+                         if is_digest(child["digest"]) else None)
                 size = image_size(image.doc) if image else 0
                 platforms.append(Platform(platform_text(child.get("platform")), size, child["digest"]))
                 if not created and image is not None and (config := config_descriptor(image.doc)):

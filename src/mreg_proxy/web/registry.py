@@ -164,11 +164,17 @@ class RegistryReader:
             raise RegistryDown(f"the registry answered {status} to the manifest {name}:{tag}")
         return digest
 
-    async def manifest(self, name: str, reference: str) -> Manifest | None:
-        """The manifest ``reference`` (tag or digest) names; None when there is none."""
+    async def manifest(self, name: str, reference: str, *, live: bool = False) -> Manifest | None:
+        """The manifest ``reference`` (tag or digest) names; None when there is none.
+
+        A cached body is used only once the registry still has that manifest in ``name`` (a HEAD),
+        or the API would 404 what the page shows: ``live`` says the caller just learned it (a tag
+        resolved to it, or a live index names it)."""
         cached = self.cache.get(name, reference)
-        if cached is not None:
+        if cached is not None and (live or await self.resolve(name, reference) is not None):
             return Manifest(reference, cached[0], cached[1], _object(cached[1]))
+        if cached is not None:
+            return None  # deleted from the registry since it was cached (the LRU drops its bytes in time)
         status, response, body = await self._get(f"/v2/{name}/manifests/{reference}", MAX_MANIFEST, ACCEPT_ALL)
         if status == 404:
             return None

@@ -550,6 +550,16 @@ async def test_a_digest_seen_in_a_hidden_repository_does_not_show_under_another(
     assert (await limited.get(f"/ui/r/team/app@{secret}"))[0] == 404
 
 
+async def test_a_deleted_manifest_is_missing_although_its_digest_was_cached(web: Callable[[], Browser], images: Images) -> None:
+    digest = images.repos["team/app"]["tags"]["2"]
+    browser = await logged_in(web, READER)
+    assert (await browser.get(f"/ui/r/team/app@{digest}"))[0] == 200  # now in the page's cache
+    del images.repos["team/app"]["tags"]["2"]
+    del images.repos["team/app"]["blobs"][digest]  # the registry answers 404, as the API would
+    status, _, html = await browser.get(f"/ui/r/team/app@{digest}")
+    assert status == 404, html[:300]
+
+
 async def test_under_tls_the_cookies_are_secure(registry: TestServer, tmp_path: Path) -> None:
     from proxy_harness import install_tls
 
