@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
-from ..oci.referrers import read_referrers
+from ..oci.referrers import TooLarge as OverLimit, read_capped, read_referrers
 from ..oci.tagdelete import RegistryAnswer
 from ..spec.names import ACCEPT_ALL
 from ..spec.referrers_index import MAX_MANIFEST
@@ -97,13 +97,10 @@ def _object(body: bytes) -> dict[str, Any]:
 
 
 async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"a document over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_capped(response.content.iter_any(), limit)
+    except OverLimit:  # the same budget, told as the pages tell a registry failure
+        raise TooLarge(f"a document over {limit} bytes") from None
 
 
 class RegistryReader:
