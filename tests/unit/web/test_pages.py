@@ -560,6 +560,33 @@ async def test_a_deleted_manifest_is_missing_although_its_digest_was_cached(web:
     assert status == 404, html[:300]
 
 
+async def test_a_newest_first_page_past_its_time_is_listed_by_name(
+    web: Callable[[], Browser], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mreg_proxy.web import pages
+
+    monkeypatch.setattr(pages, "NEWEST_SECONDS", 0.0)  # every tag would need resolving: no time for that
+    browser = await logged_in(web, READER)
+    status, _, html = await browser.get("/ui/r/team/app")
+    assert status == 200 and "took too long; they are listed by name" in html
+    assert re.findall(r'<h2><a href="[^"]+">([^<]+)</a>', html) == ["1.9", "1.10", "2", "latest"]
+    monkeypatch.setattr(pages, "NEWEST_SECONDS", 20.0)
+    assert "took too long" not in (await browser.get("/ui/r/team/app"))[2]
+
+
+async def test_newest_first_pages_wait_for_their_turn_within_their_time(
+    registry: TestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mreg_proxy.web import pages
+
+    monkeypatch.setattr(pages, "NEWEST_AT_ONCE", 0)  # as if two slow pages were being built
+    monkeypatch.setattr(pages, "NEWEST_SECONDS", 0.5)
+    async with site(registry, tmp_path) as web:
+        browser = await logged_in(web, READER)
+        status, _, html = await browser.get("/ui/r/team/app")
+    assert status == 200 and "took too long; they are listed by name" in html
+
+
 async def test_under_tls_the_cookies_are_secure(registry: TestServer, tmp_path: Path) -> None:
     from proxy_harness import install_tls
 
