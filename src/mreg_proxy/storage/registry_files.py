@@ -219,15 +219,31 @@ class Reader:
     def _path(self, relative: str) -> str:
         return f"{self.base}/{relative}"
 
-    def _read(self, relative: str, budget: int) -> bytes | None:
-        """A regular file's bytes; None when missing, not a regular file or over ``budget``."""
+    def _open_regular(self, relative: str) -> tuple[int, int] | None:
+        """An open regular file and its size; None when missing or anything else. O_NONBLOCK: a
+        FIFO put at the path must not wait for a writer (this runs on the event loop)."""
         try:
-            fd = os.open(self._path(relative), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(self._path(relative), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return None
         try:
             info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_size > budget:
+        except OSError:
+            os.close(fd)
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return None
+        return fd, info.st_size
+
+    def _read(self, relative: str, budget: int) -> bytes | None:
+        """A regular file's bytes; None when missing, not a regular file or over ``budget``."""
+        opened = self._open_regular(relative)
+        if opened is None:
+            return None
+        fd, size = opened
+        try:
+            if size > budget:
                 return None
             content = os.read(fd, budget + 1)
             return content if len(content) <= budget else None
@@ -267,7 +283,8 @@ class Reader:
         content = self._read(path, MANIFEST_BUDGET)
         if content is None:
             return None
-        kind = manifest_kind(content)
+        if kind is None:  # a remembered kind is sound: the bytes are fixed by the digest
+            kind = manifest_kind(content)
         if kind is None:
             return None
         self._remember(hex_digest, kind)
@@ -283,16 +300,5 @@ class Reader:
         """The blob ``hex_digest``, open, if repository ``name`` links it; the caller closes it."""
         if self._link(layer_link(name, hex_digest)) != hex_digest:
             return None
-        try:
-            fd = os.open(self._path(blob_data(hex_digest)), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            return None
-        try:
-            info = os.fstat(fd)
-        except OSError:
-            os.close(fd)
-            return None
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            return None
-        return Blob(hex_digest, fd, info.st_size)
+        opened = self._open_regular(blob_data(hex_digest))
+        return None if opened is None else Blob(hex_digest, *opened)

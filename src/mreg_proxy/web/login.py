@@ -136,6 +136,9 @@ async def handle_login(request: web.Request, state: WebState) -> web.Response:
         return login_page(request, state, 401, "Wrong user name or password.", user)
     if principal.kind is not Kind.USER:
         return login_page(request, state, 403, "CI tokens cannot log in to the web page; log in as a user.")
+    # a right password of a cheap hash starts a re-hash that rewrites the hash the session is bound
+    # to: wait for it (one bcrypt, in the check pool) so the session carries the hash that stays
+    await request.app[ACCESS].authenticator.rehashes_done()
     stored = (await request.app[USERS].fresh_store()).users.get(principal.name)
     if stored is None:  # removed between the check and now
         return login_page(request, state, 401, "Wrong user name or password.", user)

@@ -36,6 +36,11 @@ MAX_QUERY = MAX_NAME
 MAX_PAGE = 100_000
 MAX_SORTED_TAGS = 5000  # "newest first" resolves every tag; beyond this, tags are listed by name
 MAX_SUMMARIES = 20_000
+# "newest first" sends a HEAD per tag (up to MAX_SORTED_TAGS) and reads the manifests not seen yet:
+# at most NEWEST_AT_ONCE such pages at once, each within NEWEST_SECONDS (waiting included), past
+# which the page is listed by name (only its own tags resolved) and says so
+NEWEST_AT_ONCE = 2
+NEWEST_SECONDS = 20.0
 
 
 def allowed(principal: Principal, method: str, path: str) -> bool:
@@ -94,6 +99,7 @@ class Summaries:
         self.reader = reader
         self.limit = limit
         self._rows: OrderedDict[tuple[str, str], tuple[str, list[Platform], str]] = OrderedDict()
+        self.newest_pages = asyncio.Semaphore(NEWEST_AT_ONCE)
 
     async def row(self, name: str, tag: str) -> TagRow | None:
         digest = await self.reader.resolve(name, tag)
@@ -102,7 +108,7 @@ class Summaries:
         key = (name, digest)
         known = self._rows.get(key)
         if known is None:
-            manifest = await self.reader.manifest(name, digest) if is_digest(digest) else None
+            manifest = await self.reader.manifest(name, digest, live=True) if is_digest(digest) else None
             if manifest is None:
                 return None
             known = await self._summarise(name, manifest)
@@ -118,7 +124,8 @@ class Summaries:
         if is_index(manifest.doc, manifest.media_type):
             platforms, created = [], ""
             for child in children(manifest.doc):
-                image = await self.reader.manifest(name, child["digest"]) if is_digest(child["digest"]) else None
+                image = (await self.reader.manifest(name, child["digest"], live=True)
+                         if is_digest(child["digest"]) else None)
                 size = image_size(image.doc) if image else 0
                 platforms.append(Platform(platform_text(child.get("platform")), size, child["digest"]))
                 if not created and image is not None and (config := config_descriptor(image.doc)):
@@ -170,16 +177,21 @@ async def repository(request: web.Request, state: WebState, summaries: Summaries
     pages = max(1, -(-len(tags) // TAGS_PER_PAGE))
     number = min(number, pages)
     window = slice((number - 1) * TAGS_PER_PAGE, number * TAGS_PER_PAGE)
+    slow = False
+    if order == "newest":
+        try:
+            async with asyncio.timeout(NEWEST_SECONDS), summaries.newest_pages:
+                found = await bounded([lambda tag=tag: summaries.row(name, tag) for tag in tags])
+                rows = [row for row in found if row is not None]
+                await note_push_times(state, name, rows)
+            rows = sort_rows(rows, "newest")[window]
+        except TimeoutError:
+            order, slow = "name", True
     if order == "name":  # only the page's tags need resolving
         wanted = sort_rows([TagRow(t, "", "") for t in tags], "name")[window]
         found = await bounded([lambda tag=row.tag: summaries.row(name, tag) for row in wanted])
         rows = [row for row in found if row is not None]
         await note_push_times(state, name, rows)
-    else:
-        found = await bounded([lambda tag=tag: summaries.row(name, tag) for tag in tags])
-        rows = [row for row in found if row is not None]
-        await note_push_times(state, name, rows)
-        rows = sort_rows(rows, "newest")[window]
     shown = [
         {
             "row": row, "short": short(row.digest), "size": human_size(row.size),
@@ -194,7 +206,7 @@ async def repository(request: web.Request, state: WebState, summaries: Summaries
     ]
     message = request.query.get("deleted", "")
     return render(request, state, "repository.html", viewer=viewer, csrf=viewer.csrf, name=name, rows=shown,
-                  order=order, total=len(tags), number=number, pages=pages,
+                  order=order, slow=slow, total=len(tags), number=number, pages=pages,
                   deleted=message[:128] if is_tag(message[:128]) else "",
                   retention=f"/ui/retention/{quote(name)}" if may_see_retention(viewer.principal, name) else "",
                   by_name=repository_path(name, sort="name"), by_newest=repository_path(name),

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
-from ..oci.referrers import read_referrers
+from ..oci.referrers import TooLarge as OverLimit, read_capped, read_referrers
 from ..oci.tagdelete import RegistryAnswer
 from ..spec.names import ACCEPT_ALL
 from ..spec.referrers_index import MAX_MANIFEST
@@ -97,13 +97,10 @@ def _object(body: bytes) -> dict[str, Any]:
 
 
 async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"a document over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_capped(response.content.iter_any(), limit)
+    except OverLimit:  # the same budget, told as the pages tell a registry failure
+        raise TooLarge(f"a document over {limit} bytes") from None
 
 
 class RegistryReader:
@@ -164,11 +161,17 @@ class RegistryReader:
             raise RegistryDown(f"the registry answered {status} to the manifest {name}:{tag}")
         return digest
 
-    async def manifest(self, name: str, reference: str) -> Manifest | None:
-        """The manifest ``reference`` (tag or digest) names; None when there is none."""
+    async def manifest(self, name: str, reference: str, *, live: bool = False) -> Manifest | None:
+        """The manifest ``reference`` (tag or digest) names; None when there is none.
+
+        A cached body is used only once the registry still has that manifest in ``name`` (a HEAD),
+        or the API would 404 what the page shows: ``live`` says the caller just learned it (a tag
+        resolved to it, or a live index names it)."""
         cached = self.cache.get(name, reference)
-        if cached is not None:
+        if cached is not None and (live or await self.resolve(name, reference) is not None):
             return Manifest(reference, cached[0], cached[1], _object(cached[1]))
+        if cached is not None:
+            return None  # deleted from the registry since it was cached (the LRU drops its bytes in time)
         status, response, body = await self._get(f"/v2/{name}/manifests/{reference}", MAX_MANIFEST, ACCEPT_ALL)
         if status == 404:
             return None

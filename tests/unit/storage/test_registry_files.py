@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -258,3 +260,47 @@ def test_a_folder_where_the_data_should_be_is_not_a_blob(tree: Tree) -> None:
     tree.write(reads.layer_link("a/b", HEX), f"sha256:{HEX}".encode())
     (tree.base / reads.blob_data(HEX)).mkdir(parents=True)
     assert Reader(tree.root).blob("a/b", HEX) is None
+
+
+def test_a_remembered_kind_is_not_parsed_again(tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the bytes are fixed by the digest: one parse per manifest, not one per GET (up to 4 MiB each)
+    hex_digest = tree.push("a/b", "v1", IMAGE)
+    parsed: list[bytes] = []
+
+    def counting(content: bytes) -> str | None:
+        parsed.append(content)
+        return manifest_kind(content)
+
+    monkeypatch.setattr(reads, "manifest_kind", counting)
+    reader = Reader(tree.root)
+    first = reader.manifest("a/b", hex_digest, with_content=True)
+    second = reader.manifest("a/b", hex_digest, with_content=True)
+    assert first == second == reads.Manifest(hex_digest, OCI_MANIFEST, len(IMAGE), IMAGE)
+    assert len(parsed) == 1
+
+
+def test_a_fifo_at_a_link_or_data_path_is_refused_without_blocking(tree: Tree) -> None:
+    # opening a FIFO for reading waits for a writer: on the event loop that would stop the proxy
+    hex_digest = tree.push("a/b", "v1", IMAGE)
+    link = tree.base / reads.tag_link("a/b", "v1")  # type: ignore[operator]
+    link.unlink()
+    os.mkfifo(link)
+    tree.write(reads.layer_link("a/b", HEX), f"sha256:{HEX}".encode())
+    data = tree.base / reads.blob_data(HEX)
+    data.parent.mkdir(parents=True)
+    os.mkfifo(data)
+    reader = Reader(tree.root)
+    answers: list[object] = []
+    worker = threading.Thread(daemon=True, target=lambda: answers.extend(
+        [reader.manifest_digest("a/b", "v1"), reader.blob("a/b", HEX), reader.manifest("a/b", hex_digest, with_content=True)]))
+    worker.start()
+    worker.join(5)
+    blocked = worker.is_alive()
+    for _ in range(100):  # release a reader stuck in open() (only without the fix)
+        if not worker.is_alive():
+            break
+        for fifo in (link, data):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(0.05)
+    assert not blocked and answers[:2] == [None, None] and answers[2] is not None

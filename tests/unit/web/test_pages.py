@@ -3,6 +3,7 @@ in-memory registry: login, sessions, what each viewer sees, CSRF, tag deletion, 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import json
@@ -186,6 +187,20 @@ async def test_a_new_password_ends_the_old_sessions(web: Callable[[], Browser], 
     assert (await browser.get("/ui/r/team/app"))[0] == 200
     write_users(tmp_path / "users.yml", make_user(*ADMIN, role="admin"), make_user(READER[0], "new-password"))
     assert (await browser.get("/ui/r/team/app"))[0] == 303
+
+
+async def test_a_login_that_rehashes_a_cheap_hash_stays_logged_in(registry: TestServer, tmp_path: Path) -> None:
+    # the users have cost-4 hashes: at bcrypt_cost 5 a right password re-hashes them, and the
+    # session must be bound to the new hash, not to the one the re-hash replaces
+    async with site(registry, tmp_path, bcrypt_cost=5) as web:
+        browser = await logged_in(web, READER)
+        for _ in range(100):  # the re-hash is done when the login answers: this only waits without the fix
+            if read_store(tmp_path / "users.yml").users[READER[0]].password_hash.startswith("$2b$05$"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the cheap hash was not re-hashed")
+        assert (await browser.get("/ui/r/team/app"))[0] == 200
 
 
 async def test_logout_needs_the_sessions_csrf_token_and_ends_it(web: Callable[[], Browser]) -> None:
@@ -533,6 +548,43 @@ async def test_a_digest_seen_in_a_hidden_repository_does_not_show_under_another(
     assert (await admin.get(f"/ui/r/secret/db@{secret}"))[0] == 200  # now in the page's cache
     limited = await logged_in(web, LIMITED)
     assert (await limited.get(f"/ui/r/team/app@{secret}"))[0] == 404
+
+
+async def test_a_deleted_manifest_is_missing_although_its_digest_was_cached(web: Callable[[], Browser], images: Images) -> None:
+    digest = images.repos["team/app"]["tags"]["2"]
+    browser = await logged_in(web, READER)
+    assert (await browser.get(f"/ui/r/team/app@{digest}"))[0] == 200  # now in the page's cache
+    del images.repos["team/app"]["tags"]["2"]
+    del images.repos["team/app"]["blobs"][digest]  # the registry answers 404, as the API would
+    status, _, html = await browser.get(f"/ui/r/team/app@{digest}")
+    assert status == 404, html[:300]
+
+
+async def test_a_newest_first_page_past_its_time_is_listed_by_name(
+    web: Callable[[], Browser], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mreg_proxy.web import pages
+
+    monkeypatch.setattr(pages, "NEWEST_SECONDS", 0.0)  # every tag would need resolving: no time for that
+    browser = await logged_in(web, READER)
+    status, _, html = await browser.get("/ui/r/team/app")
+    assert status == 200 and "took too long; they are listed by name" in html
+    assert re.findall(r'<h2><a href="[^"]+">([^<]+)</a>', html) == ["1.9", "1.10", "2", "latest"]
+    monkeypatch.setattr(pages, "NEWEST_SECONDS", 20.0)
+    assert "took too long" not in (await browser.get("/ui/r/team/app"))[2]
+
+
+async def test_newest_first_pages_wait_for_their_turn_within_their_time(
+    registry: TestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mreg_proxy.web import pages
+
+    monkeypatch.setattr(pages, "NEWEST_AT_ONCE", 0)  # as if two slow pages were being built
+    monkeypatch.setattr(pages, "NEWEST_SECONDS", 0.5)
+    async with site(registry, tmp_path) as web:
+        browser = await logged_in(web, READER)
+        status, _, html = await browser.get("/ui/r/team/app")
+    assert status == 200 and "took too long; they are listed by name" in html
 
 
 async def test_under_tls_the_cookies_are_secure(registry: TestServer, tmp_path: Path) -> None:
